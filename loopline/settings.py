@@ -1,0 +1,106 @@
+"""One settings class for the whole project (environment variables prefixed ``LOOPLINE_``).
+
+Every default works on a laptop with no server: DuckDB warehouse, SQLite source
+database, local MLflow store, all under one git-ignored data folder. Paths are
+derived lazily from ``data_dir`` so nothing is computed at import time.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scale = Literal["small", "demo", "large"]
+
+
+class Settings(BaseSettings):
+    """Where loopline reads and writes, and how hard it may push the machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOPLINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # -- storage -----------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Root of every generated file.")
+    warehouse_path: Path | None = Field(
+        None, description="DuckDB file; default <data_dir>/warehouse/loopline.duckdb."
+    )
+    source_db_url: str | None = Field(
+        None,
+        description="OLTP source database. Default: SQLite file under <data_dir>/sources. "
+        "A postgresql://... URL writes and reads Postgres instead.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default: sqlite:///<data_dir>/mlflow/mlflow.db."
+    )
+    online_store_url: str | None = Field(
+        None, description="redis://... to serve features from Redis."
+    )
+    broker_url: str | None = Field(None, description="redis://... for the streaming line.")
+
+    # -- warehouse resources -------------------------------------------------------
+    duckdb_threads: int = Field(2, ge=1)
+    duckdb_memory_limit: str = Field("8GB")
+
+    # -- catalogue API (the simulated vendor) --------------------------------------
+    catalogue_host: str = "127.0.0.1"
+    catalogue_port: int = Field(8765, ge=0, le=65535)
+
+    # -- simulator -------------------------------------------------------------------
+    sim_seed: int = 42
+    sim_start: date = date(2026, 1, 1)
+    sim_scale: Scale = Field(
+        "demo", description="small (tests), demo (minutes), large (>10M events)."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # -- derived locations -----------------------------------------------------------
+    @property
+    def sources_dir(self) -> Path:
+        """Where the simulated company's own systems keep their data."""
+        return self.data_dir / "sources"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Immutable file drops (events, payments, tickets) and raw API pages."""
+        return self.data_dir / "landing"
+
+    @property
+    def sim_state_dir(self) -> Path:
+        """Simulator state that lets `simulate --until` continue where it stopped."""
+        return self.data_dir / "sim_state"
+
+    @property
+    def source_sqlite_path(self) -> Path:
+        return self.sources_dir / "oltp.sqlite"
+
+    @property
+    def resolved_source_db_url(self) -> str:
+        return self.source_db_url or f"sqlite:///{self.source_sqlite_path}"
+
+    @property
+    def resolved_warehouse_path(self) -> Path:
+        return self.warehouse_path or self.data_dir / "warehouse" / "loopline.duckdb"
+
+    @property
+    def resolved_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests build their own `Settings`)."""
+    return Settings()

@@ -1,0 +1,42 @@
+"""The source-system simulator: a seeded, deterministic video-streaming company."""
+
+from __future__ import annotations
+
+import shutil
+
+from loopline.settings import Settings
+from loopline.simulate.config import SimConfig, config_for_scale
+from loopline.simulate.run import SimReport, SimulationError, churn_truth, load_state, simulate
+
+
+def reset_sources(settings: Settings) -> None:
+    """Delete everything the simulator wrote (sources, landing files, simulator state).
+
+    A Postgres source loses the simulator's tables too.
+    """
+    if settings.source_db_url:
+        import duckdb
+
+        from loopline.duck import attach_source
+        from loopline.simulate.writers import OLTP_TABLES
+
+        con = duckdb.connect()
+        attach_source(con, settings.source_db_url)
+        for table in OLTP_TABLES:
+            con.execute(f"drop table if exists src.{table}")
+        con.close()
+    for folder in (settings.sources_dir, settings.landing_dir, settings.sim_state_dir):
+        if folder.exists():
+            shutil.rmtree(folder)
+
+
+__all__ = [
+    "SimConfig",
+    "SimReport",
+    "SimulationError",
+    "churn_truth",
+    "config_for_scale",
+    "load_state",
+    "reset_sources",
+    "simulate",
+]

@@ -1,0 +1,1 @@
+"""Simulated external sources the data line extracts from."""

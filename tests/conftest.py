@@ -1,0 +1,68 @@
+"""Shared fixtures: one small simulated company per test session, services checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from loopline.settings import Settings
+from loopline.simulate import SimConfig, SimReport, simulate
+
+SMALL_UNTIL = date(2026, 2, 14)  # 45 days from the default start
+
+
+def small_config(**overrides: object) -> SimConfig:
+    """The test-scale company: 300 users."""
+    return SimConfig.model_validate({"users": 300, **overrides})
+
+
+def run_small(
+    data_dir: Path, until: date = SMALL_UNTIL, **overrides: object
+) -> tuple[Settings, SimReport]:
+    settings = Settings(data_dir=data_dir)
+    return settings, simulate(settings, until, small_config(**overrides), progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, SimReport]:
+    """One simulated company shared by every test that only reads it."""
+    return run_small(tmp_path_factory.mktemp("small_sim"))
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Fail in CI, skip elsewhere, with a message that names the missing service."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}; start it to run this test"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for one test, dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg
+
+    name = f"loopline_test_{os.getpid()}"
+    admin = "postgresql://root@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"drop database if exists {name}")
+        con.execute(f"create database {name}")
+    yield f"postgresql://root@127.0.0.1:5432/{name}"
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"drop database if exists {name} with (force)")
