@@ -193,15 +193,54 @@ def _not_yet(issue: int | None, what: str) -> None:
 
 
 @app.command()
-def ingest() -> None:
-    """Extract and load every source into the warehouse's raw layer."""
-    _not_yet(3, "ingest")
+def ingest(
+    catalogue_url: Annotated[
+        str | None,
+        typer.Option(help="A running catalogue API; default: start the simulated one in-process."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Extract and load every source into the warehouse's raw layer (each file once)."""
+    from loopline.ingest.run import IngestError
+    from loopline.ingest.run import ingest as run
+
+    settings = get_settings()
+    try:
+        report = run(settings, catalogue_url=catalogue_url, progress=not quiet)
+    except IngestError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"ingest batch {report.batch_id} in {report.seconds:.1f} s")
+    console.print(f"  OLTP tables copied: {report.oltp_tables or 'none changed'}")
+    console.print(f"  catalogue API pages landed: {report.catalogue_pages}")
+    for source, files in sorted(report.files.files.items()):
+        console.print(
+            f"  {source:<10} {files:>6} new files  {report.files.records[source]:>10,} records"
+        )
+    if not report.files.files:
+        console.print("  no new files")
+    for rejected in report.files.rejected:
+        console.print(f"  [yellow]rejected[/yellow] {rejected} (moved to landing/_rejected/)")
 
 
-@app.command()
-def build() -> None:
-    """Run `dbt build` (warehouse and feature marts) with the project's settings."""
-    _not_yet(3, "build")
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def build(
+    ctx: typer.Context,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
+    ] = False,
+) -> None:
+    """Run `dbt build` (warehouse and feature marts); extra arguments go to dbt (e.g. --select)."""
+    from loopline.dbt import DbtError, run_dbt
+
+    settings = get_settings()
+    args = ["build", *(["--full-refresh"] if full_refresh else []), *ctx.args]
+    try:
+        result = run_dbt(settings, args)
+    except DbtError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"dbt build: {len(result.results)} nodes passed; warehouse {settings.resolved_warehouse_path}"
+    )
 
 
 @app.command()

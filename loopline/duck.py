@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -64,3 +68,35 @@ def attach_source(
     else:
         target = url
     con.execute(f"attach '{target}' as {alias} (type {kind}{mode})")
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process holds the warehouse writer lock for too long."""
+
+
+@contextmanager
+def warehouse_writer(settings: Settings, timeout_s: float = 1800.0) -> Iterator[Path]:
+    """Hold the single-writer lock of the warehouse (see docs/architecture.md).
+
+    Concurrent writers queue here instead of failing on DuckDB's own file lock.
+    """
+    path = settings.resolved_warehouse_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".writer.lock")
+    with lock.open("a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseBusyError(
+                        f"another process has been writing {path} for over {timeout_s:.0f} s "
+                        f"(lock {lock}); wait for it or stop it"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         return self.data_dir / "sim_state"
 
     @property
+    def state_dir(self) -> Path:
+        """Extractor cursors and other small bookkeeping that must survive restarts."""
+        return self.data_dir / "state"
+
+    @property
     def source_sqlite_path(self) -> Path:
         return self.sources_dir / "oltp.sqlite"
 

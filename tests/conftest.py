@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -12,6 +13,10 @@ import pytest
 
 from loopline.settings import Settings
 from loopline.simulate import SimConfig, SimReport, simulate
+
+# a fresh Prefect home per test run: a stale temporary-server database can stay locked
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="loopline-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 SMALL_UNTIL = date(2026, 2, 14)  # 45 days from the default start
 

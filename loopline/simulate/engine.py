@@ -221,7 +221,9 @@ def _catalogue_day(state: SimState, r: np.random.Generator, day: int, t0: int) -
     cfg = state.config
     n_new = r.poisson(max(0.3, cfg.n_shows / 400))
     if n_new:
-        shows, episodes = new_shows(r, state.counters["next_show"], n_new, np.full(n_new, day), t0)
+        shows, episodes = new_shows(
+            r, state.counters["next_show"], n_new, np.full(n_new, day), day_epoch(cfg, 0)
+        )
         shows["popularity"] *= 2.0  # new releases are watched more
         episodes = number_episodes(episodes, state.counters["next_episode"])
         state.counters["next_show"] += n_new

@@ -1,0 +1,1 @@
+"""Extract and load: every source into the warehouse raw layer, exactly once."""
