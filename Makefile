@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 export PREFECT_HOME ?= $(CURDIR)/data/prefect
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help install demo test test-slow lint format typecheck sqllint bench docs clean
+.PHONY: help install demo test test-slow lint format bench docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,17 +30,23 @@ test: install ## the test suite CI runs (fast: heavier suites are marked slow)
 test-slow: install ## the heavier suites (large-scale simulation, full builds)
 	$(RUN) pytest -m slow
 
-lint: install ## ruff, mypy on ml/ and loopline/, sqlfluff on models/
+lint: install ## ruff, mypy on ml/ loopline/ flows/, sqlfluff on models/ and snapshots/
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	mkdir -p data/warehouse data/tmp/duckdb
+	$(RUN) sqlfluff lint models snapshots
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-bench: install ## benchmarks; ratios land in data/bench/results.json
-	$(RUN) python -m bench
+bench: install ## benchmarks (none yet: serving and scoring benchmarks come with issue #5)
+	@echo "no benchmarks yet: they arrive with the serving and batch-scoring work (issue #5)"
+
+docs: install ## build the warehouse docs site and serve it on http://127.0.0.1:8080
+	$(RUN) dbt docs generate
+	$(RUN) dbt docs serve --port 8080
 
 clean: ## remove generated data (warehouse, landing files, MLflow store, reports)
 	rm -rf data target logs

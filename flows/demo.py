@@ -1,8 +1,8 @@
 """The demo: the whole loop as one Prefect flow, on the embedded defaults.
 
-Thin by design: each task wraps one step; the flow only sequences them. Later work adds
-ingest, dbt build, validation, feature materialisation, training, scoring and monitoring
-as tasks here, in that order.
+Thin by design: each task wraps one step; the flow only sequences them: simulate the
+sources, then the line (ingest, dbt build). Later work adds validation, feature
+materialisation, training, scoring and monitoring here, in that order.
 """
 
 from __future__ import annotations
@@ -57,14 +57,21 @@ def simulate_sources(scale: str, until: date | None) -> dict[str, object]:
 @flow(name="loopline-demo", log_prints=True)
 def loopline_demo(params: DemoParams) -> dict[str, str]:
     """Sequence every step that exists so far; return where a person should look."""
+    from flows.line import LineParams, line
+
     settings = get_settings()
     sim = simulate_sources(params.scale, params.until)
+    line(LineParams())
     return {
         "source database": settings.resolved_source_db_url,
         "landing files": str(settings.landing_dir),
         "catalogue (API data)": str(settings.sources_dir / "catalogue"),
         "defect manifest": str(settings.sources_dir / "_manifest" / "defects.json"),
         "ground truth": str(settings.sources_dir / "_truth" / "summary.json"),
+        "warehouse (DuckDB)": str(settings.resolved_warehouse_path),
+        "quarantine": "schema quarantine.* in the warehouse",
+        "load accounting": "monitoring.fct_load_accounting in the warehouse",
+        "dbt docs": "make docs  (then http://127.0.0.1:8080)",
         "simulated through": str(sim["through"]),
         "Prefect UI": "uv run prefect server start  (then http://127.0.0.1:4200)",
     }

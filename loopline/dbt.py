@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopline.duck import warehouse_writer
@@ -20,6 +21,7 @@ class DbtResult:
     command: list[str]
     success: bool
     results: list[tuple[str, str]]  # (node unique id, status)
+    output: list[dict[str, str]] = field(default_factory=list)  # `dbt ls` rows
 
 
 def project_dir() -> Path:
@@ -42,7 +44,48 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 
 def run_dbt(settings: Settings, args: Sequence[str], raise_on_failure: bool = True) -> DbtResult:
-    """Run one dbt command (e.g. ["build"]) holding the warehouse writer lock."""
+    """Run one dbt command (e.g. ["build"]) holding the warehouse writer lock.
+
+    Before the first build of a warehouse, the incremental models are created empty:
+    dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
+    """
+    if args and args[0] == "build" and "--empty" not in args:
+        ensure_incremental_relations(settings)
+    return _invoke(settings, args, raise_on_failure)
+
+
+def ensure_incremental_relations(settings: Settings) -> list[str]:
+    """Create missing incremental models empty (`dbt run --empty`); return what was missing."""
+    import duckdb
+
+    listed = _invoke(
+        settings,
+        ["ls", "--resource-type", "model", "--select", "config.materialized:incremental",
+         "--output", "json", "--output-keys", "schema alias", "--quiet"],
+        raise_on_failure=True,
+    )  # fmt: skip
+    wanted = {(node["schema"], node["alias"]) for node in listed.output}
+    existing: set[tuple[str, str]] = set()
+    if settings.resolved_warehouse_path.exists():
+        with warehouse_writer(settings):
+            # not read_only: dbt-duckdb keeps its in-process instance open, and DuckDB refuses
+            # a second connection to one file with a different configuration
+            con = duckdb.connect(str(settings.resolved_warehouse_path))
+            try:
+                existing = set(
+                    con.execute(
+                        "select table_schema, table_name from information_schema.tables"
+                    ).fetchall()
+                )
+            finally:
+                con.close()
+    missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
+    if missing:
+        _invoke(settings, ["run", "--empty", "--select", "+config.materialized:incremental"], True)
+    return missing
+
+
+def _invoke(settings: Settings, args: Sequence[str], raise_on_failure: bool) -> DbtResult:
     from dbt.cli.main import dbtRunner
 
     root = project_dir()
@@ -61,11 +104,14 @@ def run_dbt(settings: Settings, args: Sequence[str], raise_on_failure: bool = Tr
             else:
                 os.environ[key] = value
     nodes: list[tuple[str, str]] = []
+    output: list[dict[str, str]] = []
     res = result.result
     if res is not None and hasattr(res, "results"):
         nodes = [(r.node.unique_id, str(r.status)) for r in res.results]
+    elif isinstance(res, list):  # `dbt ls --output json`
+        output = [json.loads(line) for line in res]
     if raise_on_failure and not result.success:
         failed = [n for n, status in nodes if status in ("error", "fail", "runtime error")]
         detail = f": {', '.join(failed[:10])}" if failed else f" ({result.exception})"
         raise DbtError(f"dbt {' '.join(args)} failed{detail}")
-    return DbtResult(command=command, success=result.success, results=nodes)
+    return DbtResult(command=command, success=result.success, results=nodes, output=output)

@@ -28,6 +28,15 @@ def test_demo_flow_simulates_and_points_at_the_results(prefect_harness, tmp_path
     assert manifest["through"] == "2026-01-04"
     assert where["simulated through"] == "2026-01-04"
     assert (tmp_path / "sources" / "oltp.sqlite").exists()
+    # the line ran inside the demo: the warehouse holds built marts
+    import duckdb
+
+    con = duckdb.connect(where["warehouse (DuckDB)"])
+    try:
+        (users,) = con.execute("select count(*) from core.dim_users").fetchone()
+    finally:
+        con.close()
+    assert users > 250
 
 
 def test_demo_params_reject_an_unknown_scale():
