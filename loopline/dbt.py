@@ -22,6 +22,7 @@ class DbtResult:
     success: bool
     results: list[tuple[str, str]]  # (node unique id, status)
     output: list[dict[str, str]] = field(default_factory=list)  # `dbt ls` rows
+    processed: dict[str, int] = field(default_factory=dict)  # incremental model -> rows written
 
 
 def project_dir() -> Path:
@@ -49,22 +50,60 @@ def run_dbt(settings: Settings, args: Sequence[str], raise_on_failure: bool = Tr
     Before the first build of a warehouse, the incremental models are created empty:
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
     """
-    if args and args[0] == "build" and "--empty" not in args:
-        ensure_incremental_relations(settings)
-    return _invoke(settings, args, raise_on_failure)
+    building = bool(args) and args[0] in ("build", "run") and "--empty" not in args
+    incremental = ensure_incremental_relations(settings) if building else []
+    result = _invoke(settings, args, raise_on_failure)
+    if building and result.success:
+        result.processed.update(_rows_written(settings, incremental))
+    return result
 
 
-def ensure_incremental_relations(settings: Settings) -> list[str]:
-    """Create missing incremental models empty (`dbt run --empty`); return what was missing."""
+def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
+    """Rows each incremental model wrote in the last dbt run (from `_dbt_invocation_id`)."""
     import duckdb
 
+    results = project_dir() / "target" / "run_results.json"
+    invocation = json.loads(results.read_text())["metadata"]["invocation_id"]
+    out: dict[str, int] = {}
+    con = duckdb.connect(str(settings.resolved_warehouse_path))  # same config as dbt in-process
+    try:
+        for relation in relations:
+            schema, table = relation.split(".")
+            columns = {
+                c for (c,) in con.execute(
+                    "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+                    [schema, table],
+                ).fetchall()
+            }  # fmt: skip
+            if "_dbt_invocation_id" in columns:
+                (count,) = con.execute(
+                    f"select count(*) from {relation} where _dbt_invocation_id = ?", [invocation]
+                ).fetchone() or (0,)
+                out[relation] = int(count)
+    finally:
+        con.close()
+    return out
+
+
+def incremental_relations(settings: Settings) -> list[str]:
+    """`schema.table` of every incremental model, as dbt lists them."""
     listed = _invoke(
         settings,
         ["ls", "--resource-type", "model", "--select", "config.materialized:incremental",
          "--output", "json", "--output-keys", "schema alias", "--quiet"],
         raise_on_failure=True,
     )  # fmt: skip
-    wanted = {(node["schema"], node["alias"]) for node in listed.output}
+    return sorted(f"{node['schema']}.{node['alias']}" for node in listed.output)
+
+
+def ensure_incremental_relations(settings: Settings) -> list[str]:
+    """Create missing incremental models empty (`dbt run --empty`); return all of them.
+
+    dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
+    """
+    import duckdb
+
+    wanted = {tuple(name.split(".", 1)) for name in incremental_relations(settings)}
     existing: set[tuple[str, str]] = set()
     if settings.resolved_warehouse_path.exists():
         with warehouse_writer(settings):
@@ -82,7 +121,7 @@ def ensure_incremental_relations(settings: Settings) -> list[str]:
     missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
     if missing:
         _invoke(settings, ["run", "--empty", "--select", "+config.materialized:incremental"], True)
-    return missing
+    return sorted(f"{schema}.{alias}" for schema, alias in wanted)
 
 
 def _invoke(settings: Settings, args: Sequence[str], raise_on_failure: bool) -> DbtResult:

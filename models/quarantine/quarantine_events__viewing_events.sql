@@ -3,6 +3,7 @@
         materialized='incremental',
         unique_key=['_file', '_line_no'],
         incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
     )
 }}
 
@@ -89,7 +90,8 @@ quarantined as (
         _file,
         _line_no,
         _batch_id,
-        _loaded_at
+        _loaded_at,
+        '{{ invocation_id }}' as _dbt_invocation_id
     from classified
     where quarantine_reason is not null
 

@@ -78,7 +78,14 @@ def table_fingerprints(settings: Settings) -> dict[str, tuple[int, str]]:
                     [schema, table],
                 ).fetchall()
                 if c
-                not in ("_loaded_at", "_batch_id", "dbt_updated_at", "dbt_valid_from", "dbt_scd_id")
+                not in (
+                    "_loaded_at",
+                    "_batch_id",
+                    "_dbt_invocation_id",
+                    "dbt_updated_at",
+                    "dbt_valid_from",
+                    "dbt_scd_id",
+                )
             ]
             select = ", ".join(f'"{c}"' for c in columns)
             n, digest = con.execute(
@@ -208,11 +215,28 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
     assert report.files.files["events"] <= 24 + 1  # one day of hourly files (+ a retry file)
     result = run_dbt(settings, ["build"])
     assert result.success
+    new_day = date.fromordinal(SMALL_UNTIL.toordinal() + 1)
+    # rows processed are reported, and only the new day plus the lookback was rebuilt
+    (new_clean,) = query(
+        settings,
+        f"select count(*) from staging.stg_events__viewing_events where _batch_id = '{report.batch_id}'",
+    )[0]
+    assert result.processed["staging.stg_events__viewing_events"] == new_clean > 0
+    sessions_written = result.processed["intermediate.int_viewing_events_sessionized"]
+    (total_sessions, oldest) = query(
+        settings,
+        "select count(*), min(session_date) filter (where _dbt_invocation_id = "
+        "(select max_by(_dbt_invocation_id, _loaded_at) from intermediate.int_viewing_events_sessionized)) "
+        "from intermediate.int_viewing_events_sessionized",
+    )[0]
+    assert 0 < sessions_written < total_sessions / 3
+    # rebuilt: from the last day built before (SMALL_UNTIL) minus events_lookback_days (5)
+    assert oldest == date.fromordinal(SMALL_UNTIL.toordinal() - 5)
     # the new files carry late events from earlier days: they land in the day they happened
     (late,) = query(
         settings,
         f"select count(*) from staging.stg_events__viewing_events where _batch_id = '{report.batch_id}' "
-        f"and event_date < '{date.fromordinal(SMALL_UNTIL.toordinal() + 1)}'",
+        f"and event_date < '{new_day}'",
     )[0]
     assert late > 0
     incremental = table_fingerprints(settings)

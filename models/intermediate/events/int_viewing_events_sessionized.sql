@@ -3,6 +3,7 @@
         materialized='incremental',
         unique_key='session_date',
         incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
     )
 }}
 
@@ -96,7 +97,8 @@ sessions as (
         coalesce(sum(greatest(position_delta_ms, 0)), 0) / 1000 as watched_seconds,
         max(bitrate_kbps) as max_bitrate_kbps,
         bool_or(event_type = 'stop') as has_stop,
-        max(_loaded_at) as _loaded_at
+        max(_loaded_at) as _loaded_at,
+        '{{ invocation_id }}' as _dbt_invocation_id
     from numbered
     group by user_id, device, session_number
 

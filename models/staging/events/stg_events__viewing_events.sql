@@ -90,7 +90,9 @@ renamed as (
         _file,
         _line_no,
         _batch_id,
-        _loaded_at
+        _loaded_at,
+        -- which dbt run wrote the row: `loopline build` reports rows processed from it
+        '{{ invocation_id }}' as _dbt_invocation_id
 
     from deduplicated
 
