@@ -146,7 +146,7 @@ def simulate_day(state: SimState, day: int) -> DayOutput:
     # 2. signups
     n_new = rngs[S_SIGNUP].poisson(cfg.signups_per_day_rate * cfg.users)
     if n_new:
-        _add_users(state, rngs[S_SIGNUP], np.full(n_new, day), t0, existing=False)
+        _add_users(state, rngs[S_SIGNUP], np.full(n_new, day), day_epoch(cfg, 0), existing=False)
         u = state.users
     n = state.n_users
 
@@ -402,6 +402,8 @@ def _sessions_day(
     evening = r.random(k) < 0.7
     local = np.where(evening, r.normal(20.5 * 3600, 1.6 * 3600, k), r.uniform(0, DAY_S, k))
     start = t0 + (np.mod(local - offset, DAY_S)).astype(np.int64)
+    # on the signup day, viewing starts after the account exists
+    start = np.maximum(start, u["signup_at"][idx] + 60)
     device_weights, own_share = m.DEVICE_WEIGHTS, 0.7
     if cfg.drift_kind == "device_mix" and cfg.drift_start and day >= cfg.day_index(cfg.drift_start):
         device_weights, own_share = m.DEVICE_WEIGHTS_SHIFTED, 0.4  # viewing moves to phones

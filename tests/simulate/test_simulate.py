@@ -399,3 +399,18 @@ def test_postgres_source_holds_the_same_rows_as_sqlite(small_sim, tmp_path, post
     settings = Settings(data_dir=tmp_path / "pg", source_db_url=postgres_url)
     simulate(settings, SMALL_UNTIL, small_config(), progress=False)
     assert oltp_dump(postgres_url) == oltp_dump(sqlite_settings.resolved_source_db_url)
+
+
+def test_users_sign_up_inside_the_simulated_range_and_watch_only_afterwards(small_sim):
+    settings, _ = small_sim
+    users = _users(settings).set_index("user_id")
+    signup = pd.to_datetime(users["signup_at"])
+    assert signup.max() < pd.Timestamp(SMALL_UNTIL) + pd.Timedelta(days=1)
+    assert (signup >= pd.Timestamp(small_config().start)).sum() > 10  # some sign up during the run
+    events = _events(settings)
+    events = events[events["user_id"].isin(users.index)]
+    occurred = pd.to_datetime(
+        events["occurred_at"], errors="coerce", utc=True, format="ISO8601"
+    ).dt.tz_localize(None)
+    first_seen = occurred.groupby(events["user_id"]).min()
+    assert (first_seen >= signup.reindex(first_seen.index)).all()
