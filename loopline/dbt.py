@@ -120,7 +120,13 @@ def ensure_incremental_relations(settings: Settings) -> list[str]:
                 con.close()
     missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
     if missing:
-        _invoke(settings, ["run", "--empty", "--select", "+config.materialized:incremental"], True)
+        # seeds and snapshots upstream of them must exist too, hence `build` without tests
+        _invoke(
+            settings,
+            ["build", "--empty", "--select", "+config.materialized:incremental",
+             "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"],
+            True,
+        )  # fmt: skip
     return sorted(f"{schema}.{alias}" for schema, alias in wanted)
 
 

@@ -98,6 +98,7 @@ sessions as (
         max(bitrate_kbps) as max_bitrate_kbps,
         bool_or(event_type = 'stop') as has_stop,
         max(_loaded_at) as _loaded_at,
+        max(_landed_at) as _landed_at,
         '{{ invocation_id }}' as _dbt_invocation_id
     from numbered
     group by user_id, device, session_number

@@ -29,7 +29,10 @@ viewing as (
         sum(watched_seconds) as watched_seconds,
         sum(episodes_watched) as episodes_watched,
         count(distinct first_show_id) as distinct_shows,
-        count(distinct device) as devices
+        count(distinct device) as devices,
+        count(*) filter (where device = 'mobile') as mobile_sessions,
+        count(distinct first_show_genre) as distinct_genres,
+        max(landed_at) as known_at
     from sessions
     group by 1, 2
 
@@ -42,7 +45,9 @@ billing as (
         created_date as activity_date,
         count(*) filter (where payment_type = 'charge' and is_successful) as successful_charges,
         count(*) filter (where payment_type = 'charge' and not is_successful) as failed_charges,
-        count(*) filter (where payment_type = 'refund') as refunds
+        count(*) filter (where payment_type = 'refund') as refunds,
+        -- the vendor exports a day's payments at the end of that day
+        max(created_date) + interval 1 day as known_at
     from payments
     where user_id is not null
     group by 1, 2
@@ -55,7 +60,11 @@ support as (
         user_id,
         created_at::date as activity_date,
         count(*) as tickets,
-        count(*) filter (where ticket_category = 'cancellation') as cancellation_tickets
+        count(*) filter (where ticket_category = 'cancellation') as cancellation_tickets,
+        count(*) filter (where ticket_category = 'billing') as billing_tickets,
+        count(*) filter (where ticket_category = 'playback') as playback_tickets,
+        -- the support desk drops a day's tickets at the end of that day
+        max(created_at::date) + interval 1 day as known_at
     from tickets
     where user_id is not null
     group by 1, 2
@@ -93,13 +102,19 @@ final as (
         coalesce(viewing.episodes_watched, 0)::bigint as episodes_watched,
         coalesce(viewing.distinct_shows, 0)::bigint as distinct_shows,
         coalesce(viewing.devices, 0)::bigint as devices,
+        coalesce(viewing.mobile_sessions, 0)::bigint as mobile_sessions,
+        coalesce(viewing.distinct_genres, 0)::bigint as distinct_genres,
         -- billing
         coalesce(billing.successful_charges, 0)::bigint as successful_charges,
         coalesce(billing.failed_charges, 0)::bigint as failed_charges,
         coalesce(billing.refunds, 0)::bigint as refunds,
         -- support
         coalesce(support.tickets, 0)::bigint as tickets,
-        coalesce(support.cancellation_tickets, 0)::bigint as cancellation_tickets
+        coalesce(support.cancellation_tickets, 0)::bigint as cancellation_tickets,
+        coalesce(support.billing_tickets, 0)::bigint as billing_tickets,
+        coalesce(support.playback_tickets, 0)::bigint as playback_tickets,
+        -- when the last record behind this row reached the landing area
+        greatest(viewing.known_at, billing.known_at, support.known_at)::timestamp as known_at
 
     from days
     left join viewing

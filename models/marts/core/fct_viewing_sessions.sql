@@ -34,7 +34,8 @@ final as (
         -- timestamps
         sessions.started_at::timestamp as started_at,
         sessions.ended_at::timestamp as ended_at,
-        sessions.session_date::date as session_date
+        sessions.session_date::date as session_date,
+        sessions._landed_at::timestamp as landed_at
 
     from sessions
     left join shows on sessions.first_show_id = shows.show_id

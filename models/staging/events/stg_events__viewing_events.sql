@@ -91,6 +91,9 @@ renamed as (
         _line_no,
         _batch_id,
         _loaded_at,
+        -- an hour's file holds what arrived in that hour: its lines were known by the end of it
+        try_strptime(regexp_extract(_file, 'events_(\d{8}T\d{2})', 1), '%Y%m%dT%H')
+        + interval 1 hour as _landed_at,
         -- which dbt run wrote the row: `loopline build` reports rows processed from it
         '{{ invocation_id }}' as _dbt_invocation_id
 

@@ -1,0 +1,39 @@
+{#-
+    Feature-set versioning. A feature set's version is a hash of its definition (the
+    model's SQL and its feature window variables), so any change to columns or logic
+    gives a new version; rows of older versions stay in the table, readable by version.
+-#}
+
+{% macro feature_set_version() -%}
+    {{- local_md5(model.raw_code ~ var('events_lookback_days') | string)[:12] -}}
+{%- endmacro %}
+
+{#- post-hook: record (name, version, definition hash, columns with types) once per version -#}
+{% macro register_feature_set(feature_set_name) %}
+    create table if not exists {{ this.schema }}.feature_sets (
+        feature_set_name varchar not null,
+        feature_set_version varchar not null,
+        definition_hash varchar not null,
+        relation_name varchar not null,
+        columns_json varchar not null,
+        created_at timestamp not null,
+        primary key (feature_set_name, feature_set_version)
+    );
+    insert into {{ this.schema }}.feature_sets
+    select
+        '{{ feature_set_name }}',
+        '{{ feature_set_version() }}',
+        '{{ local_md5(model.raw_code) }}',
+        '{{ this }}',
+        (
+            select to_json(list({'name': column_name, 'type': data_type} order by ordinal_position))::varchar
+            from information_schema.columns
+            where table_schema = '{{ this.schema }}' and table_name = '{{ this.identifier }}'
+        ),
+        now()::timestamp
+    where not exists (
+        select 1 from {{ this.schema }}.feature_sets
+        where feature_set_name = '{{ feature_set_name }}'
+            and feature_set_version = '{{ feature_set_version() }}'
+    )
+{% endmacro %}

@@ -1,0 +1,262 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['as_of_date', 'feature_set_version'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        post_hook="{{ register_feature_set('churn_user_daily') }}",
+    )
+}}
+
+{#-
+    Churn features: one row per subscribed user per as-of day, describing everything up
+    to the end of that day (feature_timestamp = the instant the day closed).
+    Versioned: the table keeps the rows of every version of this definition; a new
+    version is built in full beside the old ones, which stay readable.
+-#}
+
+{% set version = feature_set_version() %}
+
+with
+
+activity as (
+
+    select * from {{ ref('fct_user_activity_daily') }}
+
+),
+
+users as (
+
+    select * from {{ ref('dim_users') }}
+
+),
+
+subscription_periods as (
+
+    select * from {{ ref('fct_subscriptions') }}
+
+),
+
+plan_prices as (
+
+    select * from {{ ref('stg_oltp__plan_prices') }}
+
+),
+
+plans as (
+
+    select * from {{ ref('stg_oltp__plans') }}
+
+),
+
+bounds as (
+
+    -- the days whose viewing data is in the warehouse
+    select
+        min(event_date) as data_from,
+        max(event_date) as data_through
+    from {{ ref('stg_events__viewing_events') }}
+
+),
+
+build_from as (
+
+    {% if is_incremental() %}
+    -- late data changes recent days: rebuild this version's last `events_lookback_days`
+    -- days (a version with no rows yet is built in full)
+        select
+            coalesce(
+                max(this_model.as_of_date) - to_days({{ var('events_lookback_days') }}),
+                '1900-01-01'::date
+            ) as first_day
+        from {{ this }} as this_model
+        where this_model.feature_set_version = '{{ version }}'
+    {% else %}
+    select '1900-01-01'::date as first_day
+    {% endif %}
+
+),
+
+subscribed_days as (
+
+    -- every day a user was subscribed: from signup to the day before cancellation;
+    -- 90 days before the first rebuilt day are read so every window is complete
+    select
+        users.user_id,
+        users.signup_at,
+        users.country,
+        users.acquisition_channel,
+        users.age_band_at_signup,
+        generate_series(
+            greatest(users.signup_at::date, bounds.data_from, build_from.first_day - interval 90 day)::date,
+            least(coalesce(users.cancelled_at::date - 1, bounds.data_through), bounds.data_through),
+            interval 1 day
+        ) as days
+    from users
+    cross join bounds
+    cross join build_from
+
+),
+
+spine as (
+
+    select
+        user_id,
+        signup_at,
+        country,
+        acquisition_channel,
+        age_band_at_signup,
+        unnest(days)::date as as_of_date
+    from subscribed_days
+
+),
+
+daily as (
+
+    select
+        spine.*,
+        coalesce(activity.viewing_sessions, 0) as viewing_sessions,
+        coalesce(activity.watched_seconds, 0) / 60.0 as watch_minutes,
+        coalesce(activity.mobile_sessions, 0) as mobile_sessions,
+        coalesce(activity.distinct_genres, 0) as distinct_genres,
+        coalesce(activity.failed_charges, 0) as failed_charges,
+        coalesce(activity.refunds, 0) as refunds,
+        coalesce(activity.tickets, 0) as tickets,
+        coalesce(activity.billing_tickets, 0) as billing_tickets,
+        coalesce(activity.cancellation_tickets, 0) as cancellation_tickets,
+        coalesce(activity.playback_tickets, 0) as playback_tickets,
+        activity.known_at
+    from spine
+    left join activity
+        on
+            spine.user_id = activity.user_id
+            and spine.as_of_date = activity.activity_date
+
+),
+
+windowed as (
+
+    select
+        *,
+        sum(watch_minutes) over last_7d as watch_minutes_7d,
+        sum(watch_minutes) over last_14d as watch_minutes_14d,
+        sum(watch_minutes) over last_30d as watch_minutes_30d,
+        sum(viewing_sessions) over last_7d as sessions_7d,
+        sum(viewing_sessions) over last_30d as sessions_30d,
+        count(*) filter (where viewing_sessions > 0) over last_30d as active_days_30d,
+        max(case when viewing_sessions > 0 then as_of_date end) over to_date as last_viewed_date,
+        sum(mobile_sessions) over last_30d as mobile_sessions_30d,
+        sum(distinct_genres) over last_30d as genre_days_30d,
+        sum(failed_charges) over last_30d as failed_payments_30d,
+        sum(failed_charges) over last_90d as failed_payments_90d,
+        sum(refunds) over last_90d as refunds_90d,
+        sum(tickets) over last_30d as tickets_30d,
+        sum(billing_tickets) over last_30d as billing_tickets_30d,
+        sum(cancellation_tickets) over last_30d as cancellation_tickets_30d,
+        sum(playback_tickets) over last_30d as playback_tickets_30d,
+        -- a value is known once the last record it depends on has landed
+        max(known_at) over last_90d as inputs_known_at
+    from daily
+    window
+        last_7d as (
+            partition by user_id order by as_of_date range between interval 6 days preceding and current row
+        ),
+        last_14d as (
+            partition by user_id order by as_of_date range between interval 13 days preceding and current row
+        ),
+        last_30d as (
+            partition by user_id order by as_of_date range between interval 29 days preceding and current row
+        ),
+        last_90d as (
+            partition by user_id order by as_of_date range between interval 89 days preceding and current row
+        ),
+        to_date as (partition by user_id order by as_of_date rows between unbounded preceding and current row)
+
+),
+
+plan_on_day as (
+
+    -- the plan in force on the as-of day; before the first recorded period, the earliest
+    select
+        windowed.user_id,
+        windowed.as_of_date,
+        arg_min(
+            subscription_periods.plan_id,
+            case
+                when
+                    windowed.as_of_date::timestamp >= subscription_periods.valid_from
+                    and (
+                        subscription_periods.valid_to is null
+                        or windowed.as_of_date::timestamp < subscription_periods.valid_to
+                    )
+                    then 0
+                else 1
+            end * 100000000 + epoch(subscription_periods.valid_from)
+        ) as plan_id
+    from windowed
+    inner join subscription_periods on windowed.user_id = subscription_periods.user_id
+    where windowed.as_of_date >= (select build_from.first_day from build_from)
+    group by windowed.user_id, windowed.as_of_date
+
+),
+
+final as (
+
+    select
+        -- keys and time
+        windowed.user_id::bigint as user_id,
+        windowed.as_of_date::date as as_of_date,
+        (windowed.as_of_date + interval 1 day)::timestamp as feature_timestamp,
+        greatest(
+            windowed.as_of_date + interval 1 day, windowed.inputs_known_at
+        )::timestamp as created_at,
+        '{{ version }}'::varchar as feature_set_version,
+        -- engagement
+        windowed.watch_minutes_7d::double as watch_minutes_7d,
+        windowed.watch_minutes_14d::double as watch_minutes_14d,
+        windowed.watch_minutes_30d::double as watch_minutes_30d,
+        windowed.sessions_7d::bigint as sessions_7d,
+        windowed.sessions_30d::bigint as sessions_30d,
+        windowed.active_days_30d::bigint as active_days_30d,
+        (windowed.as_of_date - coalesce(windowed.last_viewed_date, windowed.signup_at::date))::integer
+            as days_since_last_view,
+        -- this week against the week before, in [-1, 1]
+        (
+            (2 * windowed.watch_minutes_7d - windowed.watch_minutes_14d)
+            / (windowed.watch_minutes_14d + 1.0)
+        )::double as watch_trend_7d,
+        (windowed.watch_minutes_30d / nullif(windowed.sessions_30d, 0))::double as minutes_per_session_30d,
+        windowed.genre_days_30d::bigint as genre_days_30d,
+        (windowed.mobile_sessions_30d / nullif(windowed.sessions_30d, 0))::double as mobile_share_30d,
+        -- billing
+        windowed.failed_payments_30d::bigint as failed_payments_30d,
+        windowed.failed_payments_90d::bigint as failed_payments_90d,
+        windowed.refunds_90d::bigint as refunds_90d,
+        -- support
+        windowed.tickets_30d::bigint as tickets_30d,
+        windowed.billing_tickets_30d::bigint as billing_tickets_30d,
+        windowed.cancellation_tickets_30d::bigint as cancellation_tickets_30d,
+        windowed.playback_tickets_30d::bigint as playback_tickets_30d,
+        -- account
+        plans.plan_name::varchar as plan_name,
+        plan_prices.monthly_price_usd::double as plan_price_usd,
+        (windowed.as_of_date - windowed.signup_at::date)::integer as tenure_days,
+        windowed.age_band_at_signup::varchar as age_band,
+        windowed.country::varchar as country,
+        windowed.acquisition_channel::varchar as acquisition_channel
+
+    from windowed
+    left join plan_on_day
+        on
+            windowed.user_id = plan_on_day.user_id
+            and windowed.as_of_date = plan_on_day.as_of_date
+    left join plans on plan_on_day.plan_id = plans.plan_id
+    left join plan_prices
+        on
+            plan_on_day.plan_id = plan_prices.plan_id
+            and plan_prices.currency = 'USD'
+    where windowed.as_of_date >= (select build_from.first_day from build_from)
+
+)
+
+select * from final
