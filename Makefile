@@ -34,7 +34,7 @@ lint: install ## ruff, mypy on ml/ loopline/ flows/, sqlfluff on models/ and sna
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
-	mkdir -p data/warehouse data/tmp/duckdb
+	mkdir -p data/warehouse
 	$(RUN) sqlfluff lint models snapshots
 
 format: install ## apply ruff's fixes and formatting
@@ -45,8 +45,8 @@ bench: install ## benchmarks (none yet: serving and scoring benchmarks come with
 	@echo "no benchmarks yet: they arrive with the serving and batch-scoring work (issue #5)"
 
 docs: install ## build the warehouse docs site and serve it on http://127.0.0.1:8080
-	$(RUN) dbt docs generate
-	$(RUN) dbt docs serve --port 8080
+	$(RUN) dbt docs generate --target-path data/dbt/target
+	$(RUN) dbt docs serve --target-path data/dbt/target --port 8080
 
 clean: ## remove generated data (warehouse, landing files, MLflow store, reports)
 	rm -rf data target logs

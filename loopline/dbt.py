@@ -25,8 +25,10 @@ class DbtResult:
     processed: dict[str, int] = field(default_factory=dict)  # incremental model -> rows written
 
 
-def project_dir() -> Path:
-    """The folder holding dbt_project.yml (the repo root)."""
+def project_dir(settings: Settings | None = None) -> Path:
+    """The folder holding dbt_project.yml (the repo root unless settings say otherwise)."""
+    if settings is not None and settings.dbt_project_dir is not None:
+        return settings.dbt_project_dir
     here = Path(__file__).resolve().parent.parent
     for candidate in (here, Path.cwd()):
         if (candidate / "dbt_project.yml").exists():
@@ -62,7 +64,7 @@ def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
     """Rows each incremental model wrote in the last dbt run (from `_dbt_invocation_id`)."""
     import duckdb
 
-    results = project_dir() / "target" / "run_results.json"
+    results = settings.data_dir / "dbt" / "target" / "run_results.json"
     invocation = json.loads(results.read_text())["metadata"]["invocation_id"]
     out: dict[str, int] = {}
     con = duckdb.connect(str(settings.resolved_warehouse_path))  # same config as dbt in-process
@@ -133,12 +135,20 @@ def ensure_incremental_relations(settings: Settings) -> list[str]:
 def _invoke(settings: Settings, args: Sequence[str], raise_on_failure: bool) -> DbtResult:
     from dbt.cli.main import dbtRunner
 
-    root = project_dir()
+    root = project_dir(settings)
     env = dbt_env(settings)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    (settings.data_dir / "tmp" / "duckdb").mkdir(parents=True, exist_ok=True)
-    command = [*args, "--project-dir", str(root), "--profiles-dir", str(root)]
+    # artifacts and logs per warehouse, under its data folder: two runs against two
+    # warehouses (a test and the demo, say) never overwrite each other's target/
+    artifacts = settings.data_dir / "dbt"
+    command = [
+        *args,
+        "--project-dir", str(root),
+        "--profiles-dir", str(root),
+        "--target-path", str(artifacts / "target"),
+        "--log-path", str(artifacts / "logs"),
+    ]  # fmt: skip
     try:
         with warehouse_writer(settings):
             result = dbtRunner().invoke(command)

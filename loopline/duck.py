@@ -19,15 +19,14 @@ _EXTENSIONS = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 def connect(
     path: Path | str, settings: Settings, read_only: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the configured threads, memory limit and spill folder."""
+    """A DuckDB connection with the configured threads and memory limit."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
-    spill = settings.data_dir / "tmp" / "duckdb"
-    spill.mkdir(parents=True, exist_ok=True)
     con.execute(f"set threads = {int(settings.duckdb_threads)}")
     con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
-    con.execute(f"set temp_directory = '{spill}'")
+    # spills go to DuckDB's default for a file database, <file>.tmp/ beside it; it cannot be
+    # switched once used, and dbt (in-process) shares the same database instance
     return con
 
 

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(None, description="redis://... for the streaming line.")
 
+    dbt_project_dir: Path | None = Field(
+        None, description="Folder with dbt_project.yml; default: the repo root."
+    )
+
     # -- warehouse resources -------------------------------------------------------
     duckdb_threads: int = Field(2, ge=1)
     duckdb_memory_limit: str = Field("8GB")

@@ -39,6 +39,37 @@ def small_sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, SimRe
     return run_small(tmp_path_factory.mktemp("small_sim"))
 
 
+def copy_company(source: Settings, target: Path) -> Settings:
+    """A private copy of a simulated company (ingest moves rejected files aside)."""
+    import shutil
+
+    shutil.copytree(source.data_dir, target)
+    return Settings(data_dir=target, dbt_project_dir=source.dbt_project_dir)
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(small_sim, tmp_path_factory):
+    """One ingested and built warehouse for the session: (settings, first ingest report)."""
+    from loopline.dbt import run_dbt
+    from loopline.ingest.run import ingest
+
+    settings = copy_company(small_sim[0], tmp_path_factory.mktemp("line") / "data")
+    report = ingest(settings, progress=False)
+    run_dbt(settings, ["build"])
+    return settings, report
+
+
+def query(settings: Settings, sql: str) -> list[tuple]:
+    """Rows of one query on the warehouse (same connection config as in-process dbt)."""
+    import duckdb
+
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -17,7 +15,7 @@ from loopline.ingest.oltp import load_oltp
 from loopline.ingest.run import IngestReport, ingest
 from loopline.settings import Settings
 from loopline.simulate import simulate
-from tests.conftest import SMALL_UNTIL
+from tests.conftest import SMALL_UNTIL, copy_company, query
 
 SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "snapshots")
 
@@ -28,31 +26,14 @@ class Built:
     first: IngestReport
 
 
-def copy_company(source: Settings, target: Path) -> Settings:
-    """A private copy of a simulated company (ingest moves rejected files aside)."""
-    shutil.copytree(source.data_dir, target)
-    return Settings(data_dir=target)
-
-
 def build(settings: Settings, *extra: str) -> list[tuple[str, str]]:
     return run_dbt(settings, ["build", *extra]).results
 
 
 @pytest.fixture(scope="module")
-def built(small_sim, tmp_path_factory) -> Built:
-    """One ingested and built warehouse shared by the read-only tests of this module."""
-    settings = copy_company(small_sim[0], tmp_path_factory.mktemp("line") / "data")
-    report = ingest(settings, progress=False)
-    build(settings)
-    return Built(settings, report)
-
-
-def query(settings: Settings, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(settings.resolved_warehouse_path))  # same config as dbt in-process
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+def built(built_warehouse) -> Built:
+    """The session's ingested and built warehouse."""
+    return Built(*built_warehouse)
 
 
 def manifest(settings: Settings) -> dict:
@@ -194,9 +175,7 @@ def test_subscription_history_has_one_current_period_per_subscription(built):
 def test_docs_generate_works(built):
     result = run_dbt(built.settings, ["docs", "generate"])
     assert result.success
-    assert (
-        Path(result.command[result.command.index("--project-dir") + 1]) / "target" / "catalog.json"
-    ).exists()
+    assert (built.settings.data_dir / "dbt" / "target" / "catalog.json").exists()
 
 
 # -- reruns and increments ----------------------------------------------------------------------------

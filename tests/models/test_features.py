@@ -1,0 +1,185 @@
+"""The churn feature set and its labels, built by dbt on the session's warehouse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from loopline.dbt import project_dir, run_dbt
+from loopline.settings import Settings
+from tests.conftest import copy_company, query
+
+FEATURES = "features.fs_churn__user_daily"
+LABELS = "features.label_churn__user_daily"
+
+
+def frame(settings: Settings, sql: str) -> pd.DataFrame:
+    import duckdb
+
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    try:
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+def test_every_row_carries_key_timestamps_and_a_registered_version(built_warehouse):
+    settings, _ = built_warehouse
+    rows = frame(settings, f"select * from {FEATURES}")
+    assert len(rows) > 5_000
+    assert (
+        rows[["user_id", "feature_timestamp", "created_at", "feature_set_version"]]
+        .notna()
+        .all()
+        .all()
+    )
+    assert (
+        rows["feature_timestamp"] == pd.to_datetime(rows["as_of_date"]) + timedelta(days=1)
+    ).all()
+    assert (rows["created_at"] >= rows["feature_timestamp"]).all()
+    registry = frame(settings, "select * from features.feature_sets")
+    assert set(rows["feature_set_version"]) <= set(registry["feature_set_version"])
+    columns = {c["name"] for c in json.loads(registry["columns_json"].iloc[-1])}
+    assert {"watch_minutes_30d", "failed_payments_30d", "plan_price_usd"} <= columns
+
+
+def test_late_data_makes_a_value_known_later(built_warehouse):
+    settings, _ = built_warehouse
+    ((late, total),) = query(
+        settings,
+        f"select count(*) filter (where created_at > feature_timestamp), count(*) from {FEATURES}",
+    )
+    assert 0 < late < total
+
+
+def test_features_summarise_the_sessions_they_come_from(built_warehouse):
+    settings, _ = built_warehouse
+    check = frame(
+        settings,
+        f"""
+        with sample as (
+            select user_id, as_of_date, watch_minutes_7d, sessions_30d from {FEATURES}
+            using sample 300 rows (reservoir, 7)
+        )
+        select
+            sample.*,
+            coalesce(sum(s.watched_seconds) filter (where s.session_date > sample.as_of_date - 7), 0) / 60.0
+                as expected_minutes_7d,
+            count(s.viewing_session_id) filter (where s.session_date > sample.as_of_date - 30)
+                as expected_sessions_30d
+        from sample
+        left join core.fct_viewing_sessions s
+            on s.user_id = sample.user_id and s.session_date <= sample.as_of_date
+        group by all
+        """,
+    )
+    assert (check["watch_minutes_7d"] - check["expected_minutes_7d"]).abs().max() < 1e-6
+    assert (check["sessions_30d"] == check["expected_sessions_30d"]).all()
+
+
+def test_labels_start_where_the_features_end(built_warehouse):
+    settings, _ = built_warehouse
+    joined = frame(
+        settings,
+        f"""
+        select l.*, f.feature_timestamp, u.cancelled_at
+        from {LABELS} l
+        inner join {FEATURES} f using (user_id, as_of_date)
+        inner join core.dim_users u using (user_id)
+        """,
+    )
+    assert len(joined) > 1_000
+    assert (joined["event_timestamp"] == joined["feature_timestamp"]).all()
+    assert ((joined["label_window_end"] - joined["event_timestamp"]) == timedelta(days=30)).all()
+    in_window = (joined["cancelled_at"] >= joined["event_timestamp"]) & (
+        joined["cancelled_at"] < joined["label_window_end"]
+    )
+    assert (joined["churned_within_30d"] == in_window.fillna(False)).all()
+    assert 0.02 < joined["churned_within_30d"].mean() < 0.4
+
+
+def test_churn_is_predictable_from_the_features(built_warehouse):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    settings, _ = built_warehouse
+    data = frame(
+        settings,
+        f"select f.*, l.churned_within_30d from {FEATURES} f join {LABELS} l using (user_id, as_of_date)",
+    )
+    numeric = [
+        "watch_minutes_30d",
+        "active_days_30d",
+        "days_since_last_view",
+        "failed_payments_30d",
+        "tickets_30d",
+        "tenure_days",
+    ]
+    x = data[numeric].fillna(0)
+    model = LogisticRegression(max_iter=1_000).fit(x, data["churned_within_30d"])
+    assert roc_auc_score(data["churned_within_30d"], model.predict_proba(x)[:, 1]) > 0.6
+
+
+def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_warehouse, tmp_path):
+    source, _ = built_warehouse
+    project = tmp_path / "project"
+    root = project_dir()
+    for name in ("dbt_project.yml", "profiles.yml"):
+        shutil.copy(root / name, project / name) if project.exists() else (
+            project.mkdir(),
+            shutil.copy(root / name, project / name),
+        )
+    for folder in ("models", "macros", "seeds", "snapshots", "data-tests"):
+        shutil.copytree(root / folder, project / folder)
+    settings = copy_company(source, tmp_path / "data").model_copy(
+        update={"dbt_project_dir": project}
+    )
+    before = frame(
+        settings, f"select feature_set_version, count(*) as n from {FEATURES} group by 1"
+    )
+    assert len(before) == 1
+    model = project / "models" / "marts" / "features" / "churn" / "fs_churn__user_daily.sql"
+    sql = model.read_text()
+    marker = "        windowed.watch_minutes_7d::double as watch_minutes_7d,\n"
+    assert marker in sql
+    model.write_text(
+        sql.replace(
+            marker,
+            marker
+            + "        (windowed.watch_minutes_7d / 7)::double as watch_minutes_per_day_7d,\n",
+        )
+    )
+    yml = project / "models" / "marts" / "features" / "_features__models.yml"
+    yml.write_text(
+        yml.read_text().replace(
+            "      - {name: watch_minutes_14d, data_type: double}\n",
+            "      - {name: watch_minutes_per_day_7d, data_type: double}\n      - {name: watch_minutes_14d, data_type: double}\n",
+        )
+    )
+    run_dbt(
+        settings, ["build", "--select", "fs_churn__user_daily", "--exclude-resource-type", "test"]
+    )
+    after = frame(
+        settings,
+        f"select feature_set_version, count(*) as n, count(watch_minutes_per_day_7d) as new_values from {FEATURES} group by 1",
+    )
+    assert len(after) == 2
+    old = after[after["feature_set_version"] == before["feature_set_version"].iloc[0]]
+    new = after[after["feature_set_version"] != before["feature_set_version"].iloc[0]]
+    assert old["n"].iloc[0] == before["n"].iloc[0]  # the old version is still readable, whole
+    assert old["new_values"].iloc[0] == 0 and new["new_values"].iloc[0] == new["n"].iloc[0] > 0
+    registry = frame(settings, "select feature_set_version from features.feature_sets")
+    assert set(after["feature_set_version"]) <= set(registry["feature_set_version"])
+
+
+@pytest.mark.parametrize("relation", [FEATURES, LABELS])
+def test_feature_marts_do_not_change_on_a_rebuild(built_warehouse, relation):
+    settings, _ = built_warehouse
+    digest = f"select count(*), sum(hash(t)::hugeint) from {relation} as t"
+    before = query(settings, digest)
+    run_dbt(settings, ["build", "--select", "fs_churn__user_daily label_churn__user_daily"])
+    assert query(settings, digest) == before
