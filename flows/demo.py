@@ -71,6 +71,8 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
         "warehouse (DuckDB)": str(settings.resolved_warehouse_path),
         "quarantine": "schema quarantine.* in the warehouse",
         "load accounting": "monitoring.fct_load_accounting in the warehouse",
+        "feature store": "features.fs_churn__user_daily, features.feature_sets; online: "
+        + (settings.online_store_url or str(settings.data_dir / "online" / "online_store.sqlite")),
         "dbt docs": "make docs  (then http://127.0.0.1:8080)",
         "simulated through": str(sim["through"]),
         "Prefect UI": "uv run prefect server start  (then http://127.0.0.1:4200)",

@@ -1,4 +1,4 @@
-"""The line: extract and load every source, then build the warehouse with dbt.
+"""The line: extract and load every source, build the warehouse with dbt, refresh online features.
 
 Both steps write the DuckDB warehouse, so they run in sequence in one flow; several
 triggers (schedule, on-demand events) queue on the warehouse writer lock.
@@ -53,10 +53,33 @@ def dbt_build(full_refresh: bool) -> dict[str, int]:
     return statuses
 
 
+@task(name="materialize online features", retries=2, retry_delay_seconds=5)
+def materialize_online_features() -> dict[str, int]:
+    """Push the latest churn feature vector per user to the online store."""
+    import duckdb
+
+    from ml.features import materialize_online
+    from ml.online_store import open_online_store
+
+    settings = get_settings()
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    store = open_online_store(settings)
+    try:
+        report = materialize_online(con, store)
+    finally:
+        store.close()
+        con.close()
+    get_run_logger().info(
+        "online store: %s written, %s already newer", report.written, report.skipped
+    )
+    return {"written": report.written, "skipped": report.skipped}
+
+
 @flow(name="loopline-line", log_prints=True)
 def line(params: LineParams | None = None) -> dict[str, object]:
-    """Ingest then build; return what each step reported."""
+    """Ingest, build, then refresh the online features; return what each step reported."""
     params = params or LineParams()
     loaded = ingest_sources(params.catalogue_url)
     built = dbt_build(params.full_refresh)
-    return {"ingest": loaded, "dbt": built}
+    online = materialize_online_features()
+    return {"ingest": loaded, "dbt": built, "online": online}
