@@ -183,3 +183,40 @@ def test_feature_marts_do_not_change_on_a_rebuild(built_warehouse, relation):
     before = query(settings, digest)
     run_dbt(settings, ["build", "--select", "fs_churn__user_daily label_churn__user_daily"])
     assert query(settings, digest) == before
+
+
+def test_recommendation_features_describe_the_sessions(built_warehouse):
+    settings, _ = built_warehouse
+    ((bad_shares,),) = query(
+        settings,
+        "select count(*) from (select user_id, as_of_date, sum(share_of_watch_90d) as total "
+        "from features.fs_recs__user_genre_affinity group by all having abs(total - 1) > 1e-9)",
+    )
+    assert bad_shares == 0
+    check = frame(
+        settings,
+        """
+        with sample as (
+            select show_id, as_of_date, viewers_7d from features.fs_recs__show_popularity
+            using sample 200 rows (reservoir, 3)
+        )
+        select sample.*, count(distinct s.user_id) as expected
+        from sample
+        left join core.fct_viewing_sessions s
+            on s.first_show_id = sample.show_id
+            and s.session_date > sample.as_of_date - 7 and s.session_date <= sample.as_of_date
+        group by all
+        """,
+    )
+    assert (check["viewers_7d"] == check["expected"]).all()
+    pairs = frame(
+        settings,
+        "select show_id, other_show_id, as_of_date, co_viewers from features.fs_recs__co_watch",
+    )
+    assert len(pairs) > 100
+    mirrored = pairs.merge(
+        pairs.rename(columns={"show_id": "other_show_id", "other_show_id": "show_id"}),
+        on=["show_id", "other_show_id", "as_of_date"],
+    )
+    assert len(mirrored) == len(pairs)  # co-watching is symmetric
+    assert (mirrored["co_viewers_x"] == mirrored["co_viewers_y"]).all()

@@ -1,0 +1,102 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['as_of_date', 'feature_set_version'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        post_hook="{{ register_feature_set('recs_user_genre_affinity') }}",
+    )
+}}
+
+{#- User-genre affinity: one row per user and genre watched in the 90 days up to each
+    as-of week end (Sundays): the genre's share of the user's watch time. -#}
+
+{% set version = feature_set_version() %}
+
+with
+
+sessions as (
+
+    select * from {{ ref('fct_viewing_sessions') }}
+
+),
+
+bounds as (
+
+    select
+        min(session_date) as data_from,
+        max(session_date) as data_through
+    from sessions
+
+),
+
+build_from as (
+
+    {% if is_incremental() %}
+        -- the latest week is rebuilt as late sessions arrive
+        select coalesce(max(this_model.as_of_date) - 7, '1900-01-01'::date) as first_day
+        from {{ this }} as this_model
+        where this_model.feature_set_version = '{{ version }}'
+    {% else %}
+        select '1900-01-01'::date as first_day
+    {% endif %}
+
+),
+
+all_days as (
+
+    select
+        unnest(generate_series(
+            greatest(bounds.data_from, build_from.first_day), bounds.data_through, interval 1 day
+        ))::date as as_of_date
+    from bounds
+    cross join build_from
+
+),
+
+week_ends as (
+
+    select as_of_date from all_days
+    where dayofweek(as_of_date) = 0
+
+),
+
+user_genre as (
+
+    select
+        sessions.user_id,
+        sessions.first_show_genre as genre,
+        week_ends.as_of_date,
+        sum(sessions.watched_seconds) / 60.0 as watch_minutes_90d,
+        count(*) as sessions_90d,
+        max(sessions.landed_at) as inputs_known_at
+    from week_ends
+    inner join sessions
+        on
+            sessions.session_date > week_ends.as_of_date - 90
+            and week_ends.as_of_date >= sessions.session_date
+    where sessions.first_show_genre is not null
+    group by sessions.user_id, sessions.first_show_genre, week_ends.as_of_date
+
+),
+
+final as (
+
+    select
+        user_id::bigint as user_id,
+        genre::varchar as genre,
+        as_of_date::date as as_of_date,
+        (as_of_date + interval 1 day)::timestamp as feature_timestamp,
+        greatest(as_of_date + interval 1 day, inputs_known_at)::timestamp as created_at,
+        '{{ version }}'::varchar as feature_set_version,
+        watch_minutes_90d::double as watch_minutes_90d,
+        sessions_90d::bigint as sessions_90d,
+        (
+            watch_minutes_90d
+            / nullif(sum(watch_minutes_90d) over (partition by user_id, as_of_date), 0)
+        )::double as share_of_watch_90d
+    from user_genre
+
+)
+
+select * from final
