@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import date
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,6 +31,8 @@ def _prefect_home(settings: Settings) -> None:
     """Keep Prefect's own database beside the rest of the data unless told otherwise."""
     os.environ.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet here
+    # Prefect does not create missing parents of its home (a fresh clone has no data/)
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 # -- the simulated source systems ----------------------------------------------------------

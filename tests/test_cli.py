@@ -61,3 +61,13 @@ def test_unbuilt_command_says_so(data_dir):
     result = runner.invoke(app, ["train"])
     assert result.exit_code == 2
     assert "not built yet" in result.output
+
+
+def test_prefect_home_is_created_in_a_fresh_checkout(tmp_path, monkeypatch):
+    """Prefect cannot create missing parents of its home; a fresh clone has no data/ yet."""
+    from loopline.cli import _prefect_home
+    from loopline.settings import Settings
+
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    _prefect_home(Settings(data_dir=tmp_path / "fresh" / "data"))
+    assert (tmp_path / "fresh" / "data" / "prefect").is_dir()
