@@ -37,3 +37,22 @@
             and feature_set_version = '{{ feature_set_version() }}'
     )
 {% endmacro %}
+
+{#-
+    The first as-of day an incremental feature build recomputes: this version's latest
+    day minus `lookback_days` (late data changes recent days); every day for a version
+    with no rows yet, or on a full refresh. Used as the body of a `build_from` CTE.
+-#}
+{% macro feature_rebuild_from(lookback_days) -%}
+    {% if is_incremental() %}
+        select
+            coalesce(
+                max(this_model.as_of_date) - to_days({{ lookback_days }}),
+                '1900-01-01'::date
+            ) as first_day
+        from {{ this }} as this_model
+        where this_model.feature_set_version = '{{ feature_set_version() }}'
+    {% else %}
+        select '1900-01-01'::date as first_day
+    {% endif %}
+{%- endmacro %}

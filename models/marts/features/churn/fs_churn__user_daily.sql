@@ -61,19 +61,8 @@ bounds as (
 
 build_from as (
 
-    {% if is_incremental() %}
-    -- late data changes recent days: rebuild this version's last `events_lookback_days`
-    -- days (a version with no rows yet is built in full)
-        select
-            coalesce(
-                max(this_model.as_of_date) - to_days({{ var('events_lookback_days') }}),
-                '1900-01-01'::date
-            ) as first_day
-        from {{ this }} as this_model
-        where this_model.feature_set_version = '{{ version }}'
-    {% else %}
-    select '1900-01-01'::date as first_day
-    {% endif %}
+    -- late data changes recent days: rebuild this version's last days (see the macro)
+    {{ feature_rebuild_from(var('events_lookback_days')) }}
 
 ),
 

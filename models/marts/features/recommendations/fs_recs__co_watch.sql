@@ -32,13 +32,8 @@ bounds as (
 
 build_from as (
 
-    {% if is_incremental() %}
-        select coalesce(max(this_model.as_of_date) - 7, '1900-01-01'::date) as first_day
-        from {{ this }} as this_model
-        where this_model.feature_set_version = '{{ version }}'
-    {% else %}
-        select '1900-01-01'::date as first_day
-    {% endif %}
+    -- a week's rows change while late sessions arrive: rebuild the latest week
+    {{ feature_rebuild_from(7) }}
 
 ),
 
