@@ -180,8 +180,7 @@ def oracle_match(
 # hypothesis strategies: a tiny grid of times and keys so that ties and boundaries are common
 
 minutes = st.integers(0, 12)
-maybe_minutes = st.one_of(st.none(), minutes)
-small_values = st.one_of(st.none(), st.integers(-5, 5))
+small_values = st.sampled_from([None, *range(-5, 6)])  # NULL one time in twelve
 versions = st.sampled_from(["v1", "v2"])
 user_ids = st.sampled_from([0, 1, 2, None])  # NULL keys never match
 regions = st.sampled_from(["eu", "us"])
@@ -190,30 +189,19 @@ ttls = st.one_of(st.none(), st.integers(0, 4).map(lambda k: timedelta(minutes=k)
 
 
 @st.composite
-def a_rows(draw: st.DrawFn) -> dict[str, Any]:
-    ca = draw(maybe_minutes)
-    return {
-        "user_id": draw(user_ids),
-        "feature_timestamp": minute(draw(minutes)),
-        "created_at": None if ca is None else minute(ca),
+def feature_row(draw: st.DrawFn, values: tuple[str, ...], region: bool) -> dict[str, Any]:
+    """Return one feature row; created_at is usually a small lag after feature_timestamp."""
+    ft = minute(draw(minutes))
+    lag = draw(st.one_of(st.none(), st.integers(-1, 3)))  # NULL, early, on time, or backfilled
+    row = {"user_id": draw(user_ids)}
+    if region:
+        row["region"] = draw(regions)
+    row |= {
+        "feature_timestamp": ft,
+        "created_at": None if lag is None else ft + timedelta(minutes=lag),
         "feature_set_version": draw(versions),
-        "spend": draw(small_values),
-        "visits": draw(small_values),
     }
-
-
-@st.composite
-def b_rows(draw: st.DrawFn) -> dict[str, Any]:
-    ca = draw(maybe_minutes)
-    return {
-        "user_id": draw(user_ids),
-        "region": draw(regions),
-        "feature_timestamp": minute(draw(minutes)),
-        "created_at": None if ca is None else minute(ca),
-        "feature_set_version": draw(versions),
-        "spend": draw(small_values),
-        "score": draw(small_values),
-    }
+    return row | {value: draw(small_values) for value in values}
 
 
 @st.composite
@@ -232,17 +220,13 @@ def with_full_ties(
 
 
 @st.composite
-def entity_rows(
-    draw: st.DrawFn, times: st.SearchStrategy[datetime] = minutes.map(minute)
-) -> list[dict[str, Any]]:
-    """Return entity rows (naive UTC times) with some rows deliberately repeated."""
-    base = draw(
-        st.lists(
-            st.fixed_dictionaries({"user_id": user_ids, "region": regions, "t": times}),
-            min_size=1,
-            max_size=8,
-        )
+def entity_rows(draw: st.DrawFn, anchors: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Return entity rows (naive UTC times), some on `anchors`, some deliberately repeated."""
+    anywhere = st.fixed_dictionaries(
+        {"user_id": user_ids, "region": regions, "t": minutes.map(minute)}
     )
+    row = st.one_of(anywhere, st.sampled_from(anchors)) if anchors else anywhere
+    base = draw(st.lists(row, min_size=1, max_size=8))
     repeats = draw(st.lists(st.integers(0, len(base) - 1), max_size=4))
     rows = draw(st.permutations(base + [base[i] for i in repeats]))
     return [{**row, "tag": f"row{i}"} for i, row in enumerate(rows)]
@@ -261,19 +245,24 @@ class Scenario:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
-    a = draw(with_full_ties(a_rows(), max_size=12))
-    b = draw(with_full_ties(b_rows(), max_size=8))
+    a = draw(with_full_ties(feature_row(A_FEATURES, region=False), max_size=12))
+    b = draw(with_full_ties(feature_row(B_FEATURES, region=True), max_size=8))
     ttl_a, ttl_b = draw(ttls), draw(ttls)
-    # times where a rule flips: at a feature_timestamp or created_at, or where a row leaves the TTL
-    edges = {row["feature_timestamp"] for row in a + b}
-    edges |= {row["created_at"] for row in a + b if row["created_at"] is not None}
+    # entity rows with a feature row's keys, at a time where a rule flips for that row: at its
+    # feature_timestamp or created_at, or where it leaves the TTL window
+    anchors = []
     for table, ttl in ((a, ttl_a), (b, ttl_b)):
-        if ttl is not None:
-            edges |= {row["feature_timestamp"] + ttl for row in table}
-    times = minutes.map(minute)
-    if edges:
-        times = st.one_of(times, st.sampled_from(sorted(edges)))
-    return Scenario(a, b, ttl_a, ttl_b, draw(entity_rows(times)))
+        for row in table:
+            edges = [row["feature_timestamp"], row["created_at"]]
+            if ttl is not None:
+                edges.append(row["feature_timestamp"] + ttl)
+            region = row.get("region", "eu")
+            anchors += [
+                {"user_id": row["user_id"], "region": region, "t": t}
+                for t in edges
+                if t is not None
+            ]
+    return Scenario(a, b, ttl_a, ttl_b, draw(entity_rows(anchors)))
 
 
 def entity_frame(rows: Sequence[dict[str, Any]], tz: str | None) -> pd.DataFrame:
@@ -357,7 +346,7 @@ def leaky_scenario(
     rows = draw(entity_rows())
     features = [
         row
-        for row in draw(st.lists(a_rows(), max_size=10))
+        for row in draw(st.lists(feature_row(A_FEATURES, region=False), max_size=10))
         if row["spend"] not in (FUTURE, BACKFILLED)
     ]
     for user_id in {row["user_id"] for row in rows if row["user_id"] is not None}:
