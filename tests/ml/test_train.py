@@ -1,0 +1,189 @@
+"""Tests for ml/train.py on small synthetic churn frames with a known logistic relation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from ml.train import (
+    TrainedModel,
+    TrainParams,
+    feature_columns,
+    make_pipeline,
+    split_by_time,
+    time_folds,
+    train,
+)
+
+LABEL = "churned_within_30d"
+TIME = "event_timestamp"
+
+
+def synthetic_frame(n_days: int = 60, per_day: int = 100, seed: int = 0) -> pd.DataFrame:
+    """Rows over `n_days` days; churn follows a logistic model of two features and a plan."""
+    rng = np.random.default_rng(seed)
+    n = n_days * per_day
+    day = np.repeat(np.arange(n_days), per_day)
+    start = pd.Timestamp("2026-01-01")
+    timestamps = (
+        start
+        + pd.to_timedelta(day, unit="D")
+        + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")
+    )
+    watch = rng.normal(0, 1, n)
+    failed = rng.poisson(0.5, n).astype(float)
+    plan = rng.choice(["basic", "standard", "premium"], n)
+    logit = -3.3 - 1.2 * watch + 0.9 * failed + 0.7 * (plan == "basic")
+    p_true = 1 / (1 + np.exp(-logit))
+    noise = rng.normal(0, 1, n)
+    noise[rng.random(n) < 0.1] = np.nan
+    watch_obs = watch.copy()
+    watch_obs[rng.random(n) < 0.05] = np.nan
+    country = pd.Series(rng.choice(["US", "DE", "BR", None], n), dtype="str")
+    return pd.DataFrame(
+        {
+            "user_id": np.arange(n),
+            "as_of_date": timestamps.normalize().date,
+            TIME: timestamps,
+            LABEL: rng.random(n) < p_true,
+            "watch_minutes_7d": watch_obs,
+            "failed_payments_30d": failed,
+            "noise_a": noise,
+            "tenure_days": rng.integers(0, 1000, n).astype(float),
+            "plan_name": pd.Series(plan, dtype="str"),
+            "country": country,
+            "p_true": p_true,
+        }
+    )
+
+
+FAST = TrainParams(
+    logreg_grid={"C": [0.1, 1.0]},
+    hist_gb_grid={"learning_rate": [0.1], "max_leaf_nodes": [15], "max_iter": [60]},
+    exclude=("user_id", "as_of_date", "p_true"),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """OpenMP threads in HistGradientBoosting crawl on a busy machine; one thread is fast."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return synthetic_frame()
+
+
+@pytest.fixture(scope="module")
+def fitted(frame: pd.DataFrame) -> tuple[TrainedModel, pd.DataFrame, pd.DataFrame]:
+    before = frame.copy(deep=True)
+    train_part, holdout = split_by_time(frame, TIME, 0.2, label=LABEL)
+    train_copy = train_part.copy(deep=True)
+    model = train(train_part, LABEL, TIME, FAST)
+    pd.testing.assert_frame_equal(train_part, train_copy)
+    pd.testing.assert_frame_equal(frame, before)
+    return model, train_part, holdout
+
+
+def _days(frame: pd.DataFrame) -> pd.Series:
+    return pd.to_datetime(frame[TIME]).dt.normalize()
+
+
+def test_split_by_time_separates_days_and_holds_out_latest(frame: pd.DataFrame) -> None:
+    train_part, holdout = split_by_time(frame, TIME, 0.25, label=LABEL)
+    train_days, holdout_days = set(_days(train_part)), set(_days(holdout))
+    assert not train_days & holdout_days
+    assert max(train_days) < min(holdout_days)
+    assert max(holdout_days) == _days(frame).max()
+    assert len(holdout_days) == 15
+    assert len(train_part) + len(holdout) == len(frame)
+
+
+def test_split_by_time_rejects_one_class_side(frame: pd.DataFrame) -> None:
+    one_class = frame.assign(**{LABEL: frame[LABEL] & (_days(frame) < pd.Timestamp("2026-02-15"))})
+    with pytest.raises(ValueError, match="holdout side"):
+        split_by_time(one_class, TIME, 0.2, label=LABEL)
+
+
+def test_split_by_time_rejects_bad_fraction_and_single_day(frame: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        split_by_time(frame, TIME, 1.5)
+    one_day = frame[_days(frame) == _days(frame).min()]
+    with pytest.raises(ValueError, match="distinct day"):
+        split_by_time(one_day, TIME, 0.2)
+
+
+def test_time_folds_validate_strictly_after_training_days(frame: pd.DataFrame) -> None:
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    days = _days(shuffled).to_numpy()
+    folds = time_folds(shuffled, TIME, 3)
+    assert len(folds) == 3
+    for train_idx, val_idx in folds:
+        assert len(train_idx) and len(val_idx)
+        assert days[train_idx].max() < days[val_idx].min()
+        assert not set(days[train_idx]) & set(days[val_idx])
+    # expanding window: each fold trains on more days and validates later
+    assert [len(t) for t, _ in folds] == sorted(len(t) for t, _ in folds)
+    assert days[folds[-1][1]].max() == days.max()
+
+
+def test_feature_columns_split_by_dtype(frame: pd.DataFrame) -> None:
+    numeric, categorical = feature_columns(frame, ["user_id", "p_true", LABEL])  # dates dropped
+    assert numeric == ["watch_minutes_7d", "failed_payments_30d", "noise_a", "tenure_days"]
+    assert categorical == ["plan_name", "country"]
+
+
+@pytest.mark.parametrize("kind", ["logreg", "hist_gb"])
+def test_make_pipeline_fits_with_nans_and_unknown_categories(
+    frame: pd.DataFrame, kind: str
+) -> None:
+    numeric, categorical = ["watch_minutes_7d", "tenure_days"], ["country"]
+    pipe = make_pipeline(kind, numeric, categorical, FAST)  # type: ignore[arg-type]
+    pipe.fit(frame[numeric + categorical], frame[LABEL])
+    unseen = frame[numeric + categorical].head(3).assign(country="ZZ")
+    assert pipe.predict_proba(unseen).shape == (3, 2)
+
+
+def test_make_pipeline_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown candidate"):
+        make_pipeline("svm", ["a"], [], FAST)  # type: ignore[arg-type]
+
+
+def test_train_discriminates_close_to_truth(
+    fitted: tuple[TrainedModel, pd.DataFrame, pd.DataFrame],
+) -> None:
+    model, _, holdout = fitted
+    proba = model.predict_proba(holdout)
+    auc = roc_auc_score(holdout[LABEL], proba)
+    best_possible = roc_auc_score(holdout[LABEL], holdout["p_true"])
+    assert auc > 0.75
+    assert auc > best_possible - 0.05
+    assert set(model.cv_scores) == {"logreg", "hist_gb"}
+    assert model.cv_scores[model.kind] == max(model.cv_scores.values())
+    assert "p_true" not in model.feature_columns and LABEL not in model.feature_columns
+
+
+def test_train_is_calibrated_on_holdout(
+    fitted: tuple[TrainedModel, pd.DataFrame, pd.DataFrame],
+) -> None:
+    model, _, holdout = fitted
+    proba = model.predict_proba(holdout)
+    assert abs(proba.mean() - holdout[LABEL].mean()) < 0.03
+    assert ((proba >= 0) & (proba <= 1)).all()
+
+
+def test_train_rejects_missing_label(frame: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="label column"):
+        train(frame.drop(columns=[LABEL]), LABEL, TIME, FAST)
+
+
+def test_params_reject_empty_candidates() -> None:
+    with pytest.raises(ValueError, match="candidates"):
+        TrainParams(candidates=())
