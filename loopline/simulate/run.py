@@ -19,7 +19,7 @@ from loopline.simulate.engine import day_epoch, initial_state, simulate_day
 from loopline.simulate.state import SimState
 from loopline.simulate.writers import (
     USER_DEFECTS,
-    _empty_lines,
+    empty_lines,
     event_lines,
     write_catalogue,
     write_event_files,
@@ -108,7 +108,7 @@ def simulate(
         )
     since = 0 if first_run else day_epoch(cfg, first)
     landing = settings.landing_dir
-    pending = state.pending_events if state.pending_events is not None else _empty_lines()
+    pending = state.pending_events if state.pending_events is not None else empty_lines()
     defects: list[pd.DataFrame] = []
     truth: list[pd.DataFrame] = []
     written = {"events": 0, "payments": 0, "tickets": 0}
@@ -139,7 +139,7 @@ def simulate(
             elapsed = time.perf_counter() - started
             bar.update(task, rate=f"{written['events'] / max(elapsed, 1e-9):,.0f} events/s")
     write_catalogue(state, catalogue_dir(settings))
-    write_oltp(state, settings.resolved_source_db_url, since, settings.data_dir)
+    write_oltp(state, settings.resolved_source_db_url, since)
     _append_parquet(
         truth_dir(settings) / "churn_truth.parquet", pd.concat(truth, ignore_index=True)
     )

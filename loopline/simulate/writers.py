@@ -123,7 +123,7 @@ def event_lines(state: SimState, sessions: pd.DataFrame) -> pd.DataFrame:
     cfg = state.config
     ev = expand_events(state, sessions)
     if ev.empty:
-        return _empty_lines()
+        return empty_lines()
     sess = ev["sess"].to_numpy()
     u = state.users
     uidx = sessions["user_idx"].to_numpy()[sess]
@@ -280,7 +280,8 @@ from copies
 """
 
 
-def _empty_lines() -> pd.DataFrame:
+def empty_lines() -> pd.DataFrame:
+    """An empty frame of event lines (the shape `event_lines` returns)."""
     return pd.DataFrame(
         {
             "arrival_ms": pd.Series(dtype="int64"),
@@ -545,7 +546,7 @@ _DDL = {
 OLTP_TABLES = tuple(_DDL)
 
 
-def write_oltp(state: SimState, url: str, since_epoch: int, settings_data_dir: Path) -> None:
+def write_oltp(state: SimState, url: str, since_epoch: int) -> None:
     """Upsert what changed since `since_epoch` into the OLTP database (SQLite or Postgres)."""
     from loopline.duck import attach_source
 
