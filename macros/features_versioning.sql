@@ -8,9 +8,11 @@
     {{- local_md5(model.raw_code ~ var('events_lookback_days') | string)[:12] -}}
 {%- endmacro %}
 
-{#- post-hook: record (name, version, definition hash, columns with types) once per version -#}
-{% macro register_feature_set(feature_set_name) %}
-    create table if not exists {{ this.schema }}.feature_sets (
+{#- on-run-start: the registry exists before any feature model runs (two models' hooks
+    creating it at once would conflict in DuckDB) -#}
+{% macro create_feature_set_registry() %}
+    create schema if not exists features;
+    create table if not exists features.feature_sets (
         feature_set_name varchar not null,
         feature_set_version varchar not null,
         definition_hash varchar not null,
@@ -18,7 +20,11 @@
         columns_json varchar not null,
         created_at timestamp not null,
         primary key (feature_set_name, feature_set_version)
-    );
+    )
+{% endmacro %}
+
+{#- post-hook: record (name, version, definition hash, columns with types) once per version -#}
+{% macro register_feature_set(feature_set_name) %}
     insert into {{ this.schema }}.feature_sets
     select
         '{{ feature_set_name }}',
