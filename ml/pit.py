@@ -14,11 +14,11 @@ the output has one row per input row and a fresh ``RangeIndex``. Entity timestam
 (read as UTC) or tz-aware in any zone; they are converted to naive UTC and floored to the
 microsecond (DuckDB TIMESTAMP precision) before the join. NULL keys never match (SQL equality).
 
-All joining happens in DuckDB SQL: the entity keys are registered as a temporary view, numbered,
-and joined per request. Without ``as_known_at`` the winner per (keys, feature_timestamp) does not
-depend on ``t``, so the feature rows are deduplicated once and ASOF-joined; with ``as_known_at``
-the ``created_at <= t`` rule depends on each row's ``t``, so candidates are range-joined and the
-winner picked with ``qualify row_number()``.
+All joining happens in DuckDB SQL: the entity keys are numbered, staged in a temp table (dropped
+afterwards) and joined per request. Without ``as_known_at`` the winner per (keys,
+feature_timestamp) does not depend on ``t``, so the feature rows are deduplicated once and
+ASOF-joined; with ``as_known_at`` the ``created_at <= t`` rule depends on each row's ``t``, so
+candidates are range-joined and the winner picked with ``qualify row_number()``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -101,7 +102,7 @@ class TrainingSet:
     feature_set_versions: dict[str, list[str]]
     data_window: tuple[datetime, datetime]
     as_known_at: bool
-    feature_columns: dict[str, list[str]] = field(default_factory=dict)
+    feature_columns: dict[str, list[str]] = field(default_factory=dict)  # relation -> output names
 
     def lineage(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Return flat string tags for MLflow; `extra` (e.g. the dbt manifest hash) is merged in."""
@@ -146,29 +147,25 @@ def build_training_set(
     keyed = pd.DataFrame({key: entities[key].reset_index(drop=True) for key in all_keys})
     keyed[_ROW] = range(len(entities))
     keyed[_TS] = join_ts.reset_index(drop=True)
-    view = f"{_INTERNAL}entities_{uuid.uuid4().hex}"
-    con.register(view, pa.Table.from_pandas(keyed, preserve_index=False))
-    try:
-        joined = [_join_one(con, view, plan, as_known_at, len(entities)) for plan in plans]
-    finally:
-        con.unregister(view)
+    with _temp_entity_table(con, pa.Table.from_pandas(keyed, preserve_index=False)) as table:
+        joined = [_join_one(con, table, plan, as_known_at, len(entities)) for plan in plans]
 
     feature_frames = [frame.drop(columns=[_VERSION]) for frame in joined]
     frame = pd.concat([entities.reset_index(drop=True), *feature_frames], axis=1)
     versions: dict[str, set[str]] = {}
+    columns: dict[str, list[str]] = {}
     for plan, result in zip(plans, joined, strict=True):
         used = {str(v) for v in result[_VERSION].dropna()}
         versions.setdefault(plan.request.relation, set()).update(used)
+        outputs = [plan.request.output_name(f) for f in plan.features]
+        columns.setdefault(plan.request.relation, []).extend(outputs)
     return TrainingSet(
         frame=frame,
         content_hash=content_hash(frame),
         feature_set_versions={rel: sorted(vs) for rel, vs in versions.items()},
         data_window=(join_ts.min().to_pydatetime(), join_ts.max().to_pydatetime()),
         as_known_at=as_known_at,
-        feature_columns={
-            plan.request.relation: [plan.request.output_name(f) for f in plan.features]
-            for plan in plans
-        },
+        feature_columns=columns,
     )
 
 
@@ -184,6 +181,27 @@ def content_hash(frame: pd.DataFrame) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+@contextmanager
+def _temp_entity_table(con: duckdb.DuckDBPyConnection, keyed: pa.Table) -> Iterator[str]:
+    """Yield the name of a temp table holding `keyed`, dropped on exit.
+
+    A temp table rather than a registered Arrow view: DuckDB cannot estimate an Arrow scan's
+    size, takes it for tiny and plans the ASOF join as a nested loop (100x slower at 200k rows).
+    Temp tables also work on read-only connections.
+    """
+    name = f"{_INTERNAL}entities_{uuid.uuid4().hex}"
+    staged = f"{name}_arrow"
+    con.register(staged, keyed)
+    try:
+        con.execute(f"create temp table {_ident(name)} as select * from {_ident(staged)}")
+    finally:
+        con.unregister(staged)
+    try:
+        yield name
+    finally:
+        con.execute(f"drop table if exists temp.{_ident(name)}")
 
 
 @dataclass(frozen=True)
@@ -226,10 +244,10 @@ def _plan(con: duckdb.DuckDBPyConnection, request: FeatureRequest) -> _Plan:
 
 
 def _join_one(
-    con: duckdb.DuckDBPyConnection, view: str, plan: _Plan, as_known_at: bool, rows: int
+    con: duckdb.DuckDBPyConnection, entity_table: str, plan: _Plan, as_known_at: bool, rows: int
 ) -> pd.DataFrame:
     """Return one row per entity row (in order): the plan's features, output-named, and version."""
-    sql = _as_known_at_sql(view, plan) if as_known_at else _asof_sql(view, plan)
+    sql = _as_known_at_sql(entity_table, plan) if as_known_at else _asof_sql(entity_table, plan)
     try:
         result = con.sql(sql).df()
     except (duckdb.BinderException, duckdb.ConversionException) as exc:
@@ -243,7 +261,7 @@ def _join_one(
     return result.drop(columns=[_ROW]).rename(columns=renamed)
 
 
-def _asof_sql(view: str, plan: _Plan) -> str:
+def _asof_sql(entity_table: str, plan: _Plan) -> str:
     """Return SQL for the rules without as-known-at: dedupe per feature_timestamp, then ASOF."""
     keys = plan.request.entity_keys
     key_match = " and ".join(f"entities.{_ident(k)} = winners.{_ident(k)}" for k in keys)
@@ -254,7 +272,6 @@ def _asof_sql(view: str, plan: _Plan) -> str:
         ttl_filter = f"where winners.{_ident(FEATURE_TIMESTAMP)} >= entities.{_TS} - {_ttl(plan)}"
     return f"""
         with
-        entities as (select {_ROW}, {_TS}, {_cols(keys)} from {_ident(view)}),
         winners as (
             select {_cols(keys)}, {_ident(FEATURE_TIMESTAMP)}, {_feature_select(plan)}
             from {plan.relation_sql}
@@ -267,17 +284,17 @@ def _asof_sql(view: str, plan: _Plan) -> str:
         ),
         matched as (
             select entities.{_ROW}, winners.*
-            from entities
+            from {_ident(entity_table)} as entities
             asof inner join winners
                 on {key_match}
                 and entities.{_TS} >= winners.{_ident(FEATURE_TIMESTAMP)}
             {ttl_filter}
         )
-        {_final_select(plan)}
+        {_final_select(entity_table, plan)}
     """
 
 
-def _as_known_at_sql(view: str, plan: _Plan) -> str:
+def _as_known_at_sql(entity_table: str, plan: _Plan) -> str:
     """Return SQL for the rules with as-known-at: range-join candidates, keep the best per row."""
     keys = plan.request.entity_keys
     key_match = " and ".join(f"entities.{_ident(k)} = feature_rows.{_ident(k)}" for k in keys)
@@ -287,10 +304,9 @@ def _as_known_at_sql(view: str, plan: _Plan) -> str:
         ttl_filter = f"and {ts} >= entities.{_TS} - {_ttl(plan)}"
     return f"""
         with
-        entities as (select {_ROW}, {_TS}, {_cols(keys)} from {_ident(view)}),
         matched as (
             select entities.{_ROW}, {_feature_select(plan, "feature_rows.")}
-            from entities
+            from {_ident(entity_table)} as entities
             inner join {plan.relation_sql} as feature_rows on {key_match}
             where {ts} <= entities.{_TS}
                 {ttl_filter}
@@ -301,16 +317,16 @@ def _as_known_at_sql(view: str, plan: _Plan) -> str:
                 order by {_tie_break(plan, "feature_rows.")}
             ) = 1
         )
-        {_final_select(plan)}
+        {_final_select(entity_table, plan)}
     """
 
 
-def _final_select(plan: _Plan) -> str:
+def _final_select(entity_table: str, plan: _Plan) -> str:
     """Return the select that left-joins every entity row to its match, in input order."""
     outputs = [f"matched.{_INTERNAL}f{i}" for i in range(len(plan.features))]
     return f"""
         select entities.{_ROW}, {", ".join(outputs)}, matched.{_VERSION}
-        from entities
+        from {_ident(entity_table)} as entities
         left join matched on entities.{_ROW} = matched.{_ROW}
         order by entities.{_ROW}
     """
@@ -362,7 +378,8 @@ def _check_entity_rows(
     """Raise ValueError naming what the entity rows lack for these requests."""
     if not isinstance(entities, pd.DataFrame):
         raise TypeError(
-            f"entity_rows must be a pandas DataFrame or pyarrow Table, got {type(entities).__name__}"
+            "entity_rows must be a pandas DataFrame or pyarrow Table, "
+            f"got {type(entities).__name__}"
         )
     columns = [str(c) for c in entities.columns]
     _require_unique(columns, "entity rows columns")
