@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 export PREFECT_HOME ?= $(CURDIR)/data/prefect
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help install demo test test-slow lint format bench docs clean
+.PHONY: help install demo test test-slow lint format bench docs mlflow-ui serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,12 +41,18 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-bench: install ## benchmarks (none yet: serving and scoring benchmarks come with issue #5)
-	@echo "no benchmarks yet: they arrive with the serving and batch-scoring work (issue #5)"
+bench: install ## serving and batch-scoring benchmarks -> data/bench/results.md (BENCH_ARGS=--quick)
+	$(RUN) python -m bench.run $(BENCH_ARGS)
 
 docs: install ## build the warehouse docs site and serve it on http://127.0.0.1:8080
 	$(RUN) dbt docs generate --target-path data/dbt/target
 	$(RUN) dbt docs serve --target-path data/dbt/target --port 8080
+
+mlflow-ui: install ## browse runs, metrics, plots and the model registry on http://127.0.0.1:5000
+	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --port 5000
+
+serve: install ## serve @champion over HTTP on http://127.0.0.1:8000 (docs at /docs)
+	$(RUN) loopline serve --port 8000
 
 clean: ## remove generated data (warehouse, landing files, MLflow store, reports)
 	rm -rf data target logs

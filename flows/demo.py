@@ -1,8 +1,8 @@
 """The demo: the whole loop as one Prefect flow, on the embedded defaults.
 
 Thin by design: each task wraps one step; the flow only sequences them: simulate the
-sources, then the line (ingest, dbt build). Later work adds validation, feature
-materialisation, training, scoring and monitoring here, in that order.
+sources, the line (ingest, dbt build, online features), then the loop's training
+(evaluate, register, gate) and batch scoring. Later work adds validation and monitoring.
 """
 
 from __future__ import annotations
@@ -58,10 +58,18 @@ def simulate_sources(scale: str, until: date | None) -> dict[str, object]:
 def loopline_demo(params: DemoParams) -> dict[str, str]:
     """Sequence every step that exists so far; return where a person should look."""
     from flows.line import LineParams, line
+    from flows.score import ScoreFlowParams, batch_score
+    from flows.train import TrainFlowParams, train_models
 
     settings = get_settings()
     sim = simulate_sources(params.scale, params.until)
     line(LineParams())
+    trained = train_models(TrainFlowParams())
+    batch_score(ScoreFlowParams())
+    churn = trained.get("churn", {})
+    recs = trained.get("recommender", {})
+    assert isinstance(churn, dict) and isinstance(recs, dict)
+    bayes = churn.get("bayes_auc")
     return {
         "source database": settings.resolved_source_db_url,
         "landing files": str(settings.landing_dir),
@@ -74,6 +82,14 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
         "feature store": "features.fs_churn__user_daily, features.feature_sets; online: "
         + (settings.online_store_url or str(settings.data_dir / "online" / "online_store.sqlite")),
         "dbt docs": "make docs  (then http://127.0.0.1:8080)",
+        "churn model": f"v{churn.get('version')} ROC AUC {churn.get('roc_auc', 0):.3f}"
+        + (f" (Bayes-optimal {bayes:.3f})" if isinstance(bayes, float) else ""),
+        "churn report": str(churn.get("report")),
+        "recommender": f"v{recs.get('version')} recall@10 {recs.get('recall_at_k', 0):.3f} "
+        f"(popularity {recs.get('popularity_recall_at_k', 0):.3f})",
+        "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",
+        "MLflow UI": f"make mlflow-ui  (store {settings.resolved_mlflow_uri})",
+        "serving": "uv run loopline serve  (then http://127.0.0.1:8000/docs)",
         "simulated through": str(sim["through"]),
         "Prefect UI": "uv run prefect server start  (then http://127.0.0.1:4200)",
     }

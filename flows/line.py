@@ -55,24 +55,27 @@ def dbt_build(full_refresh: bool) -> dict[str, int]:
 
 @task(name="materialize online features", retries=2, retry_delay_seconds=5)
 def materialize_online_features() -> dict[str, int]:
-    """Push the latest churn feature vector per user to the online store."""
+    """Push the latest churn feature vector and viewing history per user to the online store."""
     import duckdb
 
     from ml.features import materialize_online
     from ml.online_store import open_online_store
+    from ml.recs import materialize_histories
 
     settings = get_settings()
     con = duckdb.connect(str(settings.resolved_warehouse_path))
     store = open_online_store(settings)
     try:
         report = materialize_online(con, store)
+        histories = materialize_histories(settings, con)
     finally:
         store.close()
         con.close()
     get_run_logger().info(
-        "online store: %s written, %s already newer", report.written, report.skipped
-    )
-    return {"written": report.written, "skipped": report.skipped}
+        "online store: churn features %s written, %s already newer; %s viewing histories",
+        report.written, report.skipped, histories,
+    )  # fmt: skip
+    return {"written": report.written, "skipped": report.skipped, "histories": histories}
 
 
 @flow(name="loopline-line", log_prints=True)

@@ -253,21 +253,119 @@ def validate() -> None:
 
 
 @app.command()
-def train() -> None:
-    """Train, evaluate and register the models."""
-    _not_yet(5, "train")
+def train(
+    model: Annotated[str, typer.Option(help="churn | recommender | all")] = "all",
+) -> None:
+    """Train, evaluate and register the models; promote a challenger that earns it."""
+    from ml.config import ConfigError, load_ml_config
+    from ml.registry import RegistryError
+
+    settings = get_settings()
+    if model not in ("churn", "recommender", "all"):
+        raise _fail(f"--model {model!r}: choose churn, recommender or all")
+    try:
+        config = load_ml_config(settings.ml_config)
+        if model in ("churn", "all"):
+            from ml.churn import train_churn
+
+            with console.status("training the churn model (grid search on time folds)"):
+                outcome = train_churn(settings, config.churn)
+            auc = outcome.metrics["holdout_roc_auc"]
+            bayes = f", Bayes-optimal {outcome.bayes_auc:.3f}" if outcome.bayes_auc else ""
+            console.print(
+                f"churn v{outcome.version} ({outcome.kind}): holdout ROC AUC {auc:.3f}{bayes}"
+            )
+            console.print(f"  {outcome.decision.summary()}")
+            console.print(f"  report: {outcome.report}")
+        if model in ("recommender", "all"):
+            from ml.recs import train_recommender
+
+            with console.status("training the recommender"):
+                recs = train_recommender(settings, config.recommender)
+            console.print(
+                f"recommender v{recs.version}: recall@{recs.k} {recs.metrics['recall_at_k']:.3f} "
+                f"(popularity {recs.baseline['recall_at_k']:.3f}), "
+                f"NDCG@{recs.k} {recs.metrics['ndcg_at_k']:.3f} "
+                f"(popularity {recs.baseline['ndcg_at_k']:.3f})"
+            )
+            console.print(f"  {recs.decision.summary()}")
+    except (ConfigError, RegistryError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
 
 
 @app.command()
-def score() -> None:
-    """Batch-score every active user with the champion model."""
-    _not_yet(5, "score")
+def score(
+    as_of: Annotated[
+        date | None,
+        typer.Option(
+            help="Score users as of this day (default: the newest).", formats=["%Y-%m-%d"]
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option(help="Recommendations per user.", min=1, max=100)] = 10,
+) -> None:
+    """Batch-score every active user with @champion; write top-N recommendations for every user."""
+    from ml.registry import RegistryError
+    from ml.score import score_churn
+
+    settings = get_settings()
+    try:
+        report = score_churn(settings, as_of)
+        console.print(
+            f"churn v{report.model_version}: {report.rows:,} users scored as of {report.as_of} "
+            f"-> {report.table} (replaced {report.replaced:,} earlier rows of this version and day)"
+        )
+        from ml.recs import recommend_all
+
+        recs = recommend_all(settings, report.as_of, k)
+        if recs is None:
+            console.print("recommender: no @champion yet; skipped (run `loopline train`)")
+        else:
+            console.print(
+                f"recommender v{recs.model_version}: top {k} for {recs.rows // k:,} users "
+                f"-> {recs.table}"
+            )
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @app.command()
-def serve() -> None:
-    """Serve online predictions over HTTP."""
-    _not_yet(5, "serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
+    alias: Annotated[str, typer.Option(help="Registry alias to serve and follow.")] = "champion",
+    poll_seconds: Annotated[float, typer.Option(help="How often to check the alias.")] = 5.0,
+) -> None:
+    """Serve churn scores and recommendations over HTTP (FastAPI on uvicorn)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ml.serve import serve as run
+
+    console.print(f"serving @{alias} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    run(get_settings(), host, port, alias=alias, poll_seconds=poll_seconds)
+
+
+@app.command()
+def promote(
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Restore the previous champion.")
+    ] = False,
+    model: Annotated[str, typer.Option(help="churn | recommender")] = "churn",
+) -> None:
+    """Move @champion by hand: `--rollback` restores the previous champion."""
+    from ml.registry import CHURN_MODEL, RECS_MODEL, RegistryError, configure, record_decision
+    from ml.registry import rollback as do_rollback
+
+    if not rollback:
+        raise _fail("nothing to do: promotion is decided by `loopline train`; pass --rollback")
+    names = {"churn": CHURN_MODEL, "recommender": RECS_MODEL}
+    if model not in names:
+        raise _fail(f"--model {model!r}: choose churn or recommender")
+    settings = get_settings()
+    try:
+        decision = do_rollback(configure(settings), names[model])
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    record_decision(settings, decision)
+    console.print(f"{decision.summary()}; @champion is v{decision.version} again")
 
 
 @app.command()

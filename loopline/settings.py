@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     dbt_project_dir: Path | None = Field(
         None, description="Folder with dbt_project.yml; default: the repo root."
     )
+    ml_config: Path | None = Field(
+        None, description="ML configuration (training, gate, promotion); default conf/ml.yaml."
+    )
 
     # -- warehouse resources -------------------------------------------------------
     duckdb_threads: int = Field(2, ge=1)

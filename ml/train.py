@@ -94,7 +94,31 @@ class TrainedModel:
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
             raise ValueError(f"frame lacks feature columns {missing}; pass the training columns")
-        return np.asarray(self.model.predict_proba(frame[self.feature_columns])[:, 1])
+        return np.asarray(
+            self.model.predict_proba(as_model_input(frame[self.feature_columns]))[:, 1]
+        )
+
+
+def as_model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with numpy dtypes: nullable numbers become float64, strings object, NA is NaN.
+
+    Warehouse reads give pandas' nullable dtypes (``Int64`` with ``pd.NA``), which
+    scikit-learn's transformers cannot hold in numpy arrays.
+    """
+    converted: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        column = frame[name]
+        dtype = column.dtype
+        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
+            if isinstance(dtype, pd.BooleanDtype):
+                converted[name] = column.astype(object).where(column.notna(), None)
+            continue
+        if pd.api.types.is_numeric_dtype(dtype) and pd.api.types.is_extension_array_dtype(dtype):
+            converted[name] = column.astype("float64")
+        elif pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+            # NaN, not None: scikit-learn's imputers treat only NaN as missing in object columns
+            converted[name] = column.astype(object).where(column.notna(), np.nan)
+    return frame.assign(**converted) if converted else frame
 
 
 def _days(frame: pd.DataFrame, time_column: str) -> pd.Series:
@@ -236,8 +260,10 @@ def train(
         raise ValueError(f"label column {label!r} is not in the training frame")
     if train_set[label].isna().any():
         raise ValueError(f"label column {label!r} has missing values; drop unlabelled rows")
-    ordered = train_set.assign(__day=_days(train_set, time_column)).sort_values(
-        "__day", kind="stable"
+    ordered = (
+        as_model_input(train_set)
+        .assign(__day=_days(train_set, time_column))
+        .sort_values("__day", kind="stable")
     )
     numeric, categorical = feature_columns(ordered, {*params.exclude, label, time_column, "__day"})
     columns = [*numeric, *categorical]

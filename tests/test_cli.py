@@ -10,7 +10,7 @@ from loopline.settings import get_settings
 
 runner = CliRunner()
 COMMANDS = ["simulate", "catalogue-api", "ingest", "build", "validate", "train", "score",
-            "serve", "monitor", "stream", "up", "down", "demo"]  # fmt: skip
+            "serve", "promote", "monitor", "stream", "up", "down", "demo"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -58,9 +58,26 @@ def test_bad_scenario_option_is_a_clear_error(data_dir):
 
 
 def test_unbuilt_command_says_so(data_dir):
-    result = runner.invoke(app, ["train"])
+    result = runner.invoke(app, ["monitor"])
     assert result.exit_code == 2
     assert "not built yet" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--model", "churn"], "loopline build"),
+        (["train", "--model", "everything"], "choose churn, recommender or all"),
+        (["score"], "no @champion yet"),
+        (["promote"], "pass --rollback"),
+        (["promote", "--rollback"], "no previous champion"),
+    ],
+)
+def test_loop_commands_explain_what_is_missing(data_dir, args, message):
+    """On an empty data folder each ML command says what to run first, not a traceback."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
 
 
 def test_prefect_home_is_created_in_a_fresh_checkout(tmp_path, monkeypatch):

@@ -17,16 +17,25 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
-def test_demo_flow_simulates_and_points_at_the_results(prefect_harness, tmp_path, monkeypatch):
-    monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path))
+def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeypatch):
+    """Simulate 45 days, build, train both models, score: everything lands where it says."""
+    monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path / "data"))
+    # the default grid is tested elsewhere; one candidate setting each keeps this test short
+    config = tmp_path / "ml.yaml"
+    config.write_text(
+        "churn:\n  train:\n    logreg_grid: {C: [1.0]}\n"
+        "    hist_gb_grid: {learning_rate: [0.1], max_leaf_nodes: [15]}\n"
+    )
+    monkeypatch.setenv("LOOPLINE_ML_CONFIG", str(config))
+    tmp_path = tmp_path / "data"
     get_settings.cache_clear()
     try:
-        where = loopline_demo(DemoParams(scale="small", until="2026-01-04"))
+        where = loopline_demo(DemoParams(scale="small"))
     finally:
         get_settings.cache_clear()
     manifest = json.loads((tmp_path / "sources" / "_manifest" / "defects.json").read_text())
-    assert manifest["through"] == "2026-01-04"
-    assert where["simulated through"] == "2026-01-04"
+    assert manifest["through"] == "2026-02-14"
+    assert where["simulated through"] == "2026-02-14"
     assert (tmp_path / "sources" / "oltp.sqlite").exists()
     # the line ran inside the demo: the warehouse holds built marts
     import duckdb
@@ -34,9 +43,23 @@ def test_demo_flow_simulates_and_points_at_the_results(prefect_harness, tmp_path
     con = duckdb.connect(where["warehouse (DuckDB)"])
     try:
         (users,) = con.execute("select count(*) from core.dim_users").fetchone()
+        (scored,) = con.execute("select count(*) from ml.churn_predictions").fetchone()
+        (recommended,) = con.execute(
+            "select count(distinct user_id) from ml.recommendations"
+        ).fetchone()
+        decisions = con.execute("select model_name, action from ml.model_decisions").fetchall()
     finally:
         con.close()
     assert users > 250
+    # the loop ran too: both models registered and promoted, every active user scored
+    assert sorted(decisions) == [
+        ("loopline-churn", "promoted"),
+        ("loopline-recommender", "promoted"),
+    ]
+    assert scored > 250 and recommended > 250
+    assert where["churn model"].startswith("v1 ROC AUC") and "Bayes-optimal" in where["churn model"]
+    assert "popularity" in where["recommender"]
+    assert (tmp_path / "reports" / "churn" / "v1" / "evaluation.html").exists()
 
 
 def test_demo_params_reject_an_unknown_scale():

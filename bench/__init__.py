@@ -1,0 +1,1 @@
+"""Benchmarks of the serving and batch-scoring speed targets (`python -m bench.run`)."""

@@ -1,0 +1,339 @@
+"""Run the serving and batch-scoring benchmarks and write the results (``make bench``).
+
+    python -m bench.run            # the full run; also refreshes bench/RESULTS.md
+    python -m bench.run --quick    # a shorter smoke run (results under data/bench/ only)
+
+Numbers are measured, never asserted: each target is reported as a ratio and pass/fail in
+``data/bench/results.json`` and ``data/bench/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.batch import BatchConfig, run_batch
+from bench.fixture import DEFAULT_DATA_DIR, REPO, ensure_company
+from bench.serving import ServingConfig, run_serving
+
+console = Console()
+
+PACKAGES = ("mlflow", "scikit-learn", "fastapi", "uvicorn", "duckdb", "pyarrow", "numpy", "pandas")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target: the measured value, the bound, and which side of it passes."""
+
+    name: str
+    measured: float
+    target: float
+    unit: str
+    higher_is_better: bool
+
+    @property
+    def ratio(self) -> float:
+        """How far inside the target (> 1 passes) whichever way the bound points."""
+        if self.higher_is_better:
+            return self.measured / self.target if self.target else float("inf")
+        return self.target / self.measured if self.measured else float("inf")
+
+    @property
+    def passed(self) -> bool:
+        if self.higher_is_better:
+            return self.measured >= self.target
+        return self.measured <= self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "measured": self.measured,
+            "target": self.target,
+            "unit": self.unit,
+            "bound": ">=" if self.higher_is_better else "<=",
+            "ratio_vs_target": self.ratio,
+            "passed": self.passed,
+        }
+
+
+def checks(results: dict[str, Any]) -> list[Check]:
+    out: list[Check] = []
+    serving = results.get("serving")
+    if serving:
+        lat, tp = serving["ours_latency"], serving
+        out.append(Check("online p50 latency (ours, c=1)", lat["p50_ms"], 1.5, "ms", False))
+        out.append(Check("online p99 latency (ours, c=1)", lat["p99_ms"], 5.0, "ms", False))
+        ratio = tp["ours_throughput"]["rps"] / tp["mlflow_throughput"]["rps"]
+        out.append(Check("throughput ours / mlflow serve", ratio, 10.0, "x", True))
+    batch = results.get("batch")
+    if batch:
+        # the target's baseline: one predict_proba call over all the rows, already in memory
+        baseline = batch.get("raw_whole_rows_per_s", batch["raw_rows_per_s"])
+        ratio = batch["score_churn_rows_per_s"] / baseline
+        out.append(Check("score_churn / raw predict_proba", ratio, 0.9, "x", True))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the machine
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        return f"{head}{' (uncommitted changes)' if dirty else ''}" or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "git_commit": _git_commit(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# reporting
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    if unit == "x":
+        return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
+    return f"{value:,.0f} {unit}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmark results: serving and batch scoring",
+        "",
+        "Regenerated by `make bench` (`python -m bench.run`); this copy is the latest full run "
+        "measured on the machine below. Numbers are measured, not asserted.",
+        "",
+        f"- date: {results['date']} ({'quick' if results['quick'] else 'full'} run, "
+        f"{results['elapsed_s']:.0f} s)",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}",
+        f"- load average before / after: {results['loadavg_before']} / {results['loadavg_after']}"
+        " (the machine is shared: expect noise)",
+        f"- packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}",
+        f"- git: {m['git_commit']}",
+    ]
+    model = results.get("serving") or results.get("batch") or {}
+    if results.get("serving"):
+        lines.append(
+            f"- model: loopline-churn v{model['model_version']} ({model['estimator']}), "
+            "served as `models:/loopline-churn@champion`"
+        )
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | bound | ratio vs target | result |",
+        "|---|---|---|---|---|",
+    ]
+    for c in results["checks"]:
+        unit = c["unit"]
+        lines.append(
+            f"| {c['name']} | {_fmt(c['measured'], unit)} | {c['bound']} "
+            f"{_fmt(c['target'], unit)} | {c['ratio_vs_target']:.2f} | "
+            f"{'PASS' if c['passed'] else 'FAIL'} |"
+        )
+    serving = results.get("serving")
+    if serving:
+        cfg = serving["config"]
+        lines += [
+            "",
+            "## Online: `POST /v1/churn/score` vs `mlflow models serve` `POST /invocations`",
+            "",
+            f"Both servers: one worker, loopback, OMP_NUM_THREADS="
+            f"{serving['server_env']['OMP_NUM_THREADS']}; the same {serving['users']} users in "
+            "the same order (ours by `user_id` from the online store, mlflow with that user's "
+            "stored feature values as `dataframe_split`). Answers checked before timing: "
+            f"{serving['verification']['users_checked']} users, 200s, same model version, "
+            "probabilities equal to within "
+            f"{serving['verification']['max_abs_probability_difference']:.1e}.",
+            "",
+            f"Latency: {cfg['warmup']} warm-up then {cfg['requests']} sequential requests on one "
+            f"keep-alive connection. Throughput: {cfg['connections']} closed-loop connections "
+            f"(one process each) for {cfg['seconds']:.0f} s.",
+            "",
+            "| server | p50 | p90 | p99 | max | sequential req/s | throughput req/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, label in (("ours", "loopline serve"), ("mlflow", "mlflow models serve")):
+            lat, tp = serving[f"{name}_latency"], serving[f"{name}_throughput"]
+            lines.append(
+                f"| {label} | {lat['p50_ms']:.3f} ms | {lat['p90_ms']:.3f} ms | "
+                f"{lat['p99_ms']:.3f} ms | {lat['max_ms']:.3f} ms | "
+                f"{lat['rps_sequential']:,.0f} | {tp['rps']:,.0f} |"
+            )
+    batch = results.get("batch")
+    if batch:
+        cpu_ratio = batch["score_churn_rows_per_cpu_s"] / batch["raw_rows_per_cpu_s"]
+        lines += [
+            "",
+            "## Batch: `ml.score.score_churn` vs raw `predict_proba`",
+            "",
+            f"{batch['rows']:,} feature rows of one day ({batch['as_of']}), chunks of "
+            f"{batch['chunk_rows']:,}; best of {batch['repeats']} interleaved runs. "
+            "`score_churn` is end to end (registry load, DuckDB -> Arrow -> predict_proba -> "
+            "DuckDB, commit). The baseline is one `predict_proba` call on the same rows already "
+            "in memory as an `as_model_input` frame; the same call on score_churn's chunks "
+            "separates chunking from I/O. Stored probabilities checked equal to the chunked "
+            f"baseline's (max difference "
+            f"{batch['verification']['max_abs_probability_difference']:.1e}).",
+            "",
+            "| measurement | rows/s (best) | rows/s (median) | rows per CPU-second (best) |",
+            "|---|---|---|---|",
+            f"| raw predict_proba, one call over all rows (target baseline) | "
+            f"{batch.get('raw_whole_rows_per_s', float('nan')):,.0f} | "
+            f"{batch.get('raw_whole_rows_per_s_median', float('nan')):,.0f} | |",
+            f"| raw predict_proba, in score_churn's chunks | {batch['raw_rows_per_s']:,.0f} | "
+            f"{batch['raw_rows_per_s_median']:,.0f} | {batch['raw_rows_per_cpu_s']:,.0f} |",
+            f"| score_churn end to end | {batch['score_churn_rows_per_s']:,.0f} | "
+            f"{batch['score_churn_rows_per_s_median']:,.0f} | "
+            f"{batch['score_churn_rows_per_cpu_s']:,.0f} |",
+            f"| score_churn minus model load ({batch['load_churn_model_s']:.2f} s) | "
+            f"{batch['score_churn_minus_model_load_rows_per_s']:,.0f} | | |",
+        ]
+        lines += [
+            "",
+            f"score_churn / raw in the same chunks (the DuckDB and Arrow overhead alone): "
+            f"{batch['score_churn_rows_per_s'] / batch['raw_rows_per_s']:.3f}x wall, "
+            f"{cpu_ratio:.3f}x CPU time; the rest of the gap to one call is the cost of many "
+            "smaller predict_proba calls. Thread pools: "
+            + ", ".join(f"{p['internal_api']}={p['num_threads']}" for p in batch["thread_pools"])
+            + ".",
+        ]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def summary_table(results: dict[str, Any]) -> Table:
+    table = Table(title="loopline benchmarks")
+    for column in ("target", "measured", "bound", "ratio", "result"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for c in results["checks"]:
+        unit = c["unit"]
+        table.add_row(
+            c["name"],
+            _fmt(c["measured"], unit),
+            f"{c['bound']} {_fmt(c['target'], unit)}",
+            f"{c['ratio_vs_target']:.2f}",
+            "[green]PASS[/]" if c["passed"] else "[red]FAIL[/]",
+        )
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke check)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the bench company")
+    parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite results.md (and the checks) from an existing results.json; no measuring",
+    )
+    parser.add_argument("--rows", type=int, help="batch rows (default 500,000; quick 200,000)")
+    args = parser.parse_args(argv)
+
+    if args.render_only:
+        return write_results(json.loads((args.data_dir / "results.json").read_text()), args)
+
+    def say(message: str) -> None:
+        console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}", highlight=False)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "quick": args.quick,
+        "machine": machine(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    settings = ensure_company(args.data_dir.resolve(), rebuild=args.rebuild, say=say)
+    if not args.skip_serving:
+        config = (
+            ServingConfig(users=100, warmup=500, requests=1000, seconds=3.0, connections=4)
+            if args.quick
+            else ServingConfig()
+        )
+        results["serving"] = run_serving(settings, config, say)
+    if not args.skip_batch:
+        rows = args.rows or (200_000 if args.quick else 500_000)
+        batch_config = BatchConfig(rows=rows, repeats=2 if args.quick else 5)
+        results["batch"] = run_batch(settings, batch_config, say)
+    results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["elapsed_s"] = time.perf_counter() - started
+    results["full"] = not args.quick and not args.skip_serving and not args.skip_batch
+    return write_results(results, args)
+
+
+def write_results(results: dict[str, Any], args: argparse.Namespace) -> int:
+    """Judge the targets; write results.json, results.md (and bench/RESULTS.md if full)."""
+    results["checks"] = [c.as_dict() for c in checks(results)]
+    out_dir = args.data_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out_dir / "results.md").write_text(markdown(results))
+    full = bool(results.get("full"))
+    if full:
+        shutil.copyfile(out_dir / "results.md", Path(__file__).parent / "RESULTS.md")
+    console.print(summary_table(results))
+    console.print(
+        f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}"
+        + (" (copied to bench/RESULTS.md)" if full else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

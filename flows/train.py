@@ -1,0 +1,79 @@
+"""The loop's training flow: churn model and recommender, each evaluated, registered and judged.
+
+Each task wraps one step in `ml/`; a challenger becomes ``@champion`` only if the step's
+gate and comparison say so (see `ml.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from pydantic import BaseModel, ConfigDict
+
+from loopline.settings import get_settings
+
+
+class TrainFlowParams(BaseModel):
+    """Which models to train (validated before any work starts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: tuple[Literal["churn", "recommender"], ...] = ("churn", "recommender")
+
+
+@task(name="train churn model")
+def train_churn_model() -> dict[str, object]:
+    """Train, evaluate, register and judge the churn model."""
+    from ml.churn import train_churn
+    from ml.config import load_ml_config
+
+    settings = get_settings()
+    outcome = train_churn(settings, load_ml_config(settings.ml_config).churn)
+    get_run_logger().info(
+        "churn v%s (%s): holdout ROC AUC %.3f, Bayes-optimal %s; %s; report %s",
+        outcome.version, outcome.kind, outcome.metrics["holdout_roc_auc"],
+        f"{outcome.bayes_auc:.3f}" if outcome.bayes_auc is not None else "n/a",
+        outcome.decision.summary(), outcome.report,
+    )  # fmt: skip
+    return {
+        "version": outcome.version,
+        "promoted": outcome.decision.promoted,
+        "roc_auc": outcome.metrics["holdout_roc_auc"],
+        "bayes_auc": outcome.bayes_auc,
+        "report": str(outcome.report),
+    }
+
+
+@task(name="train recommender")
+def train_recommender_model() -> dict[str, object]:
+    """Train, evaluate against popularity, register and judge the recommender."""
+    from ml.recs import train_recommender
+
+    from ml.config import load_ml_config
+
+    settings = get_settings()
+    outcome = train_recommender(settings, load_ml_config(settings.ml_config).recommender)
+    get_run_logger().info(
+        "recommender v%s: recall@%s %.3f vs popularity %.3f; %s",
+        outcome.version, outcome.k, outcome.metrics["recall_at_k"],
+        outcome.baseline["recall_at_k"], outcome.decision.summary(),
+    )  # fmt: skip
+    return {
+        "version": outcome.version,
+        "promoted": outcome.decision.promoted,
+        "recall_at_k": outcome.metrics["recall_at_k"],
+        "popularity_recall_at_k": outcome.baseline["recall_at_k"],
+    }
+
+
+@flow(name="loopline-train", log_prints=True)
+def train_models(params: TrainFlowParams | None = None) -> dict[str, object]:
+    """Train the chosen models in turn; return what each decided."""
+    params = params or TrainFlowParams()
+    results: dict[str, object] = {}
+    if "churn" in params.models:
+        results["churn"] = train_churn_model()
+    if "recommender" in params.models:
+        results["recommender"] = train_recommender_model()
+    return results

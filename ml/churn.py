@@ -1,0 +1,307 @@
+"""The churn model's training step: warehouse in, a registered and judged MLflow version out.
+
+`train_churn` reads a point-in-time training set from the feature store, trains and
+calibrates (`ml.train`), evaluates on a time-based holdout (`ml.evaluate`), logs everything
+to MLflow with lineage, registers the version as ``@challenger``, scores the current
+``@champion`` on the *same* holdout, and lets `ml.registry.decide` promote or keep.
+
+The operating threshold is chosen on the latest training days (the last time fold's
+validation days), never on the holdout, so the holdout's precision and recall are honest.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.settings import Settings
+from ml.config import ChurnConfig
+from ml.evaluate import (
+    Evaluation,
+    choose_threshold,
+    evaluate,
+    permutation_importance_table,
+    plot_evaluation,
+    quality_gate,
+)
+from ml.features import CHURN, churn_training_set, dbt_manifest_hash
+from ml.registry import (
+    CHAMPION,
+    CHURN_MODEL,
+    SKOPS_TRUSTED_TYPES,
+    Decision,
+    alias_version,
+    apply_decision,
+    configure,
+    decide,
+    experiment_for,
+    git_commit,
+    model_requirements,
+    record_decision,
+)
+from ml.report import images, table, verdict, write_report
+from ml.train import TrainedModel, as_model_input, split_by_time, time_folds, train
+
+LABEL = "churned_within_30d"
+TIME = "as_of_date"
+
+
+@dataclass(frozen=True)
+class ChurnOutcome:
+    """What one training run produced and decided."""
+
+    run_id: str
+    version: str
+    kind: str
+    metrics: dict[str, float]
+    bayes_auc: float | None
+    decision: Decision
+    report: Path
+
+
+def label_window(con: Any) -> tuple[date, date]:
+    """The first and last as-of day that has churn labels."""
+    import duckdb
+
+    try:
+        start, end = con.execute(
+            "select min(as_of_date), max(as_of_date) from features.label_churn__user_daily"
+        ).fetchone()
+    except duckdb.CatalogException as exc:
+        raise ValueError(
+            "the warehouse has no churn labels table: run `loopline ingest` and `loopline build`"
+        ) from exc
+    if start is None:
+        raise ValueError("no churn labels yet: the data must span more than the 30-day window")
+    return start, end
+
+
+def threshold_from_training(
+    trained: TrainedModel, train_part: pd.DataFrame, config: ChurnConfig
+) -> float:
+    """The operating threshold, chosen on the latest training days (not the holdout)."""
+    ordered = train_part.sort_values(TIME, kind="stable").reset_index(drop=True)
+    _, last_val = time_folds(ordered, TIME, config.train.n_splits)[-1]
+    rows = ordered.iloc[last_val]
+    return choose_threshold(
+        rows[LABEL].astype(int),
+        trained.predict_proba(rows),
+        config.threshold.rule,
+        config.threshold.capacity_share,
+    )
+
+
+def bayes_auc_on(settings: Settings, holdout: pd.DataFrame) -> float | None:
+    """The simulator's true-probability AUC on the holdout's rows (None without ground truth)."""
+    from sklearn.metrics import roc_auc_score
+
+    from loopline.simulate import churn_truth, load_state
+
+    try:
+        state = load_state(settings)
+        if state is None:
+            return None
+        truth = churn_truth(settings, state)
+    except (FileNotFoundError, OSError):
+        return None
+    truth = truth.assign(
+        user_id=truth["user_id"].astype("int64"), as_of_date=pd.to_datetime(truth["as_of"])
+    )[["user_id", "as_of_date", "p_churn_30d"]]
+    rows = holdout[["user_id", TIME, LABEL]].assign(
+        user_id=holdout["user_id"].astype("int64"), as_of_date=pd.to_datetime(holdout[TIME])
+    )
+    joined = rows.merge(truth, on=["user_id", "as_of_date"], how="inner")
+    if joined.empty or joined[LABEL].nunique() < 2:
+        return None
+    return float(roc_auc_score(joined[LABEL].astype(int), joined["p_churn_30d"]))
+
+
+def _flat_params(trained: TrainedModel, config: ChurnConfig, version: str) -> dict[str, Any]:
+    return {
+        "estimator": trained.kind,
+        **{f"best.{k}": v for k, v in trained.best_params.items()},
+        "candidates": ",".join(config.train.candidates),
+        "n_splits": config.train.n_splits,
+        "calibration": config.train.calibration,
+        "class_weight": config.train.class_weight,
+        "holdout_fraction": config.holdout_fraction,
+        "threshold_rule": config.threshold.rule,
+        "capacity_share": config.threshold.capacity_share,
+        "feature_set": CHURN.name,
+        "feature_set_version": version,
+        "as_known_at": config.as_known_at,
+        "n_features": len(trained.feature_columns),
+    }
+
+
+def champion_metrics_on(
+    settings: Settings, model_name: str, holdout: pd.DataFrame
+) -> tuple[str | None, dict[str, float] | None]:
+    """(champion version, its metrics on this holdout), or None where it cannot score it."""
+    from ml.registry import load_sklearn_version, version_tags
+
+    client = configure(settings)
+    champion = alias_version(client, model_name, CHAMPION)
+    if champion is None:
+        return None, None
+    tags = version_tags(client, model_name, champion)
+    columns = json.loads(tags.get("feature_columns", "[]"))
+    if not columns or any(c not in holdout.columns for c in columns):
+        return champion, None
+    model = load_sklearn_version(model_name, champion)
+    proba = model.predict_proba(holdout[columns])[:, 1]
+    threshold = float(tags.get("threshold", 0.5))
+    return champion, evaluate(holdout[LABEL].astype(int), proba, threshold).metrics()
+
+
+def _report(
+    path: Path,
+    version: str,
+    evaluation: Evaluation,
+    bayes_auc: float | None,
+    decision: Decision,
+    plots: list[Path],
+    importance: pd.DataFrame,
+    lineage: dict[str, str],
+) -> Path:
+    headline = {"ROC AUC (holdout)": evaluation.roc_auc}
+    if bayes_auc is not None:
+        headline["Bayes-optimal ROC AUC (same rows)"] = bayes_auc
+        headline["gap"] = bayes_auc - evaluation.roc_auc
+    metrics = {k: v for k, v in evaluation.metrics().items() if k not in ("n", "tn", "fp", "fn")}
+    return write_report(
+        path,
+        f"Churn model v{version}",
+        [
+            ("Decision", verdict(decision.promoted, decision.summary())),
+            ("Headline", table(headline)),
+            ("Holdout metrics", table(metrics)),
+            ("Plots", images(plots)),
+            ("Permutation importance (top 15)", table(importance.head(15).to_dict("records"))),
+            ("Lineage", table(lineage)),
+        ],
+    )
+
+
+def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
+    """Train, evaluate, log, register as challenger, and promote if it earns it."""
+    import duckdb
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if not settings.resolved_warehouse_path.exists():
+        raise ValueError(
+            f"no warehouse at {settings.resolved_warehouse_path}: run `loopline ingest` and "
+            "`loopline build` (or `loopline demo`) first"
+        )
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    try:
+        start, end = label_window(con)
+        training_set = churn_training_set(
+            con, start, end, config.feature_set_version, as_known_at=config.as_known_at
+        )
+    finally:
+        con.close()
+    frame = as_model_input(training_set.frame.dropna(subset=[LABEL]))
+    version_used = ",".join(training_set.feature_set_versions.get(CHURN.relation, []))
+    train_part, holdout = split_by_time(frame, TIME, config.holdout_fraction, label=LABEL)
+
+    trained = train(train_part, LABEL, TIME, config.train)
+    threshold = threshold_from_training(trained, train_part, config)
+    y_holdout = holdout[LABEL].astype(int).to_numpy()
+    proba = trained.predict_proba(holdout)
+    evaluation = evaluate(y_holdout, proba, threshold)
+    gate = quality_gate(evaluation, config.policy.gate)
+    sample = holdout.sample(min(len(holdout), config.importance_rows), random_state=0)
+    importance = permutation_importance_table(
+        trained.model, sample[trained.feature_columns], sample[LABEL].astype(int)
+    )
+    bayes_auc = bayes_auc_on(settings, holdout)
+
+    manifest = settings.data_dir / "dbt" / "target"
+    lineage = training_set.lineage(
+        {
+            "lineage.dbt_manifest_hash": (
+                dbt_manifest_hash(manifest) if (manifest / "manifest.json").exists() else "unknown"
+            ),
+            "lineage.git_commit": git_commit(),
+        }
+    )
+    client = configure(settings)
+    experiment = experiment_for(settings, CHURN_MODEL)
+    metrics = {f"holdout_{k}": v for k, v in evaluation.metrics().items()}
+    metrics.update({f"cv_roc_auc_{k}": v for k, v in trained.cv_scores.items()})
+    if bayes_auc is not None:
+        metrics["bayes_roc_auc"] = bayes_auc
+        metrics["bayes_roc_auc_gap"] = bayes_auc - evaluation.roc_auc
+
+    with tempfile.TemporaryDirectory(prefix="loopline-churn-") as tmp:
+        plots = plot_evaluation(evaluation, importance, Path(tmp) / "plots")
+        with mlflow.start_run(experiment_id=experiment, run_name=f"churn-{trained.kind}") as run:
+            mlflow.set_tags({**lineage, "model": CHURN_MODEL, "estimator": trained.kind})
+            mlflow.log_params(_flat_params(trained, config, version_used))
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
+            mlflow.log_table(importance, "evaluation/permutation_importance.json")
+            example = holdout[trained.feature_columns].head(3)
+            info = mlflow.sklearn.log_model(
+                trained.model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                signature=infer_signature(example, trained.model.predict_proba(example)),
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                registered_model_name=CHURN_MODEL,
+                pip_requirements=model_requirements(),
+                metadata={"feature_columns": trained.feature_columns, "threshold": threshold},
+            )
+            version = str(info.registered_model_version)
+            for key, value in {
+                "feature_columns": json.dumps(trained.feature_columns),
+                "numeric_columns": json.dumps(trained.numeric),
+                "threshold": repr(threshold),
+                "feature_set": CHURN.name,
+                "feature_set_version": version_used,
+                "estimator": trained.kind,
+                "holdout_roc_auc": f"{evaluation.roc_auc:.6f}",
+            }.items():
+                client.set_model_version_tag(CHURN_MODEL, version, key, value)
+
+            champion, champion_metrics = champion_metrics_on(settings, CHURN_MODEL, holdout)
+            decision = decide(
+                CHURN_MODEL,
+                version,
+                config.policy,
+                evaluation.metrics(),
+                gate.failures,
+                champion,
+                champion_metrics,
+                run_id=run.info.run_id,
+            )
+            apply_decision(client, decision)
+            mlflow.set_tags(
+                {"decision.action": decision.action, "decision.reason": decision.reason}
+            )
+            report = _report(
+                settings.reports_dir / "churn" / f"v{version}" / "evaluation.html",
+                version, evaluation, bayes_auc, decision, plots, importance, lineage,
+            )  # fmt: skip
+            mlflow.log_artifact(str(report), "report")
+    record_decision(settings, decision)
+    return ChurnOutcome(
+        run_id=run.info.run_id,
+        version=version,
+        kind=trained.kind,
+        metrics={k: float(v) for k, v in metrics.items() if np.isfinite(v)},
+        bayes_auc=bayes_auc,
+        decision=decision,
+        report=report,
+    )

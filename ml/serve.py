@@ -1,0 +1,446 @@
+"""Online inference: a FastAPI app that serves ``@champion`` and follows the alias as it moves.
+
+- **Hot path.** Handlers are ``async`` and score inline on the event-loop thread: one
+  request, one thread, no thread-pool hop. The churn model runs through the compiled numpy
+  fast path (`ml.fastpath`), falling back to scikit-learn with one thread if it cannot be
+  compiled. Features come from the online store (one key lookup) or from the request body.
+- **Hot swap.** A watcher thread polls the registry every ``poll_seconds``; when an alias
+  points at a new version it loads it *beside* the current one and swaps a single reference.
+  A request reads that reference once, so requests in flight finish on the model they
+  started with and none fail during a swap.
+- **Prediction log.** Every answer is put on an in-memory queue (no I/O on the request path)
+  and a background thread appends it to ``<data_dir>/predictions/serving/date=.../*.jsonl``
+  for monitoring. Shutdown drains the queue.
+- **Errors.** Bad input is a 4xx with a message (NaN and infinity rejected, unknown feature
+  names listed, unknown users answered with 404); only a bug could give a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from loopline.settings import Settings
+from ml.features import CHURN
+from ml.online_store import OnlineStore, open_online_store
+from ml.recommend import HISTORY_FEATURE_SET
+from ml.recs import LoadedRecommender, load_recommender
+from ml.registry import CHAMPION, CHURN_MODEL, RECS_MODEL, alias_version, configure
+from ml.score import ChampionModel, load_churn_model
+
+log = logging.getLogger("loopline.serve")
+
+FeatureValue = float | int | str | bool | None
+
+
+# --------------------------------------------------------------------------------------------
+# loaded models
+
+
+@dataclass(frozen=True)
+class LoadedChurn:
+    """A churn model version and the fastest way it can score one row."""
+
+    champion: ChampionModel
+    scorer: Any  # FastChurnScorer, or None to use the scikit-learn model
+
+    def score(self, values: dict[str, object]) -> float:
+        """The churn probability of one feature dict."""
+        if self.scorer is not None:
+            return float(self.scorer.score(values))
+        import pandas as pd
+
+        frame = pd.DataFrame([{c: values.get(c) for c in self.champion.feature_columns}])
+        from ml.train import as_model_input
+
+        return float(self.champion.model.predict_proba(as_model_input(frame))[0, 1])
+
+
+def load_churn(settings: Settings, alias: str) -> LoadedChurn:
+    """Load the churn model under `alias` and compile its fast path where possible."""
+    from ml.fastpath import NotCompilableError, compile_churn
+
+    champion = load_churn_model(settings, alias)
+    try:
+        scorer = compile_churn(champion.model, champion.feature_columns, champion.numeric_columns)
+    except NotCompilableError as exc:
+        log.warning(
+            "churn v%s has no fast path (%s); serving with scikit-learn", champion.version, exc
+        )
+        scorer = None
+    return LoadedChurn(champion, scorer)
+
+
+class Models:
+    """The current models; `refresh` swaps in new versions when the alias moves."""
+
+    def __init__(self, settings: Settings, alias: str) -> None:
+        self.settings = settings
+        self.alias = alias
+        self.churn: LoadedChurn | None = None
+        self.recommender: LoadedRecommender | None = None
+        self.last_error: str | None = None
+        self._lock = threading.Lock()  # one refresh at a time; readers never take it
+
+    def refresh(self) -> bool:
+        """Load any model whose alias moved; return whether anything was swapped."""
+        with self._lock:
+            swapped = False
+            try:
+                client = configure(self.settings)
+                churn_version = alias_version(client, CHURN_MODEL, self.alias)
+                current = self.churn.champion.version if self.churn else None
+                if churn_version is not None and churn_version != current:
+                    self.churn = load_churn(self.settings, self.alias)
+                    log.info("churn model now v%s", self.churn.champion.version)
+                    swapped = True
+                recs_version = alias_version(client, RECS_MODEL, self.alias)
+                current = self.recommender.version if self.recommender else None
+                if recs_version is not None and recs_version != current:
+                    self.recommender = load_recommender(self.settings, self.alias)
+                    swapped = True
+                self.last_error = None
+            except Exception as exc:  # keep serving the loaded versions
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("model refresh failed; still serving the loaded versions")
+            return swapped
+
+
+class _Watcher(threading.Thread):
+    def __init__(self, models: Models, poll_seconds: float) -> None:
+        super().__init__(name="loopline-model-watcher", daemon=True)
+        self.models = models
+        self.poll_seconds = poll_seconds
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.poll_seconds):
+            self.models.refresh()
+
+
+# --------------------------------------------------------------------------------------------
+# the prediction log
+
+
+class PredictionLog:
+    """Appends records to JSON-lines files from a background thread; `put` never blocks."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="loopline-prediction-log", daemon=True
+        )
+        self.written = 0
+        self._thread.start()
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Queue one record (called on the request path)."""
+        self._queue.put(record)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _path(self, day: str) -> Path:
+        path = self.folder / f"date={day}" / f"predictions-{os.getpid()}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _run(self) -> None:
+        handles: dict[str, Any] = {}
+        try:
+            while True:
+                record = self._queue.get()
+                batch = [record]
+                while True:  # drain what else is waiting: one flush per burst
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                for item in batch:
+                    if item is None:
+                        return
+                    day = str(item["logged_at"])[:10]
+                    if day not in handles:
+                        handles[day] = self._path(day).open("a", encoding="utf-8")
+                    handles[day].write(json.dumps(item, default=str) + "\n")
+                    self.written += 1
+                for handle in handles.values():
+                    handle.flush()
+        finally:
+            for handle in handles.values():
+                handle.close()
+
+
+# --------------------------------------------------------------------------------------------
+# request and response bodies
+
+
+class ChurnRequest(BaseModel):
+    """Score one user: by `user_id` (features from the online store) or with `features`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int | None = Field(None, ge=0)
+    features: dict[str, FeatureValue] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChurnRequest:
+        if (self.user_id is None) == (self.features is None):
+            raise ValueError("give exactly one of user_id or features")
+        for name, value in (self.features or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"feature {name!r} is {value}; NaN and infinity are not allowed")
+        return self
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class ChurnResponse(BaseModel):
+    user_id: int | None
+    churn_probability: float
+    is_high_risk: bool
+    threshold: float
+    model: ModelRef
+    feature_set_version: str | None
+    feature_timestamp: datetime | None
+    features_from: str
+    imputed: list[str]
+
+
+class Recommendation(BaseModel):
+    rank: int
+    show_id: str
+    score: float
+
+
+class RecommendationsResponse(BaseModel):
+    user_id: int
+    k: int
+    just_watched: str | None
+    user_known: bool
+    strategy: str
+    model: ModelRef
+    recommendations: list[Recommendation]
+
+
+# --------------------------------------------------------------------------------------------
+# the app
+
+
+def create_app(
+    settings: Settings,
+    alias: str = CHAMPION,
+    poll_seconds: float = 5.0,
+    store: OnlineStore | None = None,
+) -> FastAPI:
+    """The serving app; models load at start-up and follow `alias` while it runs."""
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(1)  # one request, one thread: no OpenMP start-up per call
+        models = Models(settings, alias)
+        models.refresh()
+        watcher = _Watcher(models, poll_seconds)
+        watcher.start()
+        state["models"] = models
+        state["store"] = store or open_online_store(settings)
+        state["log"] = PredictionLog(settings.data_dir / "predictions" / "serving")
+        try:
+            yield
+        finally:
+            watcher.stopped.set()
+            state["log"].close()
+            if store is None:
+                state["store"].close()
+            limits.restore_original_limits()
+
+    app = FastAPI(
+        title="loopline serving",
+        version="1",
+        lifespan=lifespan,
+        description="Churn scores and what-to-watch-next recommendations from @champion.",
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            status_code=422, content={"detail": "invalid request", "errors": errors}
+        )
+
+    def _churn() -> LoadedChurn:
+        models: Models = state["models"]
+        loaded = models.churn
+        if loaded is None:
+            raise HTTPException(503, f"no {CHURN_MODEL}@{alias} yet: run `loopline train`")
+        return loaded
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready when the churn model is loaded; says which versions are served."""
+        models: Models = state["models"]
+        body = {
+            "ready": models.churn is not None,
+            "churn_model": models.churn.champion.version if models.churn else None,
+            "recommender": models.recommender.version if models.recommender else None,
+            "alias": alias,
+            "last_refresh_error": models.last_error,
+        }
+        return JSONResponse(status_code=200 if models.churn else 503, content=body)
+
+    @app.post("/v1/churn/score", response_model=ChurnResponse)
+    async def churn_score(request: ChurnRequest) -> ChurnResponse:
+        """The churn probability of one user, from the online store or the given features."""
+        loaded = _churn()
+        columns = loaded.champion.feature_columns
+        feature_timestamp = None
+        feature_set_version = None
+        if request.features is not None:
+            unknown = sorted(set(request.features) - set(columns))
+            if unknown:
+                raise HTTPException(
+                    422, f"unknown feature(s) {unknown}; this model reads {columns}"
+                )
+            values: dict[str, object] = dict(request.features)
+            for name in loaded.champion.numeric_columns:
+                value = values.get(name)
+                if isinstance(value, (str, bool)):
+                    raise HTTPException(422, f"feature {name!r} must be a number, got {value!r}")
+            source = "request"
+        else:
+            vector = state["store"].get_one(CHURN.name, request.user_id)
+            if vector is None:
+                raise HTTPException(
+                    404,
+                    f"user {request.user_id} has no features in the online store "
+                    "(unknown, or not subscribed); send features in the body to score anyway",
+                )
+            values = vector.values
+            feature_timestamp = vector.feature_timestamp
+            feature_set_version = vector.feature_set_version
+            source = "online_store"
+        probability = loaded.score(values)
+        imputed = [c for c in columns if values.get(c) is None]
+        champion = loaded.champion
+        response = ChurnResponse(
+            user_id=request.user_id,
+            churn_probability=probability,
+            is_high_risk=probability >= champion.threshold,
+            threshold=champion.threshold,
+            model=ModelRef(name=champion.name, version=champion.version),
+            feature_set_version=feature_set_version,
+            feature_timestamp=feature_timestamp,
+            features_from=source,
+            imputed=imputed,
+        )
+        state["log"].put(
+            {
+                "logged_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+                "endpoint": "churn",
+                "model_name": champion.name,
+                "model_version": champion.version,
+                "user_id": request.user_id,
+                "churn_probability": probability,
+                "features_from": source,
+                "features": {c: values.get(c) for c in columns},
+            }
+        )
+        return response
+
+    @app.get("/v1/recommendations/{user_id}", response_model=RecommendationsResponse)
+    async def recommendations(
+        user_id: Annotated[int, PathParam(ge=0)],
+        k: Annotated[int, Query(ge=1, le=100)] = 10,
+        just_watched: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    ) -> RecommendationsResponse:
+        """What to watch next: the user's history, boosted by the show just finished."""
+        models: Models = state["models"]
+        loaded = models.recommender
+        if loaded is None:
+            raise HTTPException(503, f"no {RECS_MODEL}@{alias} yet: run `loopline train`")
+        if just_watched is not None and not loaded.model.knows(just_watched):
+            raise HTTPException(
+                404, f"show {just_watched!r} is not in the catalogue the model knows"
+            )
+        # the line flow and batch scoring materialise these histories
+        vector = state["store"].get_one(HISTORY_FEATURE_SET, str(user_id))
+        history: list[str] = []
+        if vector is not None:
+            history = json.loads(str(vector.values.get("recent_shows") or "[]"))
+        ranked = loaded.model.recommend(history, k, just_watched=just_watched)
+        strategy = "item-item" if history or just_watched else "popularity"
+        response = RecommendationsResponse(
+            user_id=user_id,
+            k=k,
+            just_watched=just_watched,
+            user_known=vector is not None,
+            strategy=strategy,
+            model=ModelRef(name=RECS_MODEL, version=loaded.version),
+            recommendations=[
+                Recommendation(rank=i + 1, show_id=show, score=float(score))
+                for i, (show, score) in enumerate(ranked)
+            ],
+        )
+        state["log"].put(
+            {
+                "logged_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+                "endpoint": "recommendations",
+                "model_name": RECS_MODEL,
+                "model_version": loaded.version,
+                "user_id": user_id,
+                "just_watched": just_watched,
+                "shows": [show for show, _ in ranked],
+            }
+        )
+        return response
+
+    app.state.loopline = state
+    return app
+
+
+def serve(
+    settings: Settings, host: str, port: int, alias: str = CHAMPION, poll_seconds: float = 5.0
+) -> None:
+    """Run the app on uvicorn in this process until interrupted."""
+    import uvicorn
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    app = create_app(settings, alias=alias, poll_seconds=poll_seconds)
+    started = time.monotonic()
+    log.info("serving on http://%s:%s", host, port)
+    uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level="info")
+    log.info("stopped after %.0f s", time.monotonic() - started)

@@ -1,0 +1,302 @@
+"""The loop end to end on simulator data: train -> register -> gate -> promote -> batch score
+-> serve over real HTTP, with a real MLflow store and warehouse in a temp folder."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ml.churn import ChurnOutcome, train_churn
+from ml.config import ChurnConfig, RecommenderConfig
+from ml.recs import materialize_histories, recommend_all, train_recommender
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    CHURN_MODEL,
+    PromotionPolicy,
+    alias_version,
+    configure,
+    record_decision,
+    rollback,
+)
+from ml.train import DEFAULT_EXCLUDE, TrainParams
+from tests.conftest import copy_company, query
+
+GRID = {
+    "logreg_grid": {"C": [1.0]},
+    "hist_gb_grid": {"learning_rate": [0.1], "max_leaf_nodes": [15], "max_iter": [80]},
+}
+POLICY = PromotionPolicy(gate={"roc_auc": 0.5, "brier": 0.3}, compare_on="roc_auc", margin=0.01)
+FULL = ChurnConfig(train=TrainParams.model_validate(GRID), policy=POLICY, importance_rows=500)
+# the same training with the strongest signals withheld: a genuinely worse model
+WEAK = FULL.model_copy(
+    update={
+        "train": TrainParams.model_validate(
+            {
+                **GRID,
+                "candidates": ("logreg",),
+                "exclude": (*DEFAULT_EXCLUDE, "tenure_days", "plan_price_usd", "plan_name",
+                            "country", "acquisition_channel", "age_band"),
+            }
+        )
+    }
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def loop(built_warehouse, tmp_path_factory) -> dict[str, Any]:
+    """A private copy of the built warehouse with online features and three churn versions."""
+    import duckdb
+
+    from ml.features import materialize_online
+    from ml.online_store import open_online_store
+
+    settings = copy_company(built_warehouse[0], tmp_path_factory.mktemp("loop") / "data")
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    with open_online_store(settings) as store:
+        materialize_online(con, store)
+    materialize_histories(settings, con)  # what the line flow does after a build
+    con.close()
+    outcomes: list[ChurnOutcome] = [
+        train_churn(settings, WEAK),  # v1: first, promoted
+        train_churn(settings, FULL),  # v2: better by the margin, promoted
+        train_churn(settings, WEAK),  # v3: worse, kept
+    ]
+    recs = train_recommender(settings, RecommenderConfig())
+    return {"settings": settings, "outcomes": outcomes, "recs": recs}
+
+
+def test_versions_are_registered_with_lineage_and_judged_both_ways(loop) -> None:
+    settings, (v1, v2, v3) = loop["settings"], loop["outcomes"]
+    assert [o.version for o in (v1, v2, v3)] == ["1", "2", "3"]
+    assert v1.decision.promoted and "no champion" in v1.decision.reason
+    assert v2.decision.promoted and v2.decision.champion_version == "1"
+    assert v2.metrics["holdout_roc_auc"] > v1.metrics["holdout_roc_auc"] + POLICY.margin
+    assert not v3.decision.promoted and v3.decision.champion_version == "2"
+    # the champion was scored on v3's own holdout, and the numbers say why it stayed
+    assert v3.decision.champion_value is not None
+    assert v3.decision.champion_value > v3.decision.challenger_value  # type: ignore[operator]
+    client = configure(settings)
+    assert alias_version(client, CHURN_MODEL, CHAMPION) == "2"
+    assert alias_version(client, CHURN_MODEL, CHALLENGER) == "3"
+    run = client.get_run(v2.run_id)
+    for tag in (
+        "training_set.content_hash", "lineage.dbt_manifest_hash", "lineage.git_commit",
+        "training_set.data_window_start", "feature_set_version.features.fs_churn__user_daily",
+    ):  # fmt: skip
+        assert run.data.tags.get(tag), tag
+    assert run.data.tags["lineage.dbt_manifest_hash"] != "unknown"
+    assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier",
+            "holdout_f1", "bayes_roc_auc"} <= set(run.data.metrics)  # fmt: skip
+    artifacts = {a.path for a in client.list_artifacts(v2.run_id, "plots")}
+    assert "plots/roc_curve.png" in artifacts and "plots/calibration_curve.png" in artifacts
+    assert v2.report.exists() and "Bayes-optimal" in v2.report.read_text()
+    import mlflow
+
+    info = mlflow.models.get_model_info(f"models:/{CHURN_MODEL}/2")
+    assert info.flavors["sklearn"]["serialization_format"] == "skops"  # never plain pickle
+    assert info.signature is not None and info.saved_input_example_info is not None
+    decisions = query(
+        settings, "select version, action, promoted from ml.model_decisions order by decided_at"
+    )
+    assert decisions == [
+        ("1", "promoted", True), ("2", "promoted", True), ("3", "kept", False),
+        ("1", "promoted", True),  # the recommender's first version
+    ]  # fmt: skip
+
+
+def test_batch_scoring_writes_every_active_user_once_per_day_and_version(loop) -> None:
+    from ml.score import score_churn
+
+    settings = loop["settings"]
+    first = score_churn(settings, chunk_rows=100)  # several Arrow chunks
+    again = score_churn(settings, chunk_rows=1000)
+    assert first.model_version == "2" and first.rows > 100
+    assert again.rows == first.rows and again.replaced == first.rows
+    ((active,),) = query(
+        settings,
+        "select count(distinct user_id) from features.fs_churn__user_daily "
+        f"where as_of_date = '{first.as_of}'",
+    )
+    rows = query(
+        settings,
+        "select count(*), count(distinct user_id), min(churn_probability), "
+        "max(churn_probability), any_value(model_version), any_value(feature_set_version) "
+        "from ml.churn_predictions",
+    )
+    count, users, low, high, version, fs_version = rows[0]
+    assert count == users == active == first.rows
+    assert 0.0 <= low < high <= 1.0 and version == "2" and fs_version
+
+
+def test_recommender_beats_popularity_and_is_registered_as_pyfunc(loop) -> None:
+    import mlflow
+
+    recs = loop["recs"]
+    assert recs.metrics["recall_at_k"] > recs.baseline["recall_at_k"]
+    assert recs.decision.promoted and recs.version == "1"
+    info = mlflow.models.get_model_info("models:/loopline-recommender@champion")
+    assert "python_function" in info.flavors and info.signature is not None
+    assert recs.report.exists()
+
+
+def test_batch_recommendations_cover_every_recent_viewer_idempotently(loop) -> None:
+    settings = loop["settings"]
+    first = recommend_all(settings, None, 5)
+    again = recommend_all(settings, None, 5)
+    assert first is not None and again is not None
+    assert first.rows == again.rows == 5 * first.users and first.users > 100
+    rows = query(
+        settings,
+        "select count(*), count(distinct user_id), min(rank), max(rank), "
+        "count(distinct (user_id, show_id)) from ml.recommendations",
+    )
+    assert rows == [(first.rows, first.users, 1, 5, first.rows)]  # no show twice for a user
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(loop) -> Iterator[str]:
+    """The serving app on uvicorn on a free port, polling the registry every 0.2 s."""
+    import uvicorn
+
+    from ml.serve import create_app
+
+    port = _free_port()
+    app = create_app(loop["settings"], poll_seconds=0.2)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    uv_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uv_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv_server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv_server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _a_user(settings) -> int:
+    ((user_id,),) = query(settings, "select min(user_id) from features.fs_churn__user_daily")
+    return int(user_id)
+
+
+def test_api_scores_by_user_and_by_features_with_the_model_version(loop, server) -> None:
+    user = _a_user(loop["settings"])
+    with httpx.Client(base_url=server) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["churn_model"] == "2"
+        by_user = client.post("/v1/churn/score", json={"user_id": user})
+        assert by_user.status_code == 200, by_user.text
+        body = by_user.json()
+        assert body["model"] == {"name": CHURN_MODEL, "version": "2"}
+        assert 0.0 <= body["churn_probability"] <= 1.0 and body["features_from"] == "online_store"
+        by_features = client.post("/v1/churn/score", json={"features": {"tenure_days": 400}})
+        assert by_features.status_code == 200 and by_features.json()["features_from"] == "request"
+
+
+def test_api_answers_bad_input_with_4xx_and_a_message(loop, server) -> None:
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=server) as client:
+        cases = [
+            (client.post("/v1/churn/score", json={"user_id": 987654321}), 404, "no features"),
+            (client.post("/v1/churn/score", content='{"features": {"tenure_days": NaN}}',
+                         headers=headers), 422, "NaN"),
+            (client.post("/v1/churn/score", content='{"features": {"tenure_days": Infinity}}',
+                         headers=headers), 422, "infinity"),
+            (client.post("/v1/churn/score", json={"features": {"nope": 1}}), 422, "unknown feature"),
+            (client.post("/v1/churn/score", json={"features": {"tenure_days": "old"}}), 422, "number"),
+            (client.post("/v1/churn/score", json={}), 422, "exactly one"),
+            (client.post("/v1/churn/score", content="{not json", headers=headers), 422, "invalid"),
+            (client.post("/v1/churn/score", json={"user_id": -1}), 422, "invalid"),
+        ]  # fmt: skip
+        for response, status, text in cases:
+            assert response.status_code == status, response.text
+            assert text in response.text, response.text
+
+
+def test_api_recommends_what_to_watch_next(loop, server) -> None:
+    settings = loop["settings"]
+    ((user, history),) = query(
+        settings,
+        "select user_id::bigint, count(distinct show_id) from staging.stg_events__viewing_events "
+        "where show_id is not null group by all order by 2 desc, 1 limit 1",
+    )
+    ((a_show,),) = query(settings, "select min(show_id) from core.dim_shows")
+    with httpx.Client(base_url=server) as client:
+        response = client.get(f"/v1/recommendations/{user}", params={"k": 7})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == {"name": "loopline-recommender", "version": "1"}
+        assert body["user_known"] and body["strategy"] == "item-item" and history > 0
+        shows = [r["show_id"] for r in body["recommendations"]]
+        assert len(shows) == 7 == len(set(shows))
+        assert [r["rank"] for r in body["recommendations"]] == list(range(1, 8))
+        next_up = client.get(f"/v1/recommendations/{user}", params={"just_watched": shows[0]})
+        assert next_up.status_code == 200
+        assert shows[0] not in [r["show_id"] for r in next_up.json()["recommendations"]]
+        cold = client.get("/v1/recommendations/987654321").json()
+        assert not cold["user_known"] and cold["strategy"] == "popularity"
+        assert len(cold["recommendations"]) == 10
+        for path, status in [
+            (f"/v1/recommendations/{user}?k=0", 422),
+            (f"/v1/recommendations/{user}?k=1000", 422),
+            ("/v1/recommendations/not-a-number", 422),
+            (f"/v1/recommendations/{user}?just_watched=no-such-show", 404),
+        ]:
+            assert client.get(path).status_code == status, path
+        assert a_show  # the catalogue has shows at all
+
+
+def test_api_follows_the_alias_without_failing_requests(loop, server) -> None:
+    """Roll back while a client keeps scoring: every request succeeds, the version moves."""
+    settings = loop["settings"]
+    user = _a_user(settings)
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server) as client:
+            while not stop.is_set():
+                response = client.post("/v1/churn/score", json={"user_id": user})
+                version = response.json().get("model", {}).get("version")
+                seen.append((response.status_code, version))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        record_decision(settings, rollback(configure(settings), CHURN_MODEL))
+        deadline = time.monotonic() + 30
+        while not any(version == "1" for _, version in seen[-5:]):
+            assert time.monotonic() < deadline, "the API never switched to v1"
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    statuses = {status for status, _ in seen}
+    versions = [version for _, version in seen]
+    assert statuses == {200}
+    assert versions[0] == "2" and versions[-1] == "1"
+    switch = versions.index("1")
+    assert set(versions[switch:]) == {"1"}  # once switched, never back
+    log_files = list((settings.data_dir / "predictions" / "serving").rglob("*.jsonl"))
+    deadline = time.monotonic() + 10
+    while sum(len(p.read_text().splitlines()) for p in log_files) < len(seen):
+        assert time.monotonic() < deadline, "prediction log did not catch up"
+        time.sleep(0.1)
+        log_files = list((settings.data_dir / "predictions" / "serving").rglob("*.jsonl"))

@@ -1,0 +1,141 @@
+"""The promotion rule (pure) and the registry moves it drives, on a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from loopline.settings import Settings
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PromotionPolicy,
+    RegistryError,
+    alias_version,
+    apply_decision,
+    champion_history,
+    configure,
+    decide,
+    experiment_for,
+    model_requirements,
+    record_decision,
+    rollback,
+)
+from tests.conftest import query
+
+POLICY = PromotionPolicy(gate={"roc_auc": 0.6}, compare_on="roc_auc", margin=0.01)
+
+
+def _decide(auc: float, champion_auc: float | None, failures: list[str] | None = None):
+    return decide(
+        "m", "2", POLICY, {"roc_auc": auc, "brier": 0.1}, failures or [],
+        None if champion_auc is None and failures is None else "1",
+        None if champion_auc is None else {"roc_auc": champion_auc, "brier": 0.1},
+    )  # fmt: skip
+
+
+def test_first_version_passing_the_gate_is_promoted() -> None:
+    decision = decide("m", "1", POLICY, {"roc_auc": 0.7}, [], None, None)
+    assert decision.promoted and decision.action == "promoted"
+    assert "no champion" in decision.reason
+
+
+def test_gate_failure_is_never_promoted_even_without_champion() -> None:
+    decision = decide(
+        "m", "1", POLICY, {"roc_auc": 0.55}, ["roc_auc=0.55 is below 0.6"], None, None
+    )
+    assert not decision.promoted and decision.action == "kept"
+    assert "quality gate" in decision.reason and not decision.gate_passed
+
+
+def test_challenger_must_beat_champion_by_the_margin() -> None:
+    assert not _decide(0.805, 0.80).promoted  # better, but within the margin
+    assert not _decide(0.75, 0.80).promoted  # worse
+    better = _decide(0.82, 0.80)
+    assert better.promoted and better.champion_version == "1"
+    assert better.champion_value == pytest.approx(0.80)
+    assert "beats champion v1" in better.reason
+
+
+def test_lower_is_better_metrics_compare_downwards() -> None:
+    policy = PromotionPolicy(gate={}, compare_on="brier", margin=0.005)
+    worse = decide("m", "2", policy, {"brier": 0.12}, [], "1", {"brier": 0.10})
+    better = decide("m", "2", policy, {"brier": 0.09}, [], "1", {"brier": 0.10})
+    assert not worse.promoted and better.promoted
+
+
+def test_champion_that_cannot_score_the_holdout_is_replaced_if_gate_passes() -> None:
+    decision = decide("m", "2", POLICY, {"roc_auc": 0.7}, [], "1", None)
+    assert decision.promoted and "cannot score" in decision.reason
+
+
+def test_unknown_compare_metric_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="compare_on"):
+        decide("m", "1", PromotionPolicy(compare_on="auc"), {"roc_auc": 0.7}, [], None, None)
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A real MLflow store with three registered versions of a tiny model."""
+    import mlflow
+
+    settings = Settings(data_dir=tmp_path / "data")
+    client = configure(settings)
+    experiment = experiment_for(settings, "tiny")
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    for _ in range(3):
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.sklearn.log_model(
+                model, name="model", registered_model_name="tiny",
+                pip_requirements=model_requirements(),
+            )  # fmt: skip
+    return settings, client
+
+
+def test_aliases_history_and_rollback_follow_the_decisions(registry) -> None:
+    settings, client = registry
+    first = decide("tiny", "1", POLICY, {"roc_auc": 0.7}, [], None, None)
+    apply_decision(client, first)
+    assert alias_version(client, "tiny", CHAMPION) == "1"
+    assert alias_version(client, "tiny", CHALLENGER) == "1"
+
+    worse = decide("tiny", "2", POLICY, {"roc_auc": 0.69}, [], "1", {"roc_auc": 0.7})
+    apply_decision(client, worse)
+    assert alias_version(client, "tiny", CHAMPION) == "1"
+    assert alias_version(client, "tiny", CHALLENGER) == "2"
+    tags = client.get_model_version("tiny", "2").tags
+    assert tags["decision.action"] == "kept"
+    assert tags["decision.champion_value"] == "0.700000"
+    assert "does not beat" in client.get_model_version("tiny", "2").description
+
+    better = decide("tiny", "3", POLICY, {"roc_auc": 0.8}, [], "1", {"roc_auc": 0.7})
+    apply_decision(client, better)
+    assert alias_version(client, "tiny", CHAMPION) == "3"
+    assert champion_history(client, "tiny") == ["1", "3"]
+
+    back = rollback(client, "tiny")
+    assert back.version == "1" and back.action == "rollback"
+    assert alias_version(client, "tiny", CHAMPION) == "1"
+    assert champion_history(client, "tiny") == ["1"]
+    one = client.get_model_version("tiny", "1").tags
+    assert one["decision.action"] == "promoted"  # its own decision is kept
+    assert one["rollback.reason"] == "rolled back from v3"
+    assert "rollback.demoted_at" in client.get_model_version("tiny", "3").tags
+    with pytest.raises(RegistryError, match="no previous champion"):
+        rollback(client, "tiny")
+
+    for decision in (first, worse, better, back):
+        record_decision(settings, decision)
+    rows = query(
+        settings,
+        "select version, action, promoted, champion_version, gate_failures "
+        "from ml.model_decisions order by decided_at",
+    )
+    assert [r[:3] for r in rows] == [
+        ("1", "promoted", True), ("2", "kept", False), ("3", "promoted", True),
+        ("1", "rollback", True),
+    ]  # fmt: skip
+    assert json.loads(rows[0][4]) == []
