@@ -135,6 +135,31 @@ def test_batch_scoring_writes_every_active_user_once_per_day_and_version(loop) -
     assert 0.0 <= low < high <= 1.0 and version == "2" and fs_version
 
 
+def test_a_scoring_run_that_dies_midway_leaves_the_previous_rows(loop, monkeypatch) -> None:
+    import ml.score as score_module
+
+    settings = loop["settings"]
+    sql = "select user_id, churn_probability, scored_at from ml.churn_predictions order by 1"
+    before = query(settings, sql)
+    assert before
+    real = score_module.predict_chunks
+
+    def dies_after_one_chunk(frames, champion):
+        for i, table in enumerate(real(frames, champion)):
+            if i == 1:
+                raise RuntimeError("killed mid-run")
+            yield table
+
+    monkeypatch.setattr(score_module, "predict_chunks", dies_after_one_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        score_module.score_churn(settings, chunk_rows=50)
+    assert query(settings, sql) == before  # rolled back: nothing half-written
+    monkeypatch.undo()
+    rerun = score_module.score_churn(settings, chunk_rows=50)
+    assert rerun.rows == len(before) == rerun.replaced
+    assert [r[:2] for r in query(settings, sql)] == [r[:2] for r in before]
+
+
 def test_recommender_beats_popularity_and_is_registered_as_pyfunc(loop) -> None:
     import mlflow
 
