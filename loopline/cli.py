@@ -309,7 +309,15 @@ def score(
 
     settings = get_settings()
     try:
-        report = score_churn(settings, as_of)
+        with console.status("scoring every active user with @champion") as status:
+            done = 0
+
+            def advance(rows: int) -> None:
+                nonlocal done
+                done += rows
+                status.update(f"scoring every active user with @champion: {done:,} rows")
+
+            report = score_churn(settings, as_of, progress=advance)
         console.print(
             f"churn v{report.model_version}: {report.rows:,} users scored as of {report.as_of} "
             f"-> {report.table} (replaced {report.replaced:,} earlier rows of this version and day)"

@@ -88,7 +88,7 @@ def threshold_from_training(
 ) -> float:
     """The operating threshold, chosen on the latest training days (not the holdout)."""
     ordered = train_part.sort_values(TIME, kind="stable").reset_index(drop=True)
-    _, last_val = time_folds(ordered, TIME, config.train.n_splits)[-1]
+    _, last_val = time_folds(ordered, TIME, config.train.n_splits, config.train.entity)[-1]
     rows = ordered.iloc[last_val]
     return choose_threshold(
         rows[LABEL].astype(int),
@@ -211,7 +211,9 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
         con.close()
     frame = as_model_input(training_set.frame.dropna(subset=[LABEL]))
     version_used = ",".join(training_set.feature_set_versions.get(CHURN.relation, []))
-    train_part, holdout = split_by_time(frame, TIME, config.holdout_fraction, label=LABEL)
+    train_part, holdout = split_by_time(
+        frame, TIME, config.holdout_fraction, LABEL, config.train.entity, config.gap_days
+    )
 
     trained = train(train_part, LABEL, TIME, config.train)
     threshold = threshold_from_training(trained, train_part, config)

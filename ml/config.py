@@ -30,6 +30,7 @@ class ChurnConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     holdout_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    gap_days: int = Field(0, ge=0, description="training rows dropped before the holdout")
     feature_set_version: str | None = None
     as_known_at: bool = True
     threshold: ThresholdRule = ThresholdRule()

@@ -61,6 +61,7 @@ class TrainParams(BaseModel):
     binned: tuple[str, ...] = ("tenure_days",)  # extra quantile bins for logreg only
     n_bins: int = Field(default=5, ge=2)
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # ids and timestamps; label/time added by train
+    entity: str | None = None  # CV folds validate on entities they did not train on
     random_state: int = 0
     n_jobs: int | None = None
 
@@ -139,12 +140,32 @@ def _check_classes(y: pd.Series, what: str) -> None:
         )
 
 
+def entity_buckets(values: pd.Series, buckets: int) -> np.ndarray:
+    """A stable bucket in [0, buckets) per entity: the same on every run and machine."""
+    hashed = pd.util.hash_pandas_object(values.astype(str), index=False).to_numpy()
+    return np.asarray(hashed % np.uint64(buckets), dtype=np.int64)
+
+
 def split_by_time(
-    frame: pd.DataFrame, time_column: str, holdout_fraction: float, label: str | None = None
+    frame: pd.DataFrame,
+    time_column: str,
+    holdout_fraction: float,
+    label: str | None = None,
+    entity: str | None = None,
+    gap_days: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (train, holdout): rows before a cut day train, rows on or after it are held out."""
+    """Return (train, holdout): rows before a cut day train, rows on or after it are held out.
+
+    Rows of one entity on neighbouring days share most of their label window, so a model
+    can memorise an entity's outcome from its training rows. Two guards, both optional:
+    ``entity`` holds out a stable ``holdout_fraction`` of entities (their rows never train,
+    the others' rows never evaluate), and ``gap_days`` drops training rows within that
+    many days before the cut (set it to the label window to purge overlapping labels).
+    """
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    if gap_days < 0:
+        raise ValueError(f"gap_days must be >= 0, got {gap_days}")
     days = _days(frame, time_column)
     unique = np.sort(days.unique())
     n_holdout = max(1, round(len(unique) * holdout_fraction))
@@ -154,16 +175,34 @@ def split_by_time(
             f"holdout with holdout_fraction={holdout_fraction}; use more days"
         )
     cut = unique[len(unique) - n_holdout]
-    before = (days < cut).to_numpy()
-    train, holdout = frame.loc[before].copy(), frame.loc[~before].copy()
+    before = (days < cut - pd.Timedelta(days=gap_days)).to_numpy().copy()
+    after = (days >= cut).to_numpy().copy()
+    if entity is not None:
+        if entity not in frame.columns:
+            raise ValueError(f"entity column {entity!r} is not in the frame")
+        held = entity_buckets(frame[entity], 1000) < round(holdout_fraction * 1000)
+        before &= ~held
+        after &= held
+    if not before.any():
+        raise ValueError(
+            f"no training rows before {pd.Timestamp(cut).date()} minus a {gap_days}-day gap; "
+            "use more days, a smaller gap_days or a smaller holdout_fraction"
+        )
+    train, holdout = frame.loc[before].copy(), frame.loc[after].copy()
     if label is not None:
         _check_classes(train[label], f"the train side (days before {pd.Timestamp(cut).date()})")
         _check_classes(holdout[label], f"the holdout side (days from {pd.Timestamp(cut).date()})")
     return train, holdout
 
 
-def time_folds(frame: pd.DataFrame, time_column: str, n_splits: int) -> list[Fold]:
-    """Return expanding-window (train, validation) positional index arrays over whole days."""
+def time_folds(
+    frame: pd.DataFrame, time_column: str, n_splits: int, entity: str | None = None
+) -> list[Fold]:
+    """Return expanding-window (train, validation) positional index arrays over whole days.
+
+    With ``entity``, each fold validates on its own stable share of entities and trains
+    only on the others, so no fold scores an entity whose outcome it trained on.
+    """
     days = _days(frame, time_column)
     unique = np.sort(days.unique())
     if len(unique) < n_splits + 1:
@@ -173,12 +212,15 @@ def time_folds(frame: pd.DataFrame, time_column: str, n_splits: int) -> list[Fol
         )
     chunks = np.array_split(np.arange(len(unique)), n_splits + 1)
     day_pos = np.searchsorted(unique, days.to_numpy())
+    bucket = entity_buckets(frame[entity], n_splits) if entity is not None else np.zeros(len(frame))
     folds: list[Fold] = []
     for k in range(1, n_splits + 1):
         train_end = chunks[k][0]  # first day index of the validation chunk
         val_end = chunks[k][-1]
-        train_idx = np.flatnonzero(day_pos < train_end)
-        val_idx = np.flatnonzero((day_pos >= train_end) & (day_pos <= val_end))
+        mine = bucket == (k - 1) if entity is not None else np.ones(len(frame), dtype=bool)
+        theirs = ~mine if entity is not None else mine
+        train_idx = np.flatnonzero((day_pos < train_end) & theirs)
+        val_idx = np.flatnonzero((day_pos >= train_end) & (day_pos <= val_end) & mine)
         folds.append((train_idx, val_idx))
     return folds
 
@@ -270,7 +312,7 @@ def train(
     x = ordered[columns].reset_index(drop=True)
     y = ordered[label].astype(int).to_numpy()
     _check_classes(pd.Series(y), "the training set")
-    folds = time_folds(ordered, time_column, params.n_splits)
+    folds = time_folds(ordered, time_column, params.n_splits, params.entity)
     for i, (_, val_idx) in enumerate(folds):
         _check_classes(pd.Series(y[val_idx]), f"time fold {i} validation days")
 

@@ -134,6 +134,45 @@ def test_time_folds_validate_strictly_after_training_days(frame: pd.DataFrame) -
     assert days[folds[-1][1]].max() == days.max()
 
 
+def _entities_repeat_over_days(frame: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic frame with 100 users, each appearing on every day (like the churn mart)."""
+    return frame.assign(user_id=frame["user_id"] % 100)
+
+
+def test_entity_split_never_evaluates_a_trained_entity(frame: pd.DataFrame) -> None:
+    repeated = _entities_repeat_over_days(frame)
+    train_part, holdout = split_by_time(repeated, TIME, 0.25, label=LABEL, entity="user_id")
+    assert not set(train_part["user_id"]) & set(holdout["user_id"])
+    assert _days(train_part).max() < _days(holdout).min()
+    assert 10 <= holdout["user_id"].nunique() <= 40  # about a quarter of the users
+    # stable: the same users are held out on every run and with other rows present
+    again = split_by_time(repeated.iloc[::-1], TIME, 0.25, label=LABEL, entity="user_id")[1]
+    assert set(again["user_id"]) == set(holdout["user_id"])
+
+
+def test_gap_days_purge_training_rows_before_the_cut(frame: pd.DataFrame) -> None:
+    _, holdout = split_by_time(frame, TIME, 0.25, label=LABEL)
+    train_part, _ = split_by_time(frame, TIME, 0.25, label=LABEL, gap_days=10)
+    gap = _days(holdout).min() - _days(train_part).max()
+    assert gap == pd.Timedelta(days=11)  # the 10 days before the cut are dropped
+    with pytest.raises(ValueError, match="gap"):
+        split_by_time(frame, TIME, 0.25, label=LABEL, gap_days=60)
+
+
+def test_entity_folds_validate_on_entities_they_did_not_train_on(frame: pd.DataFrame) -> None:
+    repeated = _entities_repeat_over_days(frame)
+    users = repeated["user_id"].to_numpy()
+    days = _days(repeated).to_numpy()
+    folds = time_folds(repeated, TIME, 3, entity="user_id")
+    validated: set[int] = set()
+    for train_idx, val_idx in folds:
+        assert len(train_idx) and len(val_idx)
+        assert not set(users[train_idx]) & set(users[val_idx])
+        assert days[train_idx].max() < days[val_idx].min()
+        validated |= set(users[val_idx])
+    assert len(validated) == 100  # the folds' entity shares together cover everyone
+
+
 def test_feature_columns_split_by_dtype(frame: pd.DataFrame) -> None:
     numeric, categorical = feature_columns(frame, ["user_id", "p_true", LABEL])  # dates dropped
     assert numeric == ["watch_minutes_7d", "failed_payments_30d", "noise_a", "tenure_days"]
