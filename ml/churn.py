@@ -141,10 +141,23 @@ def _flat_params(trained: TrainedModel, config: ChurnConfig, version: str) -> di
     }
 
 
+def split_tags(config: ChurnConfig) -> dict[str, str]:
+    """How a version's holdout was drawn; versions are compared only on the same rule."""
+    return {
+        "split.entity": str(config.train.entity),
+        "split.holdout_fraction": str(config.holdout_fraction),
+        "split.gap_days": str(config.gap_days),
+    }
+
+
 def champion_metrics_on(
-    settings: Settings, model_name: str, holdout: pd.DataFrame
+    settings: Settings, model_name: str, holdout: pd.DataFrame, split: dict[str, str]
 ) -> tuple[str | None, dict[str, float] | None]:
-    """(champion version, its metrics on this holdout), or None where it cannot score it."""
+    """(champion version, its metrics on this holdout), or None where it cannot score it.
+
+    A champion whose holdout was drawn by another rule may have trained on these rows'
+    users, so it is not scored on them (None): the gate alone decides then.
+    """
     from ml.registry import load_sklearn_version, version_tags
 
     client = configure(settings)
@@ -154,6 +167,8 @@ def champion_metrics_on(
     tags = version_tags(client, model_name, champion)
     columns = json.loads(tags.get("feature_columns", "[]"))
     if not columns or any(c not in holdout.columns for c in columns):
+        return champion, None
+    if any(tags.get(key) != value for key, value in split.items()):
         return champion, None
     model = load_sklearn_version(model_name, champion)
     proba = model.predict_proba(holdout[columns])[:, 1]
@@ -274,10 +289,13 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
                 "feature_set_version": version_used,
                 "estimator": trained.kind,
                 "holdout_roc_auc": f"{evaluation.roc_auc:.6f}",
+                **split_tags(config),
             }.items():
                 client.set_model_version_tag(CHURN_MODEL, version, key, value)
 
-            champion, champion_metrics = champion_metrics_on(settings, CHURN_MODEL, holdout)
+            champion, champion_metrics = champion_metrics_on(
+                settings, CHURN_MODEL, holdout, split_tags(config)
+            )
             decision = decide(
                 CHURN_MODEL,
                 version,

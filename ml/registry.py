@@ -146,7 +146,10 @@ def decide(
             action="promoted", promoted=True, reason="passed the gate; no champion yet", **common
         )
     if champion_value is None:
-        reason = f"passed the gate; champion v{champion_version} cannot score this holdout"
+        reason = (
+            f"passed the gate; champion v{champion_version} cannot be scored fairly on this "
+            "holdout (other features or another split rule)"
+        )
         return Decision(action="promoted", promoted=True, reason=reason, **common)
     sign = "-" if metric in LOWER_IS_BETTER else "+"
     if _better(metric, value, champion_value, policy.margin):

@@ -69,7 +69,7 @@ def test_lower_is_better_metrics_compare_downwards() -> None:
 
 def test_champion_that_cannot_score_the_holdout_is_replaced_if_gate_passes() -> None:
     decision = decide("m", "2", POLICY, {"roc_auc": 0.7}, [], "1", None)
-    assert decision.promoted and "cannot score" in decision.reason
+    assert decision.promoted and "cannot be scored fairly" in decision.reason
 
 
 def test_unknown_compare_metric_is_a_clear_error() -> None:
