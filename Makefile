@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 export PREFECT_HOME ?= $(CURDIR)/data/prefect
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help install demo test test-slow lint format bench docs mlflow-ui serve clean
+.PHONY: help install demo test test-slow lint format bench docs mlflow-ui serve deployments clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ mlflow-ui: install ## browse runs, metrics, plots and the model registry on http
 
 serve: install ## serve @champion over HTTP on http://127.0.0.1:8000 (docs at /docs)
 	$(RUN) loopline serve --port 8000
+
+deployments: install ## register and serve the Prefect deployments (needs PREFECT_API_URL)
+	$(RUN) python -m flows.deployments
 
 clean: ## remove generated data (warehouse, landing files, MLflow store, reports)
 	rm -rf data target logs

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.demo import DemoParams, loopline_demo
 from loopline.settings import get_settings
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeypatch):

@@ -1,0 +1,62 @@
+"""Prefect deployments of the flows: the line hourly, training weekly, scoring daily.
+
+    uv run prefect server start                      # once, in another terminal
+    PREFECT_API_URL=http://127.0.0.1:4200/api make deployments
+
+`make deployments` registers them with the server and serves them from this process:
+scheduled runs start on time, and any of them can be started from the UI or with
+``prefect deployment run 'loopline-train/train'``. Parameters are the flows' pydantic
+models, enforced by the server, so a run with a bad parameter is refused before it starts.
+Runs that write the warehouse queue on its writer lock (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.demo import loopline_demo
+from flows.line import line
+from flows.score import batch_score
+from flows.train import train_models
+
+
+def _built(deployment: object) -> RunnerDeployment:
+    # `to_deployment` is sync-compatible: outside an event loop it returns the deployment
+    if not isinstance(deployment, RunnerDeployment):
+        raise TypeError("build the deployments outside a running event loop")
+    return deployment
+
+
+def deployments() -> list[RunnerDeployment]:
+    """The deployments `make deployments` serves (schedules in UTC)."""
+    built = [
+        line.to_deployment(
+            "line",
+            cron="15 * * * *",
+            tags=["line"],
+            description="Extract and load every source, dbt build, refresh online features.",
+        ),
+        train_models.to_deployment(
+            "train",
+            cron="0 3 * * 1",
+            tags=["loop"],
+            description="Train, evaluate and register both models; promote what earns it.",
+        ),
+        batch_score.to_deployment(
+            "score",
+            cron="0 5 * * *",
+            tags=["loop"],
+            description="Churn scores and top-N recommendations for every active user.",
+        ),
+        loopline_demo.to_deployment(
+            "demo",
+            tags=["demo"],
+            description="The whole loop on the embedded defaults (on demand).",
+        ),
+    ]
+    return [_built(d) for d in built]
+
+
+if __name__ == "__main__":  # pragma: no cover - long-running server process
+    serve(*deployments())
