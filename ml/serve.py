@@ -439,7 +439,39 @@ def create_app(
         return response
 
     app.state.loopline = state
+    app.add_middleware(_ModelVersionHeaders, state=state)
     return app
+
+
+class _ModelVersionHeaders:
+    """Adds the served versions as headers to every response, errors included.
+
+    A plain ASGI middleware (a few microseconds), not `BaseHTTPMiddleware`, which would
+    add a task and a stream per request on the hot path.
+    """
+
+    def __init__(self, app: Any, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_versions(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                models: Models | None = self.state.get("models")
+                churn = models.churn.champion.version if models and models.churn else "none"
+                recs = models.recommender.version if models and models.recommender else "none"
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-churn-model-version", churn.encode()),
+                    (b"x-recommender-version", recs.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_versions)
 
 
 def serve(

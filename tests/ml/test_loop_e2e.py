@@ -257,6 +257,9 @@ def test_api_answers_bad_input_with_4xx_and_a_message(loop, server) -> None:
         for response, status, text in cases:
             assert response.status_code == status, response.text
             assert text in response.text, response.text
+            # the served versions ride along on every answer, errors included
+            assert response.headers["x-churn-model-version"] == "2"
+            assert response.headers["x-recommender-version"] == "1"
 
 
 def test_api_recommends_what_to_watch_next(loop, server) -> None:
