@@ -10,11 +10,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
@@ -29,6 +28,9 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 """Metrics whose gate threshold is a maximum; every other metric's threshold is a minimum."""
@@ -232,6 +234,8 @@ def plot_evaluation(
     evaluation: Evaluation, importance: pd.DataFrame | None, out_dir: Path
 ) -> list[Path]:
     """Write ROC, PR, calibration, confusion and (if given) importance PNGs; return their paths."""
+    from matplotlib.figure import Figure  # imported here: scoring and serving never draw
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 

@@ -139,7 +139,7 @@ def _column_transformer(ct: ColumnTransformer, columns: Sequence[str]) -> Step:
     position = {name: i for i, name in enumerate(columns)}
     parts: list[tuple[Step, list[int]]] = []
     for name, transformer, selected in ct.transformers_:
-        if transformer == "drop" or (name == "remainder" and transformer == "drop"):
+        if isinstance(transformer, str) and transformer == "drop":
             continue
         if not isinstance(selected, list) or not all(isinstance(c, str) for c in selected):
             raise NotCompilableError(f"ColumnTransformer part {name!r} selects columns by position")

@@ -29,9 +29,9 @@ many users at once as one sparse product per chunk of users.
 `PopularityRecommender` is the baseline with the same interface.
 
 **Serving and MLflow.** `save`/`load` write numpy ``.npz`` (``allow_pickle=False``) and JSON,
-never pickle. `RecommenderPyfunc` wraps the saved folder as an MLflow pyfunc model;
-`log_recommender` logs it with a signature (see `RecommenderPyfunc.predict` for the input and
-output columns). `user_histories` builds the ``recs_user_history`` online feature rows: each
+never pickle. `ml.recommender_model.RecommenderPyfunc` wraps the saved folder as an MLflow
+pyfunc model; `log_recommender` logs it with a signature (see `predict_frame` for the input
+and output columns). `user_histories` builds the ``recs_user_history`` online feature rows: each
 user's recently watched shows, most recent first, as a JSON string (the online store holds
 scalars best; a JSON string round-trips unchanged through every backend).
 """
@@ -51,10 +51,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from mlflow.pyfunc import PythonModel
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ARTIFACT_KEY",
     "EVENTS_RELATION",
     "HISTORY_FEATURE_SET",
     "ItemItemRecommender",
@@ -62,7 +62,6 @@ __all__ = [
     "RecEvaluation",
     "RecParams",
     "Recommender",
-    "RecommenderPyfunc",
     "batch_recommend",
     "default_cut",
     "evaluate_recommender",
@@ -82,7 +81,7 @@ EVENTS_RELATION = "staging.stg_events__viewing_events"
 HISTORY_FEATURE_SET = "recs_user_history"
 HISTORY_FEATURE_SET_VERSION = "v1"
 FORMAT_VERSION = 1
-_ARTIFACT_KEY = "recommender"
+ARTIFACT_KEY = "recommender"
 _INTERACTION_COLUMNS = [
     "user_id",
     "show_id",
@@ -680,31 +679,6 @@ def batch_recommend(
 # MLflow
 
 
-class RecommenderPyfunc(PythonModel):
-    """MLflow pyfunc wrapper of a saved `ItemItemRecommender` (artifact key ``recommender``).
-
-    Input: a DataFrame with ``history`` (a list of show ids, most recent first, or a JSON
-    string of one) and optionally ``just_watched`` (a show id or None). Params: ``k``
-    (default 10). Output: a DataFrame with one row per recommendation: ``row`` (position of
-    the input row), ``rank`` (1 = best), ``show_id``, ``score``.
-    """
-
-    def __init__(self) -> None:
-        self.model: ItemItemRecommender | None = None
-
-    def load_context(self, context: Any) -> None:
-        """Load the recommender from the logged artifact folder."""
-        self.model = load(Path(context.artifacts[_ARTIFACT_KEY]))
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Return the top-k recommendations of every input row (see the class doc)."""
-        if self.model is None:
-            raise RuntimeError("the recommender is not loaded (load_context was not called)")
-        return predict_frame(self.model, model_input, int((params or {}).get("k", 10)))
-
-
 def predict_frame(model: Recommender, model_input: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     """Return the pyfunc output frame (row, rank, show_id, score) for ``model_input``."""
     frame = pd.DataFrame(model_input)
@@ -753,13 +727,13 @@ def log_recommender(
         warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
         signature = infer_signature(input_example, output, params={"k": k})
     with tempfile.TemporaryDirectory(prefix="loopline-recs-") as tmp:
-        folder = save(model, Path(tmp) / _ARTIFACT_KEY)
+        folder = save(model, Path(tmp) / ARTIFACT_KEY)
         return mlflow.pyfunc.log_model(
             name=name,
             # model from code: the wrapper is this repo's file, never a cloudpickle
             python_model=str(Path(__file__).with_name("recommender_model.py")),
             pip_requirements=pip_requirements,
-            artifacts={_ARTIFACT_KEY: str(folder)},
+            artifacts={ARTIFACT_KEY: str(folder)},
             signature=signature,
             input_example=input_example,
             registered_model_name=registered_model_name,

@@ -148,12 +148,11 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
     failures = _gate_failures(config, evaluation, baseline)
 
     client = configure(settings)
-    champion = alias_version(client, RECS_MODEL, CHAMPION)
+    current = load_recommender(settings, CHAMPION)
+    champion = current.version if current is not None else None
     champion_metrics = None
-    if champion is not None:
-        loaded = load_recommender(settings, CHAMPION)
-        assert loaded is not None
-        champion_metrics = evaluate_recommender(loaded.model, train_part, test, config.k).metrics()
+    if current is not None:
+        champion_metrics = evaluate_recommender(current.model, train_part, test, config.k).metrics()
 
     experiment = experiment_for(settings, RECS_MODEL)
     window = (interactions["first_watched_at"].min(), interactions["last_watched_at"].max())
@@ -233,12 +232,17 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
 def materialize_histories(settings: Settings, con: Any, as_of: date | None = None) -> int:
     """Write every recent viewer's history to the online store; return the rows written."""
     from ml.config import load_ml_config
-    from ml.online_store import materialize, open_online_store
 
     params = load_ml_config(settings.ml_config).recommender.params
     histories = user_histories(
         con, as_of or _last_day(con), params.history_window_days, params.max_history
     )
+    return _write_histories(settings, histories)
+
+
+def _write_histories(settings: Settings, histories: pd.DataFrame) -> int:
+    from ml.online_store import materialize, open_online_store
+
     if histories.empty:
         return 0
     with open_online_store(settings) as store:
@@ -293,7 +297,7 @@ def recommend_all(settings: Settings, as_of: date | None, k: int) -> RecsScoreRe
             con.execute(f"insert into {RECOMMENDATIONS_TABLE} select * from _recs")
             con.execute("commit")
             con.unregister("_recs")
-            materialize_histories(settings, con, as_of)
+            _write_histories(settings, histories)  # the same histories the top-k came from
         finally:
             con.close()
     return RecsScoreReport(
