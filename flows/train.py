@@ -48,9 +48,8 @@ def train_churn_model() -> dict[str, object]:
 @task(name="train recommender")
 def train_recommender_model() -> dict[str, object]:
     """Train, evaluate against popularity, register and judge the recommender."""
-    from ml.recs import train_recommender
-
     from ml.config import load_ml_config
+    from ml.recs import train_recommender
 
     settings = get_settings()
     outcome = train_recommender(settings, load_ml_config(settings.ml_config).recommender)
