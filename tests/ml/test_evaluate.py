@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
@@ -22,10 +23,13 @@ from ml.evaluate import (
     Evaluation,
     choose_threshold,
     evaluate,
+    expected_calibration_error,
     permutation_importance_table,
     plot_evaluation,
     quality_gate,
 )
+from ml.train import TrainParams, as_model_input, split_by_time, train
+from tests.ml.test_train import FAST, LABEL, TIME, synthetic_frame
 
 Y = np.array([0, 0, 1, 0, 1, 1, 0, 0, 1, 0])
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.65, 0.9, 0.2, 0.05, 0.5, 0.3])
@@ -49,6 +53,17 @@ def test_evaluate_matches_sklearn_on_hand_made_example() -> None:
     metrics = result.metrics()
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics["tp"] == 3.0 and metrics["roc_auc"] == result.roc_auc
+
+
+def test_expected_calibration_error_matches_hand_computed_bins() -> None:
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.05, 0.15, 0.12, 0.85, 0.95, 0.9])
+    # bin [0.0, 0.1): 0.05 vs 0/1; bin [0.1, 0.2): mean 0.135 vs 1/2; bin [0.8, 0.9): 0.85 vs
+    # 1; bin [0.9, 1.0]: mean 0.925 vs 1/2
+    expected = (0.05 + 2 * abs(0.5 - 0.135) + abs(1 - 0.85) + 2 * abs(0.5 - 0.925)) / 6
+    assert expected_calibration_error(y, p) == pytest.approx(expected)
+    assert evaluate(y, p, 0.5).metrics()["ece"] == pytest.approx(expected)
+    assert expected_calibration_error([0, 1], [0.0, 1.0]) == 0.0
 
 
 def test_evaluate_accepts_bool_labels_and_rejects_one_class() -> None:
@@ -112,6 +127,41 @@ def test_permutation_importance_ranks_signal_first() -> None:
     assert table.loc[0, "importance_mean"] > 0.1
     assert abs(table.loc[1, "importance_mean"]) < 0.02
     pd.testing.assert_frame_equal(x, x_copy)
+
+
+@pytest.mark.parametrize("kind", ["logreg", "hist_gb"])
+def test_importance_of_a_trained_model_is_scikit_learns_exactly(kind: str, monkeypatch) -> None:
+    """The transformed-space shortcut gives scikit-learn's numbers: same permutations,
+    same scores, for the calibrated model and for one fold's bare pipeline (numeric columns
+    with missing values, quantile bins, one-hot categories with missing values)."""
+    from threadpoolctl import threadpool_limits
+
+    def no_slow_path(*args: object, **kwargs: object) -> None:
+        raise AssertionError("took scikit-learn's path, not the transformed-space one")
+
+    monkeypatch.setattr("ml.evaluate.permutation_importance", no_slow_path)
+    frame = synthetic_frame(n_days=30, per_day=60, seed=5)
+    train_part, holdout = split_by_time(frame, TIME, 0.25, label=LABEL)
+    params = TrainParams.model_validate({**FAST.model_dump(), "candidates": (kind,)})
+    with threadpool_limits(limits=1):
+        trained = train(train_part, LABEL, TIME, params)
+        x = as_model_input(holdout[trained.feature_columns]).head(300)
+        y = holdout[LABEL].astype(int).to_numpy()[:300]
+        pipeline = trained.model.calibrated_classifiers_[0].estimator
+        for model in (trained.model, pipeline):
+            ours = permutation_importance_table(model, x, y, n_repeats=3, random_state=7)
+            theirs = permutation_importance(
+                model, x, y, scoring="roc_auc", n_repeats=3, random_state=7
+            )
+            got = ours.set_index("feature").loc[list(x.columns)]
+            np.testing.assert_allclose(
+                got["importance_mean"], theirs.importances_mean, rtol=0, atol=1e-12
+            )
+            np.testing.assert_allclose(
+                got["importance_std"], theirs.importances_std, rtol=0, atol=1e-12
+            )
+            assert got["importance_mean"].abs().max() > 0.01  # permutations really bite
+    assert {"plan_name", "country", "tenure_days"} <= set(x.columns)
 
 
 def test_plots_are_written_as_png(tmp_path: Path) -> None:
