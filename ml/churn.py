@@ -7,6 +7,11 @@ to MLflow with lineage, registers the version as ``@challenger``, scores the cur
 
 The operating threshold is chosen on the latest training days (the last time fold's
 validation days), never on the holdout, so the holdout's precision and recall are honest.
+
+In MLflow the training is one parent run (metrics, plots, report, the registered model) with
+one nested run per grid point of the search (`log_candidates`: its kind, hyperparameters and
+ROC AUC on each time fold, tagged ``candidate.chosen`` for the one that was calibrated), so
+the search can be compared in the UI's table and chart views.
 """
 
 from __future__ import annotations
@@ -41,13 +46,21 @@ from ml.registry import (
     apply_decision,
     configure,
     decide,
+    describe_registered_model,
     experiment_for,
     git_commit,
     model_requirements,
     record_decision,
 )
 from ml.report import images, table, verdict, write_report
-from ml.train import TrainedModel, as_model_input, split_by_time, time_folds, train
+from ml.train import (
+    CandidateResult,
+    TrainedModel,
+    as_model_input,
+    split_by_time,
+    time_folds,
+    train,
+)
 
 LABEL = "churned_within_30d"
 TIME = "as_of_date"
@@ -176,6 +189,59 @@ def champion_metrics_on(
     return champion, evaluate(holdout[LABEL].astype(int), proba, threshold).metrics()
 
 
+def candidate_rows(trained: TrainedModel) -> list[dict[str, Any]]:
+    """One row per grid point, best mean CV ROC AUC first (for reports)."""
+    chosen = trained.chosen
+    ranked = sorted(trained.candidates, key=lambda c: -c.mean_score)
+    return [
+        {
+            "candidate": c.name,
+            "cv ROC AUC": c.mean_score,
+            "std": c.std_score,
+            "folds": ", ".join(f"{s:.3f}" for s in c.fold_scores),
+            "fit seconds": round(c.fit_seconds, 1),
+            "chosen": "yes" if c is chosen else "",
+        }
+        for c in ranked
+    ]
+
+
+def _candidate_params(candidate: CandidateResult) -> dict[str, Any]:
+    return {"estimator": candidate.kind, **{k: str(v) for k, v in candidate.params.items()}}
+
+
+def log_candidates(trained: TrainedModel, experiment: str, n_splits: int) -> list[str]:
+    """Log one run per grid point, nested under the active run; return their run ids."""
+    import mlflow
+
+    chosen = trained.chosen
+    ranked = sorted(trained.candidates, key=lambda c: -c.mean_score)
+    run_ids = []
+    for rank, candidate in enumerate(ranked, start=1):
+        with mlflow.start_run(
+            experiment_id=experiment, run_name=candidate.name, nested=True
+        ) as child:
+            mlflow.set_tags(
+                {
+                    "model": CHURN_MODEL,
+                    "candidate.kind": candidate.kind,
+                    "candidate.rank": str(rank),
+                    "candidate.chosen": str(candidate is chosen).lower(),
+                }
+            )
+            mlflow.log_params({**_candidate_params(candidate), "n_splits": n_splits})
+            mlflow.log_metrics(
+                {
+                    "cv_roc_auc": candidate.mean_score,
+                    "cv_roc_auc_std": candidate.std_score,
+                    **{f"cv_roc_auc_fold_{i}": v for i, v in enumerate(candidate.fold_scores)},
+                    "fit_seconds": candidate.fit_seconds,
+                }
+            )
+            run_ids.append(child.info.run_id)
+    return run_ids
+
+
 def _report(
     path: Path,
     version: str,
@@ -185,6 +251,7 @@ def _report(
     plots: list[Path],
     importance: pd.DataFrame,
     lineage: dict[str, str],
+    search: list[dict[str, Any]],
 ) -> Path:
     headline = {"ROC AUC (holdout)": evaluation.roc_auc}
     if bayes_auc is not None:
@@ -200,6 +267,7 @@ def _report(
             ("Holdout metrics", table(metrics)),
             ("Plots", images(plots)),
             ("Permutation importance (top 15)", table(importance.head(15).to_dict("records"))),
+            ("Model search (ROC AUC on each time fold's validation days)", table(search)),
             ("Lineage", table(lineage)),
         ],
     )
@@ -207,6 +275,14 @@ def _report(
 
 def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
     """Train, evaluate, log, register as challenger, and promote if it earns it."""
+    from threadpoolctl import threadpool_limits
+
+    # fits, importance and scoring alike: see "Threads" in ml/train.py
+    with threadpool_limits(limits=config.train.threads_per_fit):
+        return _train_churn(settings, config)
+
+
+def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
     import duckdb
     import mlflow
     from mlflow.models import infer_signature
@@ -261,8 +337,22 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
 
     with tempfile.TemporaryDirectory(prefix="loopline-churn-") as tmp:
         plots = plot_evaluation(evaluation, importance, Path(tmp) / "plots")
-        with mlflow.start_run(experiment_id=experiment, run_name=f"churn-{trained.kind}") as run:
+        chosen = trained.chosen
+        description = (
+            f"Chose {chosen.name if chosen else trained.kind} out of {len(trained.candidates)} "
+            f"candidates x {config.train.n_splits} time folds (nested runs); holdout ROC AUC "
+            f"{evaluation.roc_auc:.3f}"
+            + (
+                f", Bayes-optimal {bayes_auc:.3f} on the same rows."
+                if bayes_auc is not None
+                else "."
+            )
+        )
+        with mlflow.start_run(
+            experiment_id=experiment, run_name=f"churn-{trained.kind}", description=description
+        ) as run:
             mlflow.set_tags({**lineage, "model": CHURN_MODEL, "estimator": trained.kind})
+            log_candidates(trained, experiment, config.train.n_splits)
             mlflow.log_params(_flat_params(trained, config, version_used))
             mlflow.log_metrics(metrics)
             mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
@@ -281,6 +371,7 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
                 metadata={"feature_columns": trained.feature_columns, "threshold": threshold},
             )
             version = str(info.registered_model_version)
+            describe_registered_model(client, CHURN_MODEL)
             for key, value in {
                 "feature_columns": json.dumps(trained.feature_columns),
                 "numeric_columns": json.dumps(trained.numeric),
@@ -313,6 +404,7 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
             report = _report(
                 settings.reports_dir / "churn" / f"v{version}" / "evaluation.html",
                 version, evaluation, bayes_auc, decision, plots, importance, lineage,
+                candidate_rows(trained),
             )  # fmt: skip
             mlflow.log_artifact(str(report), "report")
     record_decision(settings, decision)

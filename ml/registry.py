@@ -2,8 +2,9 @@
 
 **Tracking.** `configure` points MLflow at ``settings.resolved_mlflow_uri`` (default: a SQLite
 store under ``<data_dir>/mlflow``) and keeps artifacts beside it. There is one experiment per
-model (`experiment_for`). Every run carries lineage tags (`ml.pit.TrainingSet.lineage` plus
-the dbt manifest hash and `git_commit`).
+model (`experiment_for`), described in the UI (`EXPERIMENT_DESCRIPTIONS`); the registered
+models carry a description too (`describe_registered_model`). Every run carries lineage
+tags (`ml.pit.TrainingSet.lineage` plus the dbt manifest hash and `git_commit`).
 
 **Registry.** Every new version gets the alias ``@challenger``. `decide` (pure) turns the
 challenger's gate result and the champion's score *on the challenger's holdout* into a
@@ -54,6 +55,37 @@ SKOPS_TRUSTED_TYPES = [
 ]
 
 Action = Literal["promoted", "kept", "rollback"]
+
+DESCRIPTION_TAG = "mlflow.note.content"  # the tag the MLflow UI shows (and edits) as a description
+EXPERIMENT_DESCRIPTIONS = {
+    CHURN_MODEL: (
+        "Training runs of the churn model. One parent run per training: holdout metrics, "
+        "plots, the HTML report, lineage tags and the registered version with the "
+        "promotion decision. Nested under it, one run per grid-search candidate (kind and "
+        "hyperparameters) with its ROC AUC on each time fold: compare them in the table or "
+        "chart view."
+    ),
+    RECS_MODEL: (
+        "Training runs of the show recommender: recall@k and NDCG@k against the popularity "
+        "baseline on the latest two weeks, curves over k, catalogue coverage and popularity "
+        "bias, the HTML report and the registered version with the promotion decision."
+    ),
+}
+MODEL_DESCRIPTIONS = {
+    CHURN_MODEL: (
+        "Probability that a subscriber cancels within 30 days of an as-of day. Input: the "
+        "churn_user_daily feature set (columns in the version's feature_columns tag); output: "
+        "predict_proba, calibrated on time folds; the version's threshold tag is the "
+        "operating point. @champion serves the API and the daily batch scores; @challenger is "
+        "the latest version. Each version's description says why it was or was not promoted."
+    ),
+    RECS_MODEL: (
+        "Next new show to watch: an item-item neighbourhood model blended with a popularity "
+        "prior (pyfunc). Input: history (show ids, most recent first) and optionally "
+        "just_watched; output: the top k unwatched shows with scores. @champion serves the "
+        "API and the daily batch recommendations; it must beat popularity on recall@k."
+    ),
+}
 
 
 class RegistryError(RuntimeError):
@@ -184,19 +216,35 @@ def configure(settings: Settings) -> MlflowClient:
 
 
 def experiment_for(settings: Settings, model_name: str) -> str:
-    """The id of the model's experiment (created on first use, artifacts under data_dir)."""
+    """The id of the model's experiment (created on first use, artifacts under data_dir).
+
+    The experiment carries the model's description from `EXPERIMENT_DESCRIPTIONS` (set again
+    if it is missing, so stores made before descriptions existed get one too).
+    """
     import mlflow
 
-    configure(settings)
+    client = configure(settings)
+    description = EXPERIMENT_DESCRIPTIONS.get(model_name)
     existing = mlflow.get_experiment_by_name(model_name)
     if existing is not None:
+        if description and existing.tags.get(DESCRIPTION_TAG) is None:
+            client.set_experiment_tag(existing.experiment_id, DESCRIPTION_TAG, description)
         return str(existing.experiment_id)
     location = None
     if settings.resolved_mlflow_uri.startswith("sqlite:///"):
         artifacts = settings.data_dir / "mlflow" / "artifacts" / model_name
         artifacts.mkdir(parents=True, exist_ok=True)
         location = artifacts.as_uri()
-    return str(mlflow.create_experiment(model_name, artifact_location=location))
+    tags = {DESCRIPTION_TAG: description} if description else None
+    return str(mlflow.create_experiment(model_name, artifact_location=location, tags=tags))
+
+
+def describe_registered_model(client: MlflowClient, model_name: str) -> None:
+    """Give a registered model its description from `MODEL_DESCRIPTIONS` if it has none
+    (one written in the UI is kept)."""
+    description = MODEL_DESCRIPTIONS.get(model_name)
+    if description and not client.get_registered_model(model_name).description:
+        client.update_registered_model(model_name, description=description)
 
 
 def git_commit(repo_dir: Path | None = None) -> str:

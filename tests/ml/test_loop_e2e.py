@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,10 @@ from ml.registry import (
     CHALLENGER,
     CHAMPION,
     CHURN_MODEL,
+    DESCRIPTION_TAG,
+    EXPERIMENT_DESCRIPTIONS,
+    MODEL_DESCRIPTIONS,
+    RECS_MODEL,
     PromotionPolicy,
     alias_version,
     configure,
@@ -117,6 +122,48 @@ def test_versions_are_registered_with_lineage_and_judged_both_ways(loop) -> None
     ]  # fmt: skip
 
 
+def test_the_search_is_logged_as_nested_runs_under_each_training_run(loop) -> None:
+    """One nested run per grid point, read back from the store: parent, params, fold AUCs,
+    which one was chosen; the experiment, the registered model and the run are described."""
+    settings, (v1, v2, _) = loop["settings"], loop["outcomes"]
+    client = configure(settings)
+    parent = client.get_run(v2.run_id)
+    experiment = parent.info.experiment_id
+
+    def children(run_id: str) -> list[Any]:
+        return client.search_runs(
+            [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+        )
+
+    nested = children(v2.run_id)
+    assert len(nested) == 2  # FULL's grid: one logreg point, one hist_gb point
+    assert {run.data.params["estimator"] for run in nested} == {"logreg", "hist_gb"}
+    assert {run.data.params.get("C") for run in nested} == {"1.0", None}
+    for run in nested:
+        metrics = run.data.metrics
+        folds = [metrics[f"cv_roc_auc_fold_{i}"] for i in range(FULL.train.n_splits)]
+        assert metrics["cv_roc_auc"] == pytest.approx(sum(folds) / len(folds))
+        kind = run.data.params["estimator"]
+        assert parent.data.metrics[f"cv_roc_auc_{kind}"] == pytest.approx(metrics["cv_roc_auc"])
+        assert run.data.tags["model"] == CHURN_MODEL and not client.list_artifacts(run.info.run_id)
+    chosen = [run for run in nested if run.data.tags["candidate.chosen"] == "true"]
+    assert len(chosen) == 1
+    assert chosen[0].data.params["estimator"] == parent.data.params["estimator"] == v2.kind
+    assert len(children(v1.run_id)) == 1  # WEAK searches one logreg point
+    top_level = [
+        run.info.run_id
+        for run in client.search_runs([experiment])
+        if "mlflow.parentRunId" not in run.data.tags
+    ]
+    assert sorted(top_level) == sorted(o.run_id for o in loop["outcomes"])
+
+    description = client.get_experiment(experiment).tags[DESCRIPTION_TAG]
+    assert description == EXPERIMENT_DESCRIPTIONS[CHURN_MODEL]
+    assert parent.data.tags[DESCRIPTION_TAG].startswith(f"Chose {v2.kind}(")
+    assert client.get_registered_model(CHURN_MODEL).description == MODEL_DESCRIPTIONS[CHURN_MODEL]
+    assert "Model search" in v2.report.read_text()
+
+
 def test_batch_scoring_writes_every_active_user_once_per_day_and_version(loop) -> None:
     from ml.score import score_churn
 
@@ -174,7 +221,35 @@ def test_recommender_beats_popularity_and_is_registered_as_pyfunc(loop) -> None:
     assert recs.decision.promoted and recs.version == "1"
     info = mlflow.models.get_model_info("models:/loopline-recommender@champion")
     assert "python_function" in info.flavors and info.signature is not None
-    assert recs.report.exists()
+    assert recs.report == loop["settings"].reports_dir / "recommender" / "v1" / "evaluation.html"
+    page = recs.report.read_text()
+    assert page.count("data:image/png;base64,") == 2 and "popularity bias" in page.lower()
+
+
+def test_recommender_run_has_its_plots_curves_report_and_descriptions(loop) -> None:
+    """Read back from the MLflow store after the real training run."""
+    recs = loop["recs"]
+    client = configure(loop["settings"])
+    run = client.get_run(recs.run_id)
+    assert {a.path for a in client.list_artifacts(recs.run_id, "plots")} == {
+        "plots/ranking_at_k.png",
+        "plots/coverage_and_popularity.png",
+    }
+    assert [a.path for a in client.list_artifacts(recs.run_id, "report")] == [
+        "report/evaluation.html"
+    ]
+    logged = client.download_artifacts(recs.run_id, "report/evaluation.html")
+    assert Path(logged).read_text(encoding="utf-8") == recs.report.read_text()
+    curve = client.get_metric_history(recs.run_id, "curve.item_item.recall")
+    assert [m.step for m in curve] == list(range(1, 21))
+    at_k = next(m.value for m in curve if m.step == recs.k)
+    assert at_k == pytest.approx(recs.metrics["recall_at_k"])
+    assert [m.value for m in curve] == sorted(m.value for m in curve)  # recall grows with k
+    assert (
+        "popularity baseline" in client.get_experiment(run.info.experiment_id).tags[DESCRIPTION_TAG]
+    )
+    assert client.get_registered_model(RECS_MODEL).description == MODEL_DESCRIPTIONS[RECS_MODEL]
+    assert run.data.tags[DESCRIPTION_TAG].startswith("Item-item vs popularity")
 
 
 def test_batch_recommendations_cover_every_recent_viewer_idempotently(loop) -> None:

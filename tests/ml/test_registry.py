@@ -12,6 +12,11 @@ from loopline.settings import Settings
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
+    CHURN_MODEL,
+    DESCRIPTION_TAG,
+    EXPERIMENT_DESCRIPTIONS,
+    MODEL_DESCRIPTIONS,
+    RECS_MODEL,
     PromotionPolicy,
     RegistryError,
     alias_version,
@@ -19,6 +24,7 @@ from ml.registry import (
     champion_history,
     configure,
     decide,
+    describe_registered_model,
     experiment_for,
     model_requirements,
     record_decision,
@@ -139,3 +145,30 @@ def test_aliases_history_and_rollback_follow_the_decisions(registry) -> None:
         ("1", "rollback", True),
     ]  # fmt: skip
     assert json.loads(rows[0][4]) == []
+
+
+def test_experiments_and_registered_models_carry_descriptions(tmp_path: Path) -> None:
+    """Created with one, given one if made before descriptions existed, a hand-written one
+    kept; read back from a real MLflow store."""
+    import mlflow
+
+    settings = Settings(data_dir=tmp_path / "data")
+    client = configure(settings)
+    churn = experiment_for(settings, CHURN_MODEL)
+    assert (
+        client.get_experiment(churn).tags[DESCRIPTION_TAG] == EXPERIMENT_DESCRIPTIONS[CHURN_MODEL]
+    )
+    older = mlflow.create_experiment(RECS_MODEL)  # a store from before descriptions
+    assert DESCRIPTION_TAG not in client.get_experiment(older).tags
+    assert experiment_for(settings, RECS_MODEL) == older
+    assert client.get_experiment(older).tags[DESCRIPTION_TAG] == EXPERIMENT_DESCRIPTIONS[RECS_MODEL]
+    client.set_experiment_tag(churn, DESCRIPTION_TAG, "written in the UI")
+    experiment_for(settings, CHURN_MODEL)
+    assert client.get_experiment(churn).tags[DESCRIPTION_TAG] == "written in the UI"
+
+    client.create_registered_model(CHURN_MODEL)
+    describe_registered_model(client, CHURN_MODEL)
+    assert client.get_registered_model(CHURN_MODEL).description == MODEL_DESCRIPTIONS[CHURN_MODEL]
+    client.update_registered_model(CHURN_MODEL, description="written in the UI")
+    describe_registered_model(client, CHURN_MODEL)
+    assert client.get_registered_model(CHURN_MODEL).description == "written in the UI"
