@@ -70,7 +70,9 @@ __all__ = [
     "load_interactions",
     "log_recommender",
     "parse_history",
+    "plot_ranking_curves",
     "predict_frame",
+    "ranking_curves",
     "recall_ndcg",
     "save",
     "split_by_time",
@@ -539,6 +541,90 @@ def evaluate_recommender(
     return RecEvaluation(
         recall_at_k=float(np.mean(recalls)), ndcg_at_k=float(np.mean(ndcgs)), users=len(users), k=k
     )
+
+
+CURVE_COLUMNS = ["k", "recall", "ndcg", "coverage", "popularity"]
+
+
+def ranking_curves(
+    model: Recommender, train: pd.DataFrame, test: pd.DataFrame, k_max: int = 20
+) -> pd.DataFrame:
+    """Return one row per k in 1..k_max of the next-new-show task (as `evaluate_recommender`).
+
+    Columns: ``recall`` and ``ndcg`` (means over the test users, as `recall_ndcg`),
+    ``coverage`` (share of the model's catalogue in at least one user's top k) and
+    ``popularity`` (popularity bias: the mean popularity percentile of the recommended shows
+    in the catalogue, by the model's recency-weighted first watches before the cut, the
+    popularity prior; 1.0 is the most watched show).
+    """
+    if test.empty:
+        raise ValueError("the test window holds no new user x show pairs")
+    if k_max < 1:
+        raise ValueError(f"k_max must be at least 1, got {k_max}")
+    history = histories_from(train)
+    relevant = {str(u): set(g) for u, g in _typed_interactions(test).groupby("user_id")["show_id"]}
+    users = sorted(relevant)
+    recs = model.recommend_many([history.get(u, []) for u in users], k_max)
+    percentile = (
+        pd.Series(model.popularity, index=model.show_ids).rank(pct=True, method="average").to_dict()
+    )
+    n_users = len(users)
+    hits = np.zeros((n_users, k_max))
+    popularity = np.full((n_users, k_max), np.nan)
+    first_rank: dict[str, int] = {}  # show -> best rank at which any user got it
+    for i, (user, ranked) in enumerate(zip(users, recs, strict=True)):
+        for rank, (show, _) in enumerate(ranked):
+            hits[i, rank] = show in relevant[user]
+            popularity[i, rank] = percentile.get(show, 0.0)
+            first_rank[show] = min(first_rank.get(show, rank), rank)
+    ks = np.arange(1, k_max + 1)
+    n_relevant = np.array([len(relevant[u]) for u in users])
+    discount = 1.0 / np.log2(np.arange(k_max) + 2.0)
+    dcg = np.cumsum(hits * discount, axis=1)
+    ideal_cum = np.cumsum(discount)
+    ideal = ideal_cum[np.minimum(ks[None, :], n_relevant[:, None]) - 1]
+    shown = np.bincount(list(first_rank.values()), minlength=k_max)[:k_max]
+    filled = np.cumsum(~np.isnan(popularity), axis=1)
+    pop_sum = np.cumsum(np.nan_to_num(popularity), axis=1)
+    return pd.DataFrame(
+        {
+            "k": ks,
+            "recall": (np.cumsum(hits, axis=1) / n_relevant[:, None]).mean(axis=0),
+            "ndcg": (dcg / ideal).mean(axis=0),
+            "coverage": np.cumsum(shown) / max(model.n_shows, 1),
+            "popularity": pop_sum.sum(axis=0) / np.maximum(filled.sum(axis=0), 1),
+        }
+    )
+
+
+def plot_ranking_curves(curves: Mapping[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """Write recall@k / NDCG@k and coverage / popularity-bias plots of each named model's
+    `ranking_curves`; return the PNG paths."""
+    from matplotlib.figure import Figure  # imported here: serving never draws
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, panels in (
+        ("ranking_at_k.png", (("recall", "Recall@k"), ("ndcg", "NDCG@k"))),
+        ("coverage_and_popularity.png", (("coverage", "Catalogue coverage@k"),
+                                         ("popularity", "Popularity bias@k"))),
+    ):  # fmt: skip
+        fig = Figure(figsize=(10, 4))
+        axes = fig.subplots(1, 2)
+        for ax, (column, title) in zip(axes, panels, strict=True):
+            for label, frame in curves.items():
+                ax.plot(frame["k"], frame[column], marker="o", markersize=3, label=label)
+            ax.set(xlabel="k (recommendations shown)", title=title)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best")
+        if name == "coverage_and_popularity.png":
+            axes[0].set(ylabel="share of the catalogue recommended", ylim=(0, 1.02))
+            axes[1].set(ylabel="mean popularity percentile (1 = most watched)", ylim=(0, 1.02))
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path, format="png", dpi=100)
+        written.append(path)
+    return written
 
 
 # --------------------------------------------------------------------------------------------

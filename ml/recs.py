@@ -6,6 +6,10 @@ the "next new show" task after it. The version is registered as ``@challenger`` 
 like the churn model, with one extra gate rule: it must beat popularity on recall@k.
 The registered model is the one evaluated (fit before the cut), so its numbers are the
 numbers of what is served; the champion is scored on the same split for the comparison.
+The run also gets recall@k, NDCG@k, catalogue coverage and popularity bias over k for the
+model and the baseline (`ml.recommend.ranking_curves`): as step metrics (``curve.<model>.
+<metric>``, step k: line charts in the MLflow UI), as plots, and in the HTML report
+(``<reports>/recommender/v<N>/evaluation.html``, also logged to the run).
 
 `recommend_all` writes every recent viewer's top-k into ``ml.recommendations`` (idempotent per
 as-of day and model version) and refreshes their histories in the online store for serving.
@@ -35,6 +39,8 @@ from ml.recommend import (
     evaluate_recommender,
     load_interactions,
     log_recommender,
+    plot_ranking_curves,
+    ranking_curves,
     split_by_time,
     user_histories,
 )
@@ -46,14 +52,16 @@ from ml.registry import (
     apply_decision,
     configure,
     decide,
+    describe_registered_model,
     experiment_for,
     git_commit,
     model_requirements,
     record_decision,
 )
-from ml.report import table, verdict, write_report
+from ml.report import images, table, verdict, write_report
 
 RECOMMENDATIONS_TABLE = "ml.recommendations"
+CURVE_K_MAX = 20  # the report's and the MLflow curves' longest list
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,64 @@ def _gate_failures(
     return failures
 
 
+def _log_curves(client: Any, run_id: str, curves: dict[str, pd.DataFrame]) -> None:
+    """Each curve as a step metric (step = k), in one call: line charts in the MLflow UI."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"curve.{label.replace('-', '_')}.{column}", float(value), now, int(k))
+        for label, frame in curves.items()
+        for column in ("recall", "ndcg", "coverage", "popularity")
+        for k, value in zip(frame["k"], frame[column], strict=True)
+    ]
+    client.log_batch(run_id, metrics=metrics)
+
+
+def _report(
+    path: Path,
+    version: str,
+    config: RecommenderConfig,
+    cut: date,
+    decision: Decision,
+    evaluation: RecEvaluation,
+    baseline: RecEvaluation,
+    curves: dict[str, pd.DataFrame],
+    plots: list[Path],
+) -> Path:
+    ks = [k for k in (1, 5, config.k, CURVE_K_MAX) if k <= CURVE_K_MAX]
+    rows = [
+        {"model": label, **{c: (int(v) if c == "k" else float(v)) for c, v in row.items()}}
+        for label, frame in curves.items()
+        for row in frame[frame["k"].isin(sorted(set(ks)))].to_dict("records")
+    ]
+    return write_report(
+        path,
+        f"Recommender v{version}",
+        [
+            ("Decision", verdict(decision.promoted, decision.summary())),
+            (
+                f"Next new show after {cut} (top {config.k})",
+                table(
+                    [
+                        {"model": "item-item", **evaluation.metrics()},
+                        {"model": "popularity", **baseline.metrics()},
+                    ]
+                ),
+            ),
+            ("Over k: ranking, coverage and popularity bias", images(plots)),
+            (
+                "Over k (coverage: share of the catalogue recommended to anyone; popularity: "
+                "mean popularity percentile of what is recommended, 1 = most watched)",
+                table(rows),
+            ),
+            ("Parameters", table(config.params.model_dump())),
+        ],
+    )
+
+
 def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutcome:
     """Fit, evaluate against popularity, log, register as challenger, promote if it earns it."""
     import duckdb
@@ -141,10 +207,9 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
     cut = default_cut(interactions, config.holdout_days)
     train_part, test = split_by_time(interactions, cut)
     model = ItemItemRecommender().fit(train_part, config.params)
+    baseline_model = PopularityRecommender().fit(train_part, config.params)
     evaluation = evaluate_recommender(model, train_part, test, config.k)
-    baseline = evaluate_recommender(
-        PopularityRecommender().fit(train_part, config.params), train_part, test, config.k
-    )
+    baseline = evaluate_recommender(baseline_model, train_part, test, config.k)
     failures = _gate_failures(config, evaluation, baseline)
 
     client = configure(settings)
@@ -154,9 +219,25 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
     if current is not None:
         champion_metrics = evaluate_recommender(current.model, train_part, test, config.k).metrics()
 
+    k_max = max(CURVE_K_MAX, config.k)
+    curves = {
+        "item-item": ranking_curves(model, train_part, test, k_max),
+        "popularity": ranking_curves(baseline_model, train_part, test, k_max),
+    }
     experiment = experiment_for(settings, RECS_MODEL)
     window = (interactions["first_watched_at"].min(), interactions["last_watched_at"].max())
-    with mlflow.start_run(experiment_id=experiment, run_name="recommender-item-item") as run:
+    lift = evaluation.recall_at_k - baseline.recall_at_k
+    description = (
+        f"Item-item vs popularity on the new shows users started from {cut}: recall@"
+        f"{config.k} {evaluation.recall_at_k:.3f} vs {baseline.recall_at_k:.3f} "
+        f"({evaluation.users} users)."
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="loopline-recs-") as tmp,
+        mlflow.start_run(
+            experiment_id=experiment, run_name="recommender-item-item", description=description
+        ) as run,
+    ):
         mlflow.set_tags(
             {
                 "model": RECS_MODEL,
@@ -172,9 +253,14 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
             {
                 **{f"holdout_{k}": v for k, v in evaluation.metrics().items()},
                 **{f"popularity_{k}": v for k, v in baseline.metrics().items()},
-                "recall_lift_over_popularity": evaluation.recall_at_k - baseline.recall_at_k,
+                "recall_lift_over_popularity": lift,
             }
         )
+        _log_curves(client, run.info.run_id, curves)
+        plots = plot_ranking_curves(curves, Path(tmp) / "plots")
+        mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
+        for label, frame in curves.items():
+            mlflow.log_table(frame, f"evaluation/curves_{label.replace('-', '_')}.json")
         example = pd.DataFrame(
             {"history": [[str(s) for s in model.show_ids[:3]]], "just_watched": [None]}
         )
@@ -183,6 +269,7 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
             pip_requirements=model_requirements(),
         )  # fmt: skip
         version = str(info.registered_model_version)
+        describe_registered_model(client, RECS_MODEL)
         decision = decide(
             RECS_MODEL,
             version,
@@ -195,28 +282,11 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
         )
         apply_decision(client, decision)
         mlflow.set_tags({"decision.action": decision.action, "decision.reason": decision.reason})
-        with tempfile.TemporaryDirectory(prefix="loopline-recs-") as tmp:
-            report = write_report(
-                Path(tmp) / "evaluation.html",
-                f"Recommender v{version}",
-                [
-                    ("Decision", verdict(decision.promoted, decision.summary())),
-                    (
-                        f"Next new show after {cut} (top {config.k})",
-                        table(
-                            [
-                                {"model": "item-item", **evaluation.metrics()},
-                                {"model": "popularity", **baseline.metrics()},
-                            ]
-                        ),
-                    ),
-                    ("Parameters", table(config.params.model_dump())),
-                ],
-            )
-            mlflow.log_artifact(str(report), "report")
-            final = settings.reports_dir / "recommender" / f"v{version}" / "evaluation.html"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            final.write_bytes(report.read_bytes())
+        final = _report(
+            settings.reports_dir / "recommender" / f"v{version}" / "evaluation.html",
+            version, config, cut, decision, evaluation, baseline, curves, plots,
+        )  # fmt: skip
+        mlflow.log_artifact(str(final), "report")
     record_decision(settings, decision)
     return RecsOutcome(
         run_id=run.info.run_id,

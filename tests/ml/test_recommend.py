@@ -22,7 +22,9 @@ from ml.recommend import (
     load,
     load_interactions,
     log_recommender,
+    plot_ranking_curves,
     predict_frame,
+    ranking_curves,
     recall_ndcg,
     save,
     split_by_time,
@@ -94,6 +96,60 @@ def test_evaluate_recommender_averages_per_user_metrics() -> None:
         "users": 2.0,
         "k": 2.0,
     }
+
+
+def test_ranking_curves_agree_with_evaluate_recommender_at_every_k() -> None:
+    world = two_taste_world()
+    cut = (T0 + timedelta(days=3)).date()
+    train, test = split_by_time(world, cut)
+    assert len(test)  # the a3 / c3 watches on day 3
+    for model in (
+        ItemItemRecommender().fit(train, SMALL),
+        PopularityRecommender().fit(train, SMALL),
+    ):
+        curves = ranking_curves(model, train, test, k_max=6)
+        assert curves["k"].tolist() == [1, 2, 3, 4, 5, 6]
+        for row in curves.itertuples():
+            expected = evaluate_recommender(model, train, test, k=int(row.k))
+            assert row.recall == pytest.approx(expected.recall_at_k)
+            assert row.ndcg == pytest.approx(expected.ndcg_at_k)
+        assert curves["coverage"].is_monotonic_increasing and curves["coverage"].max() <= 1
+
+
+def test_popularity_baseline_covers_less_and_leans_on_popular_shows() -> None:
+    """Everyone gets the same blockbuster from popularity; item-item follows each taste."""
+    rows: list[tuple[str, str, int]] = [(f"x{i}", "q", 0) for i in range(8)]  # blockbuster
+    for genre in ("a", "c"):
+        for i in range(6):
+            rows += [(f"{genre}{i}", f"{genre}1", 0), (f"{genre}{i}", f"{genre}2", 1)]
+            # two fans already found the third show; the others find it after the cut
+            rows.append((f"{genre}{i}", f"{genre}3", 2 if i >= 4 else 5))
+    train, test = split_by_time(frame(rows), (T0 + timedelta(days=4)).date())
+    item_item = ItemItemRecommender().fit(train, SMALL)
+    popularity = PopularityRecommender().fit(train, SMALL)
+    assert item_item.n_shows == 7
+    item = ranking_curves(item_item, train, test, k_max=2)
+    popular = ranking_curves(popularity, train, test, k_max=2)
+    # k=1: a fans get a3, c fans c3 (2 of 7 shows, both hits); popularity gives all q
+    assert item.loc[0, "coverage"] == pytest.approx(2 / 7)
+    assert item.loc[0, "recall"] == pytest.approx(1.0)
+    assert popular.loc[0, "coverage"] == pytest.approx(1 / 7)
+    assert popular.loc[0, "recall"] == 0.0
+    assert popular.loc[0, "popularity"] == pytest.approx(1.0)  # q is the most watched
+    assert item.loc[0, "popularity"] < 0.5
+
+
+def test_ranking_curves_are_plotted(tmp_path) -> None:
+    world = two_taste_world()
+    train, test = split_by_time(world, (T0 + timedelta(days=3)).date())
+    curves = {
+        "item-item": ranking_curves(ItemItemRecommender().fit(train, SMALL), train, test, 3),
+        "popularity": ranking_curves(PopularityRecommender().fit(train, SMALL), train, test, 3),
+    }
+    paths = plot_ranking_curves(curves, tmp_path / "plots")
+    assert [p.name for p in paths] == ["ranking_at_k.png", "coverage_and_popularity.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
 
 
 # -- ranking rules ---------------------------------------------------------------------------
