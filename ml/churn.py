@@ -199,7 +199,7 @@ def candidate_rows(trained: TrainedModel) -> list[dict[str, Any]]:
             "cv ROC AUC": c.mean_score,
             "std": c.std_score,
             "folds": ", ".join(f"{s:.3f}" for s in c.fold_scores),
-            "fit seconds": round(c.fit_seconds, 1),
+            "fit seconds": f"{c.fit_seconds:.1f}",
             "chosen": "yes" if c is chosen else "",
         }
         for c in ranked
