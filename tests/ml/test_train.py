@@ -292,6 +292,32 @@ def test_search_scores_every_grid_point_like_grid_search(frame: pd.DataFrame) ->
     assert best.params == {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
 
 
+def test_grid_search_reports_every_fit_as_progress(frame: pd.DataFrame, monkeypatch) -> None:
+    """Candidates x folds on one bar (here as the log records every mode writes)."""
+    import logging
+
+    from loopline import progress
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    monkeypatch.setenv("LOOPLINE_PROGRESS", "quiet")
+    handler = Keep()
+    progress.logger.addHandler(handler)
+    try:
+        params = TrainParams.model_validate({**FAST.model_dump(), "candidates": ("logreg",)})
+        train(split_by_time(frame, TIME, 0.2, label=LABEL)[0], LABEL, TIME, params)
+    finally:
+        progress.logger.removeHandler(handler)
+    title = "churn grid search (2 candidates x 3 folds)"
+    assert seen[0] == f"{title}: started (6 fits)"
+    assert any("logreg {'C': 1.0} fold" in line for line in seen[1:-1])
+    assert seen[-1].startswith(f"{title}: done, 6 fits in")
+
+
 def test_train_rejects_missing_label(frame: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="label column"):
         train(frame.drop(columns=[LABEL]), LABEL, TIME, FAST)
