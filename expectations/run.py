@@ -129,6 +129,7 @@ def validate(
     assets: Sequence[str] | None = None,
     *,
     relations: Mapping[str, str] | None = None,
+    schemas: Mapping[str, str] | None = None,
     record: bool = True,
     data_docs: bool = True,
     policy: Policy | None = None,
@@ -138,7 +139,8 @@ def validate(
 
     `assets` takes ``schema.table`` names, bare table names, or a layer/schema name
     (``features``) for all of its assets. `relations` maps an asset to the relation that
-    holds the data to judge (a staged copy awaiting publication).
+    holds the data to judge (a staged copy awaiting publication); `schemas` does the same
+    for every asset of a schema (``{"core": "core__green"}``). Results name both.
     """
     _quiet_gx()
     warehouse = settings.resolved_warehouse_path
@@ -157,7 +159,7 @@ def validate(
     declared = declared_relations(manifest)
     catalogue = discover(declared)
     chosen = select(catalogue, assets)
-    relations = dict(relations or {})
+    physical = staged_relations(chosen, relations, schemas)
 
     report = ValidationReport(
         run_id=run_id or f"validate-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
@@ -178,8 +180,8 @@ def validate(
                         datasource,
                         con,
                         asset,
-                        describe(con, asset.name, declared, relations.get(asset.name)),
-                        relations.get(asset.name, asset.name),
+                        describe(con, asset.name, declared, physical[asset.name]),
+                        physical[asset.name],
                         policy or Policy(),
                         report,
                     )
@@ -198,6 +200,24 @@ def validate(
         finally:
             con.close()
     return report
+
+
+def staged_relations(
+    assets: Sequence[Asset],
+    relations: Mapping[str, str] | None = None,
+    schemas: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Asset -> the relation to validate: `relations` first, then `schemas`, else itself."""
+    out: dict[str, str] = {}
+    for asset in assets:
+        schema, table = asset.name.split(".", 1)
+        if relations and asset.name in relations:
+            out[asset.name] = relations[asset.name]
+        elif schemas and schema in schemas:
+            out[asset.name] = f"{schemas[schema]}.{table}"
+        else:
+            out[asset.name] = asset.name
+    return out
 
 
 def select(catalogue: Mapping[str, Asset], wanted: Sequence[str] | None) -> list[Asset]:
