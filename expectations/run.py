@@ -488,9 +488,11 @@ def _store(context: Any, suite: Any, batch: Any, result: Any, report: Validation
         ValidationResultIdentifier,
     )
 
+    run = RunIdentifier(run_name=report.run_id, run_time=report.validated_at)
+    result.meta["run_id"] = run  # batch.validate leaves it out; Data Docs shows it
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
-        run_id=RunIdentifier(run_name=report.run_id, run_time=report.validated_at),
+        run_id=run,
         batch_identifier=batch.id,
     )
     context.validation_results_store.set(key, result)

@@ -22,6 +22,8 @@ from great_expectations.execution_engine import (
 from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent
+from great_expectations.render.renderer.renderer import renderer
 
 METRIC = "loopline.duplicate_keys"
 
@@ -102,3 +104,26 @@ class ExpectCompoundKeyToBeUnique(BatchExpectation):
                 "unexpected_percent": 100.0 * duplicates["rows"] / rows if rows else 0.0,
             },
         }
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict | None = None,
+        **kwargs: Any,
+    ) -> list[RenderedStringTemplateContent]:
+        columns = list((configuration.kwargs if configuration else {}).get("column_list") or [])
+        params = {f"column_{i}": name for i, name in enumerate(columns)}
+        template = "No two rows may share the key " + ", ".join(f"${p}" for p in params) + "."
+        return [
+            RenderedStringTemplateContent(
+                content_block_type="string_template",
+                string_template={
+                    "template": template,
+                    "params": params,
+                    "styling": (runtime_configuration or {}).get("styling"),
+                },
+            )
+        ]

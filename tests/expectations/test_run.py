@@ -128,3 +128,39 @@ def test_missing_warehouse_says_what_to_run(tmp_path):
 
     with pytest.raises(ValidationError, match="loopline build"):
         validate(Settings(data_dir=tmp_path), record=False)
+
+
+def test_quantile_results_are_stored_and_rendered(warehouse, monkeypatch):
+    """GX returns numpy booleans for quantile expectations; storing them must not fail."""
+    import great_expectations.expectations as gxe
+
+    import expectations.suites as suites
+    from expectations.suites import core
+
+    def with_quantiles(relation, ctx):
+        return [
+            *core.core_mart(relation, ctx),
+            suites.warning(
+                gxe.ExpectColumnQuantileValuesToBeBetween(
+                    column="watched_seconds",
+                    quantile_ranges={"quantiles": [0.5], "value_ranges": [[0, None]]},
+                )
+            ),
+        ]
+
+    suites._load_builtin_builders()
+    monkeypatch.setitem(suites._BUILDERS, "core.fct_viewing_sessions", ("core", with_quantiles))
+    report = validate(warehouse, ["core.fct_viewing_sessions"])
+    [row] = [r for r in report.rows if r.expectation_type.startswith("expect_column_quantile")]
+    assert row.success is True and report.data_docs is not None and report.data_docs.exists()
+
+
+def test_no_connection_outlives_the_run(warehouse):
+    """Another process can write the warehouse as soon as validate returns."""
+    import subprocess
+    import sys
+
+    validate(warehouse, ["core.dim_shows"])
+    code = f"import duckdb; duckdb.connect({str(warehouse.resolved_warehouse_path)!r}).close()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
