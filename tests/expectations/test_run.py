@@ -50,7 +50,7 @@ def test_data_docs_html_is_written(warehouse):
     index = report.data_docs.read_text()
     assert "features.fs_recs__co_watch" in index
     pages = list(report.data_docs.parent.glob("validations/**/*.html"))
-    assert pages and any("expect_compound_key_to_be_unique" in p.read_text() for p in pages)
+    assert pages and any("No two rows may share the key" in p.read_text() for p in pages)
 
 
 def test_record_false_leaves_the_warehouse_untouched(warehouse):
