@@ -14,8 +14,9 @@ each fixed here by a subclass (no library code is patched in place):
    tried). :class:`DuckDBExecutionEngine` buffers the rows while the connection is open
    (``result.freeze()``); GX's metric queries return aggregates or short lists, so the
    buffer is a few rows, never the table.
-2. **Column reflection.** With SQLAlchemy 2.1 the PostgreSQL reflection duckdb-engine
-   inherits reads ``pg_catalog.pg_collation``, which DuckDB lacks; GX then falls back to
+2. **Column reflection.** With SQLAlchemy 2.1.9 (the adapter's tests also pass on 2.0.58,
+   should the lock move back for Prefect) the PostgreSQL reflection duckdb-engine inherits
+   reads ``pg_catalog.pg_collation``, which DuckDB lacks; GX then falls back to
    ``select * from <table>`` *without the schema*, so any table outside ``main`` is "missing"
    and column/type expectations fail. :class:`DuckDBInspector` reads DuckDB's own
    ``information_schema.columns`` instead.
