@@ -1,0 +1,72 @@
+"""``monitoring.validation_results``: one row per expectation per validation run.
+
+Written by the validation runner while it holds the warehouse writer lock, so the history
+of every run (passed or not) can be queried beside the marts it judged. Like ``ml.*``, the
+table is created by Python, not dbt (declare it as a dbt source to see it in the lineage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass
+from datetime import datetime
+
+import duckdb
+
+TABLE = "monitoring.validation_results"
+
+DDL = f"""
+create table if not exists {TABLE} (
+    run_id varchar not null,
+    validated_at timestamp not null,
+    asset varchar not null,          -- schema.table as published
+    relation varchar not null,       -- schema.table validated (a staged copy, or the asset)
+    suite varchar not null,
+    expectation varchar not null,    -- type(arguments), readable
+    expectation_type varchar not null,
+    column_name varchar,
+    critical boolean not null,
+    success boolean not null,
+    observed_value varchar,          -- JSON
+    unexpected_count bigint,
+    element_count bigint,
+    exception varchar
+)
+"""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One expectation's outcome in one run (the columns of the table, in order)."""
+
+    run_id: str
+    validated_at: datetime
+    asset: str
+    relation: str
+    suite: str
+    expectation: str
+    expectation_type: str
+    column_name: str | None
+    critical: bool
+    success: bool
+    observed_value: str | None
+    unexpected_count: int | None
+    element_count: int | None
+    exception: str | None
+
+
+def append(con: duckdb.DuckDBPyConnection, rows: Sequence[ResultRow]) -> int:
+    """Append `rows` in one transaction (the caller holds the writer lock); return how many."""
+    con.execute("create schema if not exists monitoring")
+    con.execute(DDL)
+    if not rows:
+        return 0
+    placeholders = ", ".join("?" * len(ResultRow.__dataclass_fields__))
+    con.execute("begin")
+    try:
+        con.executemany(f"insert into {TABLE} values ({placeholders})", [astuple(r) for r in rows])
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return len(rows)
