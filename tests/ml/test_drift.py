@@ -618,6 +618,7 @@ def false_alarm_rate(
         rejected += int((p <= ALPHA).sum())
         tests += int((~np.isnan(p)).sum())
     assert tests >= MIN_TESTS, "too few tests for the binomial bound"
+    print(f"false alarms: {rejected / tests:.4f} of {tests} tests (n={n_ref}/{n_cur})")
     return rejected / tests, tests
 
 
@@ -679,7 +680,9 @@ def dataset_false_alarms(n: int, trials: int, seed: int) -> dict[str, float]:
         flagged["defaults"] += report.drifted
         flagged["correction only"] += bool(report.features.significant.any())
         flagged["uncorrected"] += bool((report.features.p_value <= ALPHA).any())
-    return {k: v / trials for k, v in flagged.items()}
+    rates = {k: v / trials for k, v in flagged.items()}
+    print(f"data-set false alarms over {trials} trials at n={n}: {rates}")
+    return rates
 
 
 def assert_dataset_rate(rates: dict[str, float], trials: int) -> None:
@@ -707,6 +710,9 @@ def shift_trials(n: int, shift: float, columns: int, trials: int, seed: int) -> 
         got = row(detect_drift(ref, cur), "f0")
         drifted += bool(got.drifted)
         significant += bool(got.p_value <= ALPHA)
+    print(
+        f"shift {shift} sd at n={n}: drifted {drifted / trials:.3f}, p <= alpha {significant / trials:.3f}"
+    )
     return drifted / trials, significant / trials
 
 
@@ -769,7 +775,7 @@ def test_categorical_false_alarm_rate_slow(n_ref, ratio):
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [1_000, 10_000, 100_000])
 def test_dataset_false_alarm_rate_with_20_features_slow(n):
-    trials = 2_000 if n < 100_000 else 300
+    trials = 2_000 if n < 100_000 else 200
     assert_dataset_rate(dataset_false_alarms(n, trials, seed=n + 22), trials)
 
 
@@ -777,7 +783,7 @@ def test_dataset_false_alarm_rate_with_20_features_slow(n):
 def test_power_and_practical_threshold_slow():
     drifted, _ = shift_trials(10_000, 0.1, 20, 500, seed=32)
     assert drifted >= 0.95
-    drifted, significant = shift_trials(100_000, 0.02, 20, 200, seed=33)
+    drifted, significant = shift_trials(100_000, 0.02, 5, 200, seed=33)
     assert drifted <= 0.05 and significant >= 0.5
 
 
