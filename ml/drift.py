@@ -369,7 +369,11 @@ def reference_profile(
 
 
 def _check_alpha(alpha: float, correction: str) -> None:
-    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
+    try:
+        level = float(alpha)
+    except (TypeError, ValueError):
+        level = math.nan
+    if isinstance(alpha, bool) or not 0 < level < 1:
         raise ValueError(f"alpha must be a number between 0 and 1 (exclusive), not {alpha!r}")
     if correction not in ("bh", "holm"):
         raise ValueError(
