@@ -156,8 +156,9 @@ def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_wareho
     yml = project / "models" / "marts" / "features" / "_features__models.yml"
     yml.write_text(
         yml.read_text().replace(
-            "      - {name: watch_minutes_14d, data_type: double}\n",
-            "      - {name: watch_minutes_per_day_7d, data_type: double}\n      - {name: watch_minutes_14d, data_type: double}\n",
+            "      - name: watch_minutes_14d\n",
+            "      - {name: watch_minutes_per_day_7d, data_type: double, description: per day}\n"
+            "      - name: watch_minutes_14d\n",
         )
     )
     run_dbt(
