@@ -41,12 +41,12 @@ def manifest(settings: Settings) -> dict:
 
 
 def table_fingerprints(settings: Settings) -> dict[str, tuple[int, str]]:
-    """Row count and an order-independent content hash of every built table."""
+    """Row count and an order-independent content hash of every built table and view."""
     con = duckdb.connect(str(settings.resolved_warehouse_path))  # same config as dbt in-process
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
-            f"where table_schema in {SCHEMAS} and table_type = 'BASE TABLE' order by 1, 2"
+            f"where table_schema in {SCHEMAS} order by 1, 2"
         ).fetchall()
         out = {}
         for schema, table in tables:
@@ -195,12 +195,20 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
     result = run_dbt(settings, ["build"])
     assert result.success
     new_day = date.fromordinal(SMALL_UNTIL.toordinal() + 1)
-    # rows processed are reported, and only the new day plus the lookback was rebuilt
-    (new_clean,) = query(
+    # rows processed are reported (every new line is classified once), and only the new
+    # day plus the lookback was rebuilt
+    (new_lines, new_clean) = query(
+        settings,
+        "select count(*), count(*) filter (where quarantine_reason is null) "
+        f"from staging.base_events__viewing_events where _batch_id = '{report.batch_id}'",
+    )[0]
+    assert result.processed["staging.base_events__viewing_events"] == new_lines
+    assert new_lines >= new_clean > 0
+    (staged,) = query(
         settings,
         f"select count(*) from staging.stg_events__viewing_events where _batch_id = '{report.batch_id}'",
     )[0]
-    assert result.processed["staging.stg_events__viewing_events"] == new_clean > 0
+    assert staged == new_clean
     sessions_written = result.processed["intermediate.int_viewing_events_sessionized"]
     (total_sessions, oldest) = query(
         settings,
@@ -221,6 +229,8 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
     incremental = table_fingerprints(settings)
     run_dbt(settings, ["build", "--full-refresh"])
     full = table_fingerprints(settings)
-    for name in ("staging.stg_events__viewing_events", "intermediate.int_viewing_events_sessionized",
-                 "quarantine.quarantine_events__viewing_events", "core.fct_viewing_sessions"):  # fmt: skip
+    for name in ("staging.base_events__viewing_events", "staging.stg_events__viewing_events",
+                 "quarantine.quarantine_events__viewing_events",
+                 "intermediate.int_viewing_events_sessionized", "core.fct_viewing_sessions",
+                 "monitoring.fct_load_accounting"):  # fmt: skip
         assert incremental[name] == full[name], name
