@@ -268,3 +268,35 @@ def test_recommendation_features_describe_the_sessions(built_warehouse):
     )
     assert len(mirrored) == len(pairs)  # co-watching is symmetric
     assert (mirrored["co_viewers_x"] == mirrored["co_viewers_y"]).all()
+
+
+@pytest.mark.parametrize("days_back", [0, 30])
+def test_user_histories_equal_what_the_recommender_assembles(built_warehouse, days_back):
+    """The dbt feature set holds, for each day, what ml.recommend.user_histories returns."""
+    import duckdb
+
+    from ml.recommend import user_histories
+
+    settings, _ = built_warehouse
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    try:
+        ((last_day,),) = con.execute(
+            "select max(event_date) from staging.stg_events__viewing_events"
+        ).fetchall()
+        as_of = last_day - timedelta(days=days_back)
+        expected = user_histories(con, as_of, window_days=90, max_history=100)
+        built = con.execute(
+            "select user_id::varchar as user_id, recent_shows, last_show_id, feature_timestamp, "
+            "created_at from features.fs_recs__user_history where as_of_date = ?",
+            [as_of],
+        ).df()
+    finally:
+        con.close()
+    assert len(expected) > 100
+    columns = ["user_id", "recent_shows", "last_show_id", "feature_timestamp", "created_at"]
+    pd.testing.assert_frame_equal(
+        built[columns].sort_values("user_id").reset_index(drop=True),
+        expected[columns].sort_values("user_id").reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert expected["recent_shows"].str.count(",").max() > 3  # histories of several shows
