@@ -234,3 +234,44 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
                  "intermediate.int_viewing_events_sessionized", "core.fct_viewing_sessions",
                  "monitoring.fct_load_accounting"):  # fmt: skip
         assert incremental[name] == full[name], name
+
+
+def test_redelivered_tickets_are_quarantined_as_duplicates_and_counted(built, tmp_path):
+    """Three tickets delivered again in a new file: the build passes, the copies are set aside."""
+    settings = copy_company(built.settings, tmp_path / "data")
+    tickets = settings.landing_dir / "tickets"
+    delivered = query(  # three clean tickets and the files they first came in
+        settings,
+        "select ticket_id, _file, _line_no from staging.stg_support__tickets order by _file, _line_no limit 3",
+    )
+    lines = {
+        (file, number): line
+        for file in {file for _, file, _ in delivered}
+        for number, line in enumerate((settings.landing_dir / file).read_text().splitlines(True), 1)
+    }
+    resent = [lines[(file, number)] for _, file, number in delivered]
+    ids = sorted(ticket for ticket, _, _ in delivered)
+    (tickets / "tickets_29991231_redelivery.ndjson").write_text("".join(resent))
+    report = ingest(settings, progress=False)
+    assert report.files.records["tickets"] == 3
+    run_dbt(settings, ["build"])  # raises if a test (unique ticket_id) fails
+    in_list = ", ".join(f"'{i}'" for i in ids)
+    staged = query(
+        settings,
+        f"select ticket_id, _file from staging.stg_support__tickets where ticket_id in ({in_list})",
+    )
+    assert sorted(ticket for ticket, _ in staged) == ids  # each ticket once, its first copy
+    assert {file for _, file in staged} == {file for _, file, _ in delivered}
+    duplicates = query(
+        settings,
+        "select ticket_id from quarantine.quarantine_support__tickets "
+        f"where quarantine_reason = 'duplicate' and _batch_id = '{report.batch_id}'",
+    )
+    assert sorted(ticket for (ticket,) in duplicates) == ids
+    ((landed, loaded, quarantined, unaccounted),) = query(
+        settings,
+        "select landed_records, loaded_records, quarantined_records, unaccounted_records "
+        f"from monitoring.fct_load_accounting where source_name = 'tickets' "
+        f"and _batch_id = '{report.batch_id}'",
+    )
+    assert (landed, loaded, quarantined, unaccounted) == (3, 0, 3, 0)

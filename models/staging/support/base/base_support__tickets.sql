@@ -5,6 +5,8 @@
 
     Rules, in order: malformed_json (a line that is not JSON has no requester to check, so
     it is not called an orphan), null_ticket_id (a line without an id cannot be traced),
+    duplicate (the helpdesk delivers a ticket again in a later file: the copy loaded first,
+    by load time, file and line, is the ticket; the same rule as events and payments),
     orphan_requester (the normalised email matches no user the source system knows).
 -#}
 
@@ -54,7 +56,11 @@ parsed as (
         _file,
         _line_no,
         _batch_id,
-        _loaded_at
+        _loaded_at,
+        row_number() over (
+            partition by doc ->> '$.ticket_id'
+            order by _loaded_at, _file, _line_no
+        ) as copy_number
 
     from documents
 
@@ -81,6 +87,7 @@ classified as (
         case
             when not parsed.is_valid_json then 'malformed_json'
             when parsed.ticket_id is null then 'null_ticket_id'
+            when parsed.copy_number > 1 then 'duplicate'
             when known_users.user_id is null then 'orphan_requester'
         end as quarantine_reason,
         parsed.raw_record,
