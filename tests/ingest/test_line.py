@@ -17,7 +17,7 @@ from loopline.settings import Settings
 from loopline.simulate import simulate
 from tests.conftest import SMALL_UNTIL, copy_company, query
 
-SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "snapshots")
+SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "features", "snapshots")
 
 
 @dataclass
@@ -232,7 +232,9 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
     for name in ("staging.base_events__viewing_events", "staging.stg_events__viewing_events",
                  "quarantine.quarantine_events__viewing_events",
                  "intermediate.int_viewing_events_sessionized", "core.fct_viewing_sessions",
-                 "monitoring.fct_load_accounting"):  # fmt: skip
+                 "monitoring.fct_load_accounting", "features.fs_churn__user_daily",
+                 "features.fs_recs__show_popularity", "features.fs_recs__co_watch",
+                 "features.fs_recs__user_genre_affinity", "features.fs_recs__user_history"):  # fmt: skip
         assert incremental[name] == full[name], name
 
 
