@@ -73,6 +73,21 @@ class WarehouseBusyError(RuntimeError):
     """Another process holds the warehouse writer lock for too long."""
 
 
+# lock files this process holds: dbt run in-process under the lock must not wait for it again
+# (flock locks belong to an open file, so a second open in the same process would deadlock)
+_HELD: set[Path] = set()
+
+
+def writer_lock_path(warehouse: Path) -> Path:
+    """The lock file beside the warehouse file that every writer takes."""
+    return warehouse.with_name(warehouse.name + ".writer.lock")
+
+
+def holds_warehouse_writer(warehouse: Path | str) -> bool:
+    """True when this process holds the writer lock of the warehouse file `warehouse`."""
+    return writer_lock_path(Path(warehouse)).resolve() in _HELD
+
+
 @contextmanager
 def warehouse_writer(settings: Settings, timeout_s: float = 1800.0) -> Iterator[Path]:
     """Hold the single-writer lock of the warehouse (see docs/architecture.md).
@@ -81,7 +96,7 @@ def warehouse_writer(settings: Settings, timeout_s: float = 1800.0) -> Iterator[
     """
     path = settings.resolved_warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + ".writer.lock")
+    lock = writer_lock_path(path)
     with lock.open("a+") as handle:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -95,7 +110,10 @@ def warehouse_writer(settings: Settings, timeout_s: float = 1800.0) -> Iterator[
                         f"(lock {lock}); wait for it or stop it"
                     ) from None
                 time.sleep(0.2)
+        held = lock.resolve()
+        _HELD.add(held)
         try:
             yield path
         finally:
+            _HELD.discard(held)
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -23,19 +23,22 @@
     )
 {% endmacro %}
 
-{#- post-hook: record (name, version, definition hash, columns with types) once per version -#}
+{#- post-hook: record (name, version, definition hash, columns with types) once per version.
+    The columns are the model's own output (DuckDB describes the compiled query without
+    running it), not the table's: the table keeps every column any version ever had
+    (`append_new_columns`), so a column a new version dropped must not be listed for it. -#}
 {% macro register_feature_set(feature_set_name) %}
+    {%- set columns = [] -%}
+    {%- for column in adapter.get_column_schema_from_query(model.compiled_code) -%}
+        {%- do columns.append({'name': column.name, 'type': column.dtype}) -%}
+    {%- endfor %}
     insert into {{ this.schema }}.feature_sets
     select
         '{{ feature_set_name }}',
         '{{ feature_set_version() }}',
         '{{ local_md5(model.raw_code) }}',
         '{{ this }}',
-        (
-            select to_json(list({'name': column_name, 'type': data_type} order by ordinal_position))::varchar
-            from information_schema.columns
-            where table_schema = '{{ this.schema }}' and table_name = '{{ this.identifier }}'
-        ),
+        '{{ tojson(columns) }}',
         now()::timestamp
     where not exists (
         select 1 from {{ this.schema }}.feature_sets

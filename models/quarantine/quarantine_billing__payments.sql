@@ -1,29 +1,10 @@
 with
 
-payments_rows as (
+payments as (
 
-    select * from {{ source('billing', 'payments_rows') }}
-
-),
-
-known_users as (
-
-    -- a quarantined user still exists at the source: their payments are not orphans
-    select
-        user_id,
-        email
-    from {{ ref('stg_oltp__users') }}
-    union
-    select
-        user_id,
-        email
-    from {{ ref('quarantine_oltp__users') }}
-
-),
-
-classified as (
-
-    {{ billing_classify_payments('payments_rows', 'known_users') }}
+    -- the rows a cleaning rule rejected (see base_billing__payments for the rules)
+    select * from {{ ref('base_billing__payments') }}
+    where quarantine_reason is not null
 
 ),
 
@@ -41,8 +22,7 @@ quarantined as (
         _batch_id,
         _loaded_at
 
-    from classified
-    where quarantine_reason is not null
+    from payments
 
 )
 

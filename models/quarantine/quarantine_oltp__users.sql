@@ -2,18 +2,9 @@ with
 
 users as (
 
-    select * from {{ source('oltp', 'users') }}
-
-),
-
-classified as (
-
-    select
-        *,
-        -- the whole source row, so nothing is lost when it is set aside
-        cast(to_json(users) as varchar) as raw_record,
-        {{ oltp_users_quarantine_reason() }} as quarantine_reason
-    from users
+    -- the rows a cleaning rule rejected (see base_oltp__users for the rules)
+    select * from {{ ref('base_oltp__users') }}
+    where quarantine_reason is not null
 
 ),
 
@@ -22,8 +13,8 @@ quarantined as (
     select
         -- ids: a quarantined user still exists at the source, so payments, tickets and
         -- events that name them are not orphans; the normalised email is their match key
-        cast(user_id as bigint) as user_id,
-        {{ normalise_email('email') }} as email,
+        user_id,
+        email,
         -- why
         quarantine_reason,
         raw_record,
@@ -31,8 +22,7 @@ quarantined as (
         _batch_id,
         _loaded_at
 
-    from classified
-    where quarantine_reason is not null
+    from users
 
 )
 

@@ -1,29 +1,10 @@
 with
 
-tickets_lines as (
+tickets as (
 
-    select * from {{ source('support', 'tickets_lines') }}
-
-),
-
-known_users as (
-
-    -- a quarantined user still exists at the source: their tickets are not orphans
-    select
-        user_id,
-        email
-    from {{ ref('stg_oltp__users') }}
-    union
-    select
-        user_id,
-        email
-    from {{ ref('quarantine_oltp__users') }}
-
-),
-
-classified as (
-
-    {{ support_classify_tickets('tickets_lines', 'known_users') }}
+    -- the lines a cleaning rule rejected (see base_support__tickets for the rules)
+    select * from {{ ref('base_support__tickets') }}
+    where quarantine_reason is not null
 
 ),
 
@@ -41,8 +22,7 @@ quarantined as (
         _batch_id,
         _loaded_at
 
-    from classified
-    where quarantine_reason is not null
+    from tickets
 
 )
 

@@ -17,7 +17,7 @@ from loopline.settings import Settings
 from loopline.simulate import simulate
 from tests.conftest import SMALL_UNTIL, copy_company, query
 
-SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "snapshots")
+SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "features", "snapshots")
 
 
 @dataclass
@@ -41,12 +41,12 @@ def manifest(settings: Settings) -> dict:
 
 
 def table_fingerprints(settings: Settings) -> dict[str, tuple[int, str]]:
-    """Row count and an order-independent content hash of every built table."""
+    """Row count and an order-independent content hash of every built table and view."""
     con = duckdb.connect(str(settings.resolved_warehouse_path))  # same config as dbt in-process
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
-            f"where table_schema in {SCHEMAS} and table_type = 'BASE TABLE' order by 1, 2"
+            f"where table_schema in {SCHEMAS} order by 1, 2"
         ).fetchall()
         out = {}
         for schema, table in tables:
@@ -195,12 +195,20 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
     result = run_dbt(settings, ["build"])
     assert result.success
     new_day = date.fromordinal(SMALL_UNTIL.toordinal() + 1)
-    # rows processed are reported, and only the new day plus the lookback was rebuilt
-    (new_clean,) = query(
+    # rows processed are reported (every new line is classified once), and only the new
+    # day plus the lookback was rebuilt
+    (new_lines, new_clean) = query(
+        settings,
+        "select count(*), count(*) filter (where quarantine_reason is null) "
+        f"from staging.base_events__viewing_events where _batch_id = '{report.batch_id}'",
+    )[0]
+    assert result.processed["staging.base_events__viewing_events"] == new_lines
+    assert new_lines >= new_clean > 0
+    (staged,) = query(
         settings,
         f"select count(*) from staging.stg_events__viewing_events where _batch_id = '{report.batch_id}'",
     )[0]
-    assert result.processed["staging.stg_events__viewing_events"] == new_clean > 0
+    assert staged == new_clean
     sessions_written = result.processed["intermediate.int_viewing_events_sessionized"]
     (total_sessions, oldest) = query(
         settings,
@@ -221,6 +229,51 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
     incremental = table_fingerprints(settings)
     run_dbt(settings, ["build", "--full-refresh"])
     full = table_fingerprints(settings)
-    for name in ("staging.stg_events__viewing_events", "intermediate.int_viewing_events_sessionized",
-                 "quarantine.quarantine_events__viewing_events", "core.fct_viewing_sessions"):  # fmt: skip
+    for name in ("staging.base_events__viewing_events", "staging.stg_events__viewing_events",
+                 "quarantine.quarantine_events__viewing_events",
+                 "intermediate.int_viewing_events_sessionized", "core.fct_viewing_sessions",
+                 "monitoring.fct_load_accounting", "features.fs_churn__user_daily",
+                 "features.fs_recs__show_popularity", "features.fs_recs__co_watch",
+                 "features.fs_recs__user_genre_affinity", "features.fs_recs__user_history"):  # fmt: skip
         assert incremental[name] == full[name], name
+
+
+def test_redelivered_tickets_are_quarantined_as_duplicates_and_counted(built, tmp_path):
+    """Three tickets delivered again in a new file: the build passes, the copies are set aside."""
+    settings = copy_company(built.settings, tmp_path / "data")
+    tickets = settings.landing_dir / "tickets"
+    delivered = query(  # three clean tickets and the files they first came in
+        settings,
+        "select ticket_id, _file, _line_no from staging.stg_support__tickets order by _file, _line_no limit 3",
+    )
+    lines = {
+        (file, number): line
+        for file in {file for _, file, _ in delivered}
+        for number, line in enumerate((settings.landing_dir / file).read_text().splitlines(True), 1)
+    }
+    resent = [lines[(file, number)] for _, file, number in delivered]
+    ids = sorted(ticket for ticket, _, _ in delivered)
+    (tickets / "tickets_29991231_redelivery.ndjson").write_text("".join(resent))
+    report = ingest(settings, progress=False)
+    assert report.files.records["tickets"] == 3
+    run_dbt(settings, ["build"])  # raises if a test (unique ticket_id) fails
+    in_list = ", ".join(f"'{i}'" for i in ids)
+    staged = query(
+        settings,
+        f"select ticket_id, _file from staging.stg_support__tickets where ticket_id in ({in_list})",
+    )
+    assert sorted(ticket for ticket, _ in staged) == ids  # each ticket once, its first copy
+    assert {file for _, file in staged} == {file for _, file, _ in delivered}
+    duplicates = query(
+        settings,
+        "select ticket_id from quarantine.quarantine_support__tickets "
+        f"where quarantine_reason = 'duplicate' and _batch_id = '{report.batch_id}'",
+    )
+    assert sorted(ticket for (ticket,) in duplicates) == ids
+    ((landed, loaded, quarantined, unaccounted),) = query(
+        settings,
+        "select landed_records, loaded_records, quarantined_records, unaccounted_records "
+        f"from monitoring.fct_load_accounting where source_name = 'tickets' "
+        f"and _batch_id = '{report.batch_id}'",
+    )
+    assert (landed, loaded, quarantined, unaccounted) == (3, 0, 3, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -124,20 +125,33 @@ def test_churn_is_predictable_from_the_features(built_warehouse):
     assert roc_auc_score(data["churned_within_30d"], model.predict_proba(x)[:, 1]) > 0.6
 
 
-def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_warehouse, tmp_path):
-    source, _ = built_warehouse
+def private_project(source: Settings, tmp_path: Path) -> tuple[Settings, Path]:
+    """A copy of the built warehouse and of the dbt project, to change a definition in."""
     project = tmp_path / "project"
+    project.mkdir()
     root = project_dir()
     for name in ("dbt_project.yml", "profiles.yml"):
-        shutil.copy(root / name, project / name) if project.exists() else (
-            project.mkdir(),
-            shutil.copy(root / name, project / name),
-        )
+        shutil.copy(root / name, project / name)
     for folder in ("models", "macros", "seeds", "snapshots", "data-tests"):
         shutil.copytree(root / folder, project / folder)
     settings = copy_company(source, tmp_path / "data").model_copy(
         update={"dbt_project_dir": project}
     )
+    return settings, project
+
+
+def registered_columns(settings: Settings, version: str) -> list[str]:
+    (columns_json,) = query(
+        settings,
+        "select columns_json from features.feature_sets "
+        f"where feature_set_name = 'churn_user_daily' and feature_set_version = '{version}'",
+    )[0]
+    return [column["name"] for column in json.loads(columns_json)]
+
+
+def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_warehouse, tmp_path):
+    source, _ = built_warehouse
+    settings, project = private_project(source, tmp_path)
     before = frame(
         settings, f"select feature_set_version, count(*) as n from {FEATURES} group by 1"
     )
@@ -156,8 +170,9 @@ def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_wareho
     yml = project / "models" / "marts" / "features" / "_features__models.yml"
     yml.write_text(
         yml.read_text().replace(
-            "      - {name: watch_minutes_14d, data_type: double}\n",
-            "      - {name: watch_minutes_per_day_7d, data_type: double}\n      - {name: watch_minutes_14d, data_type: double}\n",
+            "      - name: watch_minutes_14d\n",
+            "      - {name: watch_minutes_per_day_7d, data_type: double, description: per day}\n"
+            "      - name: watch_minutes_14d\n",
         )
     )
     run_dbt(
@@ -174,6 +189,39 @@ def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_wareho
     assert old["new_values"].iloc[0] == 0 and new["new_values"].iloc[0] == new["n"].iloc[0] > 0
     registry = frame(settings, "select feature_set_version from features.feature_sets")
     assert set(after["feature_set_version"]) <= set(registry["feature_set_version"])
+
+
+def test_a_version_that_drops_a_column_is_registered_without_it(built_warehouse, tmp_path):
+    """The table keeps the old column for the old rows; the new version's entry lacks it."""
+    source, _ = built_warehouse
+    settings, project = private_project(source, tmp_path)
+    ((old_version,),) = query(settings, f"select distinct feature_set_version from {FEATURES}")
+    assert "watch_minutes_14d" in registered_columns(settings, old_version)
+    model = project / "models" / "marts" / "features" / "churn" / "fs_churn__user_daily.sql"
+    dropped = "        windowed.watch_minutes_14d::double as watch_minutes_14d,\n"
+    assert dropped in model.read_text()
+    model.write_text(model.read_text().replace(dropped, ""))
+    yml = project / "models" / "marts" / "features" / "_features__models.yml"
+    lines = yml.read_text().splitlines(keepends=True)
+    at = lines.index("      - name: watch_minutes_14d\n")
+    yml.write_text("".join(lines[:at] + lines[at + 3 :]))  # name, data_type, description
+    run_dbt(
+        settings, ["build", "--select", "fs_churn__user_daily", "--exclude-resource-type", "test"]
+    )
+    ((new_version,),) = query(
+        settings,
+        f"select distinct feature_set_version from {FEATURES} "
+        f"where feature_set_version <> '{old_version}'",
+    )
+    new_columns = registered_columns(settings, new_version)
+    assert "watch_minutes_14d" not in new_columns
+    assert {"watch_minutes_7d", "watch_minutes_30d", "feature_set_version"} <= set(new_columns)
+    assert "watch_minutes_14d" in registered_columns(settings, old_version)
+    ((kept,),) = query(
+        settings,
+        f"select count(watch_minutes_14d) from {FEATURES} where feature_set_version = '{old_version}'",
+    )
+    assert kept > 0  # the old version's rows still carry it
 
 
 @pytest.mark.parametrize("relation", [FEATURES, LABELS])
@@ -220,3 +268,35 @@ def test_recommendation_features_describe_the_sessions(built_warehouse):
     )
     assert len(mirrored) == len(pairs)  # co-watching is symmetric
     assert (mirrored["co_viewers_x"] == mirrored["co_viewers_y"]).all()
+
+
+@pytest.mark.parametrize("days_back", [0, 30])
+def test_user_histories_equal_what_the_recommender_assembles(built_warehouse, days_back):
+    """The dbt feature set holds, for each day, what ml.recommend.user_histories returns."""
+    import duckdb
+
+    from ml.recommend import user_histories
+
+    settings, _ = built_warehouse
+    con = duckdb.connect(str(settings.resolved_warehouse_path))
+    try:
+        ((last_day,),) = con.execute(
+            "select max(event_date) from staging.stg_events__viewing_events"
+        ).fetchall()
+        as_of = last_day - timedelta(days=days_back)
+        expected = user_histories(con, as_of, window_days=90, max_history=100)
+        built = con.execute(
+            "select user_id::varchar as user_id, recent_shows, last_show_id, feature_timestamp, "
+            "created_at from features.fs_recs__user_history where as_of_date = ?",
+            [as_of],
+        ).df()
+    finally:
+        con.close()
+    assert len(expected) > 100
+    columns = ["user_id", "recent_shows", "last_show_id", "feature_timestamp", "created_at"]
+    pd.testing.assert_frame_equal(
+        built[columns].sort_values("user_id").reset_index(drop=True),
+        expected[columns].sort_values("user_id").reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert expected["recent_shows"].str.count(",").max() > 3  # histories of several shows

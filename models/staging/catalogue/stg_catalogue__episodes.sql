@@ -1,25 +1,9 @@
 with
 
-items as (
+episodes as (
 
-    select * from {{ source('catalogue', 'catalogue_items') }}
+    select * from {{ ref('base_catalogue__items') }}
     where entity = 'episodes'
-
-),
-
-latest as (
-
-    -- an edited episode is served again by a later extraction: the latest updated_at
-    -- wins, and between copies of the same version the one extracted last
-    select * from items
-    qualify row_number() over (
-        partition by item ->> '$.episode_id'
-        order by
-            {{ parse_utc_timestamp("item ->> '$.updated_at'") }} desc nulls last,
-            _extracted_at desc,
-            _file desc,
-            _item_no desc
-    ) = 1
 
 ),
 
@@ -27,7 +11,7 @@ renamed as (
 
     select
         -- ids
-        item ->> '$.episode_id' as episode_id,
+        item_id as episode_id,
         item ->> '$.show_id' as show_id,
         -- episode
         try_cast(item ->> '$.season' as integer) as season_number,
@@ -36,7 +20,7 @@ renamed as (
         try_cast(item ->> '$.duration_s' as integer) as duration_s,
         -- timestamps
         {{ parse_utc_timestamp("item ->> '$.released_at'") }} as released_at,
-        {{ parse_utc_timestamp("item ->> '$.updated_at'") }} as updated_at,
+        updated_at,
         _extracted_at as extracted_at,
         -- lineage
         _file,
@@ -45,7 +29,7 @@ renamed as (
         _batch_id,
         _loaded_at
 
-    from latest
+    from episodes
 
 )
 

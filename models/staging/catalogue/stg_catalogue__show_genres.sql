@@ -2,7 +2,12 @@ with
 
 shows as (
 
-    select * from {{ ref('stg_catalogue__shows') }}
+    select
+        item_id as show_id,
+        {{ catalogue_show_genres('item') }} as genres,
+        updated_at
+    from {{ ref('base_catalogue__items') }}
+    where entity = 'shows'
 
 ),
 

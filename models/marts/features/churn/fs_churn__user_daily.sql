@@ -105,7 +105,7 @@ daily as (
     select
         spine.*,
         coalesce(activity.viewing_sessions, 0) as viewing_sessions,
-        coalesce(activity.watched_seconds, 0) / 60.0 as watch_minutes,
+        coalesce(activity.watched_seconds, 0) as watched_seconds,
         coalesce(activity.mobile_sessions, 0) as mobile_sessions,
         coalesce(activity.distinct_genres, 0) as distinct_genres,
         coalesce(activity.failed_charges, 0) as failed_charges,
@@ -127,9 +127,12 @@ windowed as (
 
     select
         *,
-        sum(watch_minutes) over last_7d as watch_minutes_7d,
-        sum(watch_minutes) over last_14d as watch_minutes_14d,
-        sum(watch_minutes) over last_30d as watch_minutes_30d,
+        -- whole seconds are summed and then divided: a sum of fractions would depend on the
+        -- order the window adds them in, and an incremental build (fewer rows per user)
+        -- would differ from a full refresh in the last bits
+        sum(watched_seconds) over last_7d / 60.0 as watch_minutes_7d,
+        sum(watched_seconds) over last_14d / 60.0 as watch_minutes_14d,
+        sum(watched_seconds) over last_30d / 60.0 as watch_minutes_30d,
         sum(viewing_sessions) over last_7d as sessions_7d,
         sum(viewing_sessions) over last_30d as sessions_30d,
         count(*) filter (where viewing_sessions > 0) over last_30d as active_days_30d,

@@ -21,37 +21,10 @@ sessions as (
 
 ),
 
-bounds as (
-
-    select
-        min(session_date) as data_from,
-        max(session_date) as data_through
-    from sessions
-
-),
-
-build_from as (
-
-    -- a week's rows change while late sessions arrive: rebuild the latest week
-    {{ feature_rebuild_from(7) }}
-
-),
-
-all_days as (
-
-    select
-        unnest(generate_series(
-            greatest(bounds.data_from, build_from.first_day), bounds.data_through, interval 1 day
-        ))::date as as_of_date
-    from bounds
-    cross join build_from
-
-),
-
 week_ends as (
 
-    select as_of_date from all_days
-    where dayofweek(as_of_date) = 0
+    -- a week's rows change while late sessions arrive: rebuild the latest week
+    {{ feature_as_of_days(ref('fct_viewing_sessions'), 'session_date', 7, week_ends_only=true) }}
 
 ),
 

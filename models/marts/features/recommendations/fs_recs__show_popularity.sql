@@ -26,30 +26,10 @@ shows as (
 
 ),
 
-bounds as (
-
-    select
-        min(session_date) as data_from,
-        max(session_date) as data_through
-    from sessions
-
-),
-
-build_from as (
-
-    -- late data changes recent days: rebuild this version's last days (see the macro)
-    {{ feature_rebuild_from(var('events_lookback_days')) }}
-
-),
-
 days as (
 
-    select
-        unnest(generate_series(
-            greatest(bounds.data_from, build_from.first_day), bounds.data_through, interval 1 day
-        ))::date as as_of_date
-    from bounds
-    cross join build_from
+    -- late data changes recent days: rebuild this version's last days (see the macro)
+    {{ feature_as_of_days(ref('fct_viewing_sessions'), 'session_date', var('events_lookback_days')) }}
 
 ),
 

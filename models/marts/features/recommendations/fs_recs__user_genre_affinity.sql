@@ -21,37 +21,10 @@ sessions as (
 
 ),
 
-bounds as (
-
-    select
-        min(session_date) as data_from,
-        max(session_date) as data_through
-    from sessions
-
-),
-
-build_from as (
-
-    -- a week's rows change while late sessions arrive: rebuild the latest week
-    {{ feature_rebuild_from(7) }}
-
-),
-
-all_days as (
-
-    select
-        unnest(generate_series(
-            greatest(bounds.data_from, build_from.first_day), bounds.data_through, interval 1 day
-        ))::date as as_of_date
-    from bounds
-    cross join build_from
-
-),
-
 week_ends as (
 
-    select as_of_date from all_days
-    where dayofweek(as_of_date) = 0
+    -- a week's rows change while late sessions arrive: rebuild the latest week
+    {{ feature_as_of_days(ref('fct_viewing_sessions'), 'session_date', 7, week_ends_only=true) }}
 
 ),
 
@@ -61,7 +34,7 @@ user_genre as (
         sessions.user_id,
         sessions.first_show_genre as genre,
         week_ends.as_of_date,
-        sum(sessions.watched_seconds) / 60.0 as watch_minutes_90d,
+        sum(sessions.watched_seconds) as watched_seconds_90d,
         count(*) as sessions_90d,
         max(sessions.landed_at) as inputs_known_at
     from week_ends
@@ -83,11 +56,13 @@ final as (
         (as_of_date + interval 1 day)::timestamp as feature_timestamp,
         greatest(as_of_date + interval 1 day, inputs_known_at)::timestamp as created_at,
         '{{ version }}'::varchar as feature_set_version,
-        watch_minutes_90d::double as watch_minutes_90d,
+        (watched_seconds_90d / 60.0)::double as watch_minutes_90d,
         sessions_90d::bigint as sessions_90d,
+        -- whole seconds summed, then divided: the share does not depend on the order the
+        -- window adds the genres up in, so a rebuild gives the same bits
         (
-            watch_minutes_90d
-            / nullif(sum(watch_minutes_90d) over (partition by user_id, as_of_date), 0)
+            watched_seconds_90d
+            / nullif(sum(watched_seconds_90d) over (partition by user_id, as_of_date), 0)
         )::double as share_of_watch_90d
     from user_genre
 

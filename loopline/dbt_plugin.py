@@ -1,0 +1,64 @@
+"""A dbt-duckdb plugin: plain `dbt` takes the warehouse writer lock before it opens the file.
+
+profiles.yml lists this module under `plugins:`, so dbt-duckdb calls
+`Plugin.update_connection_config` just before it opens the DuckDB warehouse. A `dbt build`
+started from the repository root then queues behind a running flow (ingest, `loopline
+build`, scoring) instead of failing on DuckDB's own file lock or, worse, getting the file
+between two of a flow's steps. The lock is held until the dbt process exits.
+
+`loopline build` (loopline/dbt.py) runs dbt in-process while it already holds the lock: the
+plugin sees that and takes nothing (a second flock in one process would wait for itself).
+Another long-lived program that embeds dbt should hold `loopline.duck.warehouse_writer`
+around its invocations, as loopline/dbt.py does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from dbt.adapters.duckdb.plugins import BasePlugin
+
+from loopline import progress
+from loopline.duck import holds_warehouse_writer, warehouse_writer, writer_lock_path
+from loopline.settings import Settings
+
+
+def _is_free(lock: Path) -> bool:
+    """True when nobody holds the lock right now (only to decide whether to say we wait)."""
+    if not lock.exists():
+        return True
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+class Plugin(BasePlugin):
+    """Hold the warehouse writer lock for as long as this dbt process runs."""
+
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._held = ExitStack()
+        self._locked = False
+
+    def update_connection_config(self, creds: Any, config: dict[str, Any]) -> None:
+        path = str(creds.path)
+        if self._locked or path == ":memory:" or path.startswith("md:"):
+            return
+        warehouse = Path(path)
+        if holds_warehouse_writer(warehouse):  # loopline runs dbt under the lock already
+            return
+        if not _is_free(writer_lock_path(warehouse)):
+            progress.say(
+                f"waiting for the warehouse writer lock of {warehouse} "
+                "(a flow, ingest or `loopline build` is writing it)"
+            )
+        self._held.enter_context(warehouse_writer(Settings(warehouse_path=warehouse)))
+        self._locked = True
+        atexit.register(self._held.close)
