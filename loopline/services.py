@@ -335,7 +335,7 @@ def wait_ready(running: Running, url: str, timeout_s: float) -> None:
             last = log_tail(running.log)
             raise ServiceError("exited before it answered" + (f" ({last})" if last else ""))
         if time.monotonic() > deadline:
-            raise ServiceError(f"did not answer within {timeout_s:.0f} s")
+            raise ServiceError(f"did not answer within {timeout_s:g} s")
         time.sleep(0.3)
 
 
@@ -609,9 +609,7 @@ def prefect_api(
     """
     given = os.environ.get("PREFECT_API_URL")
     if given:
-        if while_starting is not None:
-            while_starting(given)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while not answers(given.rstrip("/") + "/health"):
             if time.monotonic() > deadline:
                 raise ServiceError(
@@ -619,6 +617,8 @@ def prefect_api(
                     "or unset PREFECT_API_URL to use a temporary one"
                 )
             time.sleep(0.5)
+        if while_starting is not None:
+            while_starting(given)
         yield given
         return
     server = recorded(settings, "prefect")
