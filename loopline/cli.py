@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
@@ -257,16 +258,23 @@ def demo(
         os.environ["PREFECT_API_URL"] = url
         import flows.demo  # noqa: F401
 
+    started = time.monotonic()
     try:
-        with prefect_api(settings, while_starting=point_prefect_at) as api_url:
+        with prefect_api(settings, while_starting=point_prefect_at) as api:
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             from flows.demo import DemoParams, loopline_demo
+            from loopline.progress import phase
 
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                result = loopline_demo(
-                    DemoParams(scale=scale.value if scale else settings.sim_scale)
-                )
+            log = f"; log {_shown(api.log)}" if api.log else ""
+            phase("prefect", f"{api.url}: {api.source}{log}", time.monotonic() - started)
+            with temporary_settings(updates={PREFECT_API_URL: api.url}):
+                try:
+                    result = loopline_demo(
+                        DemoParams(scale=scale.value if scale else settings.sim_scale)
+                    )
+                finally:
+                    _send_prefect_backlog()
     except ServiceError as exc:
         raise _fail(str(exc)) from None
     finally:
@@ -275,6 +283,15 @@ def demo(
     console.rule("where to look")
     for name, where in result.items():
         console.print(f"  {name:<22} {where}")
+
+
+def _send_prefect_backlog(timeout_s: float = 30.0) -> None:
+    """Send the run's queued logs and events before a temporary server goes away."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 # -- later issues fill these in ----------------------------------------------------------------
@@ -372,27 +389,40 @@ def docs(
 ) -> None:
     """Generate the dbt docs site (models, columns, lineage) and serve it on 127.0.0.1."""
     import functools
+    import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     from loopline.dbt import DbtError, run_dbt
 
     settings = _settings()
     target = settings.data_dir / "dbt" / "target"  # where `loopline build` writes artifacts
-    if generate:
-        try:
-            run_dbt(settings, ["docs", "generate"])
-        except DbtError as exc:
-            raise _fail(str(exc)) from exc
-    if not (target / "index.html").exists():
-        raise _fail(f"no docs site in {target}: run `loopline docs` (with --generate)")
+    target.mkdir(parents=True, exist_ok=True)
+    port = settings.docs_port if port is None else port
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(target))
-    server = ThreadingHTTPServer(("127.0.0.1", port or settings.docs_port), handler)
-    console.print(f"dbt docs on http://127.0.0.1:{server.server_address[1]}  (Ctrl-C stops it)")
     try:
-        server.serve_forever()
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise _fail(f"cannot serve on 127.0.0.1:{port} ({exc.strerror}): set --port") from None
+    # serve at once (a previous site, if any) while dbt generates the new one
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        if generate:
+            console.print(f"generating the dbt docs site in {target} ...")
+            try:
+                run_dbt(settings, ["docs", "generate"])
+            except DbtError as exc:
+                if not (target / "index.html").exists():
+                    raise _fail(str(exc)) from exc
+                console.print(f"[yellow]{escape(str(exc))}: serving the previous site[/yellow]")
+        if not (target / "index.html").exists():
+            raise _fail(f"no docs site in {target}: run `loopline docs` without --no-generate")
+        console.print(f"dbt docs on {url}  (Ctrl-C stops it)")
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()
 
 

@@ -595,10 +595,19 @@ def deployment_runs(api_url: str, timeout_s: float = 3.0) -> list[DeploymentRuns
 # -- a Prefect API for the demo ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PrefectApi:
+    """The Prefect API a run uses, and where it comes from (for people)."""
+
+    url: str
+    source: str
+    log: str | None = None  # the temporary server's log
+
+
 @contextlib.contextmanager
 def prefect_api(
     settings: Settings, while_starting: Callable[[str], None] | None = None
-) -> Iterator[str]:
+) -> Iterator[PrefectApi]:
     """A Prefect API URL for the length of a run; ServiceError if none answers in time.
 
     In order: ``PREFECT_API_URL`` if set (it must answer); the server `loopline up`
@@ -619,21 +628,22 @@ def prefect_api(
             time.sleep(0.5)
         if while_starting is not None:
             while_starting(given)
-        yield given
+        yield PrefectApi(given, "PREFECT_API_URL")
         return
     server = recorded(settings, "prefect")
     if server is not None and server.ready_url and answers(server.ready_url):
         if while_starting is not None:
             while_starting(prefect_api_url(settings))
-        yield prefect_api_url(settings)
+        yield PrefectApi(prefect_api_url(settings), "the server `loopline up` runs")
         return
     port = free_port()
     env = _service_environment(settings)
     env["PREFECT_API_URL"] = _url(port, "/api")
     running = launch(
         "prefect (temporary)",
-        # no UI and no background services: the run needs only the API
-        _prefect_server_command(port, "--no-ui", "--no-services"),
+        # no UI and no scheduling; the services that record task runs and events stay, so
+        # the UI `up` starts later shows the run whole
+        _prefect_server_command(port, "--no-ui", "--no-scheduler", "--no-late-runs"),
         log_dir(settings) / "prefect-temporary.log",
         env,
         port=port,
@@ -648,6 +658,6 @@ def prefect_api(
                 f"the Prefect server for this run {exc} (log {running.log}); start one with "
                 "`make up` and run again, or raise LOOPLINE_SERVICE_START_TIMEOUT"
             ) from None
-        yield _url(port, "/api")
+        yield PrefectApi(_url(port, "/api"), "a temporary server for this run", running.log)
     finally:
         stop(running)

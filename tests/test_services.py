@@ -79,8 +79,8 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
     assert "loopline-line/line" in status.output and "last: no run yet" in status.output
 
     # a demo run would use this server rather than start its own
-    with services.prefect_api(settings) as api_url:
-        assert api_url == services.prefect_api_url(settings)
+    with services.prefect_api(settings) as api:
+        assert api.url == services.prefect_api_url(settings)
 
     again = runner.invoke(app, ["up"])
     assert again.exit_code == 0, again.output
