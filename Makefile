@@ -61,7 +61,7 @@ docs: install ## generate the dbt docs site and serve it on http://127.0.0.1:808
 	$(RUN) loopline docs
 
 mlflow-ui: install ## the MLflow UI on http://127.0.0.1:5000 (foreground)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(RUN) mlflow server --workers 1 \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(RUN) mlflow server --workers 1 \
 	    --backend-store-uri sqlite:///$(DATA)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 serve: install ## serve @champion over HTTP on http://127.0.0.1:8000 (docs at /docs; foreground)

@@ -266,8 +266,7 @@ def demo(
             from flows.demo import DemoParams, loopline_demo
             from loopline.progress import phase
 
-            log = f"; log {_shown(api.log)}" if api.log else ""
-            phase("prefect", f"{api.url}: {api.source}{log}", time.monotonic() - started)
+            phase("prefect", api.source, time.monotonic() - started)  # its log: data/logs/
             with temporary_settings(updates={PREFECT_API_URL: api.url}):
                 try:
                     result = loopline_demo(

@@ -174,6 +174,7 @@ def _service_environment(settings: Settings) -> dict[str, str]:
             "PREFECT_API_URL": prefect_api_url(settings),
             "PYTHONUNBUFFERED": "1",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no extra job-runner processes
+            "MLFLOW_DISABLE_TELEMETRY": env.get("MLFLOW_DISABLE_TELEMETRY", "true"),  # offline
             "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         }
     )
@@ -628,13 +629,15 @@ def prefect_api(
             time.sleep(0.5)
         if while_starting is not None:
             while_starting(given)
-        yield PrefectApi(given, "PREFECT_API_URL")
+        yield PrefectApi(given, f"PREFECT_API_URL {given}")
         return
     server = recorded(settings, "prefect")
     if server is not None and server.ready_url and answers(server.ready_url):
         if while_starting is not None:
             while_starting(prefect_api_url(settings))
-        yield PrefectApi(prefect_api_url(settings), "the server `loopline up` runs")
+        yield PrefectApi(
+            prefect_api_url(settings), f"the `loopline up` server on port {settings.prefect_port}"
+        )
         return
     port = free_port()
     env = _service_environment(settings)
@@ -658,6 +661,6 @@ def prefect_api(
                 f"the Prefect server for this run {exc} (log {running.log}); start one with "
                 "`make up` and run again, or raise LOOPLINE_SERVICE_START_TIMEOUT"
             ) from None
-        yield PrefectApi(_url(port, "/api"), "a temporary server for this run", running.log)
+        yield PrefectApi(_url(port, "/api"), f"temporary server on port {port}", running.log)
     finally:
         stop(running)
