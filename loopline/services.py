@@ -509,13 +509,19 @@ def down(settings: Settings, names: Sequence[str] | None = None) -> list[tuple[s
 
 
 def resolve_existing(names: Sequence[str]) -> list[str]:
-    """`names` in registry order, each one a known service."""
+    """`names` and the services that need them (stopped first), in registry order."""
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ServiceError(
             f"unknown service {', '.join(unknown)}: choose from {', '.join(REGISTRY)}"
         )
-    return [n for n in REGISTRY if n in names]
+    wanted = set(names)
+    grew = True
+    while grew:
+        dependents = {n for n, s in REGISTRY.items() if wanted & set(s.needs)}
+        grew = not dependents <= wanted
+        wanted |= dependents
+    return [n for n in REGISTRY if n in wanted]
 
 
 @dataclass(frozen=True)

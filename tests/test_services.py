@@ -143,3 +143,10 @@ def test_up_names_an_unknown_service_and_the_known_ones(settings):
     result = runner.invoke(app, ["up", "jupyter"])
     assert result.exit_code == 2
     assert "unknown service jupyter" in result.output and "prefect" in result.output
+
+
+def test_up_starts_what_a_service_needs_and_down_stops_what_needs_it():
+    """Served deployments without their server would only fail: they come and go together."""
+    assert services.resolve(["deployments"]) == ["prefect", "deployments"]
+    assert services.resolve_existing(["prefect"]) == ["prefect", "deployments"]
+    assert services.resolve_existing(["api"]) == ["api"]
