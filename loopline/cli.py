@@ -246,7 +246,9 @@ def demo(
     ] = None,
 ) -> None:
     """Run the whole loop as one Prefect flow on the embedded defaults, then say where to look."""
+    from loopline.dbt import DbtError
     from loopline.services import ServiceError, prefect_api
+    from ml.registry import RegistryError
 
     settings = _settings()
     _prefect_home(settings)
@@ -274,7 +276,7 @@ def demo(
                     )
                 finally:
                     _send_prefect_backlog()
-    except ServiceError as exc:
+    except (ServiceError, RegistryError, DbtError) as exc:  # said once, without a traceback
         raise _fail(str(exc)) from None
     finally:
         if given is None:
