@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -657,6 +658,8 @@ def prefect_api(
         env,
         port=port,
     )
+    # a SIGTERM (or a closed terminal) must stop the temporary server too, as Ctrl-C does
+    previous = _exit_on_signals()
     try:
         if while_starting is not None:
             while_starting(_url(port, "/api"))
@@ -670,3 +673,18 @@ def prefect_api(
         yield PrefectApi(_url(port, "/api"), f"temporary server on port {port}", running.log)
     finally:
         stop(running)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _exit_on_signals() -> dict[int, Any]:
+    """Turn SIGTERM and SIGHUP into SystemExit (so `finally` blocks run); the old handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return {signum: signal.signal(signum, leave) for signum in (signal.SIGTERM, signal.SIGHUP)}
