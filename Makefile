@@ -6,23 +6,27 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
-export PREFECT_HOME ?= $(CURDIR)/data/prefect
+DATA := $(abspath $(or $(LOOPLINE_DATA_DIR),data))
+export PREFECT_HOME ?= $(DATA)/prefect
 export OMP_NUM_THREADS ?= 2
+SCALE ?=
 
-.PHONY: help install demo test test-slow lint format bench docs mlflow-ui serve deployments clean
+.PHONY: help install demo test test-slow lint format bench up down status docs mlflow-ui serve deployments clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
 	$(CURDIR)/.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
+# --compile-bytecode: byte-compile once at install, so the first run of anything (a Prefect
+# server above all) does not spend its start-up compiling
 install: $(if $(filter $(CURDIR)/.tools/bin/uv,$(UV)),$(CURDIR)/.tools/bin/uv) ## create or refresh .venv from uv.lock
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
-demo: install ## run the whole loop on the embedded defaults (DuckDB, SQLite, local MLflow)
-	$(RUN) loopline demo
+demo: install ## run the whole loop on the embedded defaults (SCALE=small|demo|large)
+	$(RUN) loopline demo $(if $(SCALE),--scale $(SCALE))
 
 test: install ## the test suite CI runs (fast: heavier suites are marked slow)
 	$(RUN) pytest
@@ -44,18 +48,28 @@ format: install ## apply ruff's fixes and formatting
 bench: install ## serving and batch-scoring benchmarks -> data/bench/results.md (BENCH_ARGS=--quick)
 	$(RUN) python -m bench.run $(BENCH_ARGS)
 
-docs: install ## build the warehouse docs site and serve it on http://127.0.0.1:8080
-	$(RUN) dbt docs generate --target-path data/dbt/target
-	$(RUN) dbt docs serve --target-path data/dbt/target --port 8080
+up: install ## start Prefect (+ deployments), MLflow UI, dbt docs and the API in the background
+	$(RUN) loopline up
 
-mlflow-ui: install ## browse runs, metrics, plots and the model registry on http://127.0.0.1:5000
-	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --port 5000
+down: ## stop what `make up` started
+	$(RUN) loopline down
 
-serve: install ## serve @champion over HTTP on http://127.0.0.1:8000 (docs at /docs)
-	$(RUN) loopline serve --port 8000
+status: ## what runs, on which port, and each deployment's last run
+	$(RUN) loopline status
 
-deployments: install ## register and serve the Prefect deployments (needs PREFECT_API_URL)
+docs: install ## generate the dbt docs site and serve it on http://127.0.0.1:8080 (foreground)
+	$(RUN) loopline docs
+
+mlflow-ui: install ## the MLflow UI on http://127.0.0.1:5000 (foreground)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(RUN) mlflow server --workers 1 \
+	    --backend-store-uri sqlite:///$(DATA)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+serve: install ## serve @champion over HTTP on http://127.0.0.1:8000 (docs at /docs; foreground)
+	$(RUN) loopline serve
+
+deployments: install ## serve the Prefect deployments in the foreground (needs PREFECT_API_URL)
 	$(RUN) python -m flows.deployments
 
-clean: ## remove generated data (warehouse, landing files, MLflow store, reports)
+clean: ## stop what `make up` started, remove generated data (warehouse, landing, MLflow store ...)
+	if [ -x .venv/bin/loopline ]; then .venv/bin/loopline down > /dev/null || true; fi
 	rm -rf data target logs

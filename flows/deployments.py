@@ -1,11 +1,11 @@
 """Prefect deployments of the flows: the line hourly, training weekly, scoring daily.
 
-    uv run prefect server start                      # once, in another terminal
-    PREFECT_API_URL=http://127.0.0.1:4200/api make deployments
+    make up            # the Prefect server, and this module served beside it (`deployments`)
 
-`make deployments` registers them with the server and serves them from this process:
-scheduled runs start on time, and any of them can be started from the UI or with
-``prefect deployment run 'loopline-train/train'``. Parameters are the flows' pydantic
+or by hand: `make deployments` with ``PREFECT_API_URL`` pointing at a running server. Either
+registers them with the server and serves them from this process: the server's scheduler
+creates runs on time and this process executes them; any of them can be started from the
+UI or with ``prefect deployment run 'loopline-train/train'``. Parameters are the flows' pydantic
 models, enforced by the server, so a run with a bad parameter is refused before it starts.
 Runs that write the warehouse queue on its writer lock (docs/architecture.md).
 """

@@ -3,17 +3,59 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Sequence
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
+from typer._click import exceptions as click_errors  # typer's own copy of click's errors
+from typer.core import TyperGroup
 
-from loopline.settings import Settings, get_settings
+from loopline.settings import Settings, describe_error, get_settings
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, say) as one line naming the option, not a box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            result = super().main(
+                args, prog_name, complete_var, False, windows_expand_args, **kwargs
+            )
+        except click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            result = 0
+        except click_errors.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "loopline"
+            message = exc.format_message().replace("Value error, ", "")
+            typer.echo(f"error: {message} (see `{command} --help`)", err=True)
+            result = exc.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            result = 1
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(
     name="loopline",
+    cls=_OneLineErrors,
     help="The data line (extract, clean, load) and the ML loop (features, train, serve, monitor).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -22,15 +64,39 @@ app = typer.Typer(
 console = Console()
 
 
+class ScaleChoice(StrEnum):
+    """The simulated company's size (as LOOPLINE_SIM_SCALE)."""
+
+    small = "small"
+    demo = "demo"
+    large = "large"
+
+
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
+def _settings() -> Settings:
+    """The settings, or one line naming the bad environment variable and what it accepts."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise _fail(describe_error(exc)) from None
+
+
 def _prefect_home(settings: Settings) -> None:
-    """Keep Prefect's own database beside the rest of the data unless told otherwise."""
-    os.environ.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet here
+    """Prefect's environment for this process (a caller's own values win).
+
+    Its database lives beside the rest of the data; the terminal shows no Prefect INFO
+    lines (run logs still reach the API and the UI at INFO), and `loopline.progress`
+    messages reach the flow-run logs.
+    """
+    from loopline.services import prefect_environment
+
+    for key, value in prefect_environment(settings).items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # Prefect does not create missing parents of its home (a fresh clone has no data/)
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
@@ -49,8 +115,8 @@ def simulate(
         int | None, typer.Option(help="Days from the start (first run only); default from --scale.")
     ] = None,
     scale: Annotated[
-        str | None,
-        typer.Option(help="small | demo | large (>10M events). Default: LOOPLINE_SIM_SCALE."),
+        ScaleChoice | None,
+        typer.Option(help="large: >10M events. Default: LOOPLINE_SIM_SCALE (demo)."),
     ] = None,
     users: Annotated[
         int | None, typer.Option(help="Users on the start date (overrides the scale).")
@@ -88,7 +154,7 @@ def simulate(
         simulate as run,
     )
 
-    settings = get_settings()
+    settings = _settings()
     if reset:
         reset_sources(settings)
     state = load_state(settings)
@@ -103,7 +169,7 @@ def simulate(
     if state is None:
         try:
             config, default_days = config_for_scale(
-                scale or settings.sim_scale,  # type: ignore[arg-type]
+                scale.value if scale else settings.sim_scale,
                 seed=seed if seed is not None else settings.sim_seed,
                 start=settings.sim_start,
                 users=users,
@@ -161,7 +227,7 @@ def catalogue_api(
     from loopline.simulate.run import catalogue_dir
     from loopline.sources.catalogue_api import ApiBehaviour, serve_forever
 
-    settings = get_settings()
+    settings = _settings()
     behaviour = ApiBehaviour(rate_limit_per_s=rate_limit, failure_rate=failure_rate)
     console.print(
         f"catalogue API on http://{settings.catalogue_host}:{port or settings.catalogue_port}/v1/shows"
@@ -175,18 +241,58 @@ def catalogue_api(
 @app.command()
 def demo(
     scale: Annotated[
-        str | None, typer.Option(help="small | demo | large. Default: LOOPLINE_SIM_SCALE.")
+        ScaleChoice | None,
+        typer.Option(help="The simulated company's size. Default: LOOPLINE_SIM_SCALE (demo)."),
     ] = None,
 ) -> None:
     """Run the whole loop as one Prefect flow on the embedded defaults, then say where to look."""
-    settings = get_settings()
-    _prefect_home(settings)
-    from flows.demo import DemoParams, loopline_demo
+    from loopline.dbt import DbtError
+    from loopline.services import ServiceError, prefect_api
+    from ml.registry import RegistryError
 
-    result = loopline_demo(DemoParams(scale=scale or settings.sim_scale))
+    settings = _settings()
+    _prefect_home(settings)
+    given = os.environ.get("PREFECT_API_URL")
+
+    def point_prefect_at(url: str) -> None:
+        # before Prefect is first imported (it reads its settings then); the flows import
+        # while the server starts
+        os.environ["PREFECT_API_URL"] = url
+        import flows.demo  # noqa: F401
+
+    started = time.monotonic()
+    try:
+        with prefect_api(settings, while_starting=point_prefect_at) as api:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            from flows.demo import DemoParams, loopline_demo
+            from loopline.progress import phase
+
+            phase("prefect", api.source, time.monotonic() - started)  # its log: data/logs/
+            with temporary_settings(updates={PREFECT_API_URL: api.url}):
+                try:
+                    result = loopline_demo(
+                        DemoParams(scale=scale.value if scale else settings.sim_scale)
+                    )
+                finally:
+                    _send_prefect_backlog()
+    except (ServiceError, RegistryError, DbtError) as exc:  # said once, without a traceback
+        raise _fail(str(exc)) from None
+    finally:
+        if given is None:
+            os.environ.pop("PREFECT_API_URL", None)
     console.rule("where to look")
     for name, where in result.items():
         console.print(f"  {name:<22} {where}")
+
+
+def _send_prefect_backlog(timeout_s: float = 30.0) -> None:
+    """Send the run's queued logs and events before a temporary server goes away."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 # -- later issues fill these in ----------------------------------------------------------------
@@ -207,7 +313,7 @@ def ingest(
     from loopline.ingest.run import IngestError
     from loopline.ingest.run import ingest as run
 
-    settings = get_settings()
+    settings = _settings()
     try:
         report = run(settings, catalogue_url=catalogue_url, progress=not quiet)
     except IngestError as exc:
@@ -235,7 +341,12 @@ def build(
     """Run `dbt build` (warehouse and feature marts); extra arguments go to dbt (e.g. --select)."""
     from loopline.dbt import DbtError, run_dbt
 
-    settings = get_settings()
+    settings = _settings()
+    if not _ingested(settings):
+        raise _fail(
+            f"nothing ingested into {settings.resolved_warehouse_path} yet: "
+            "run `loopline ingest` first"
+        )
     args = ["build", *(["--full-refresh"] if full_refresh else []), *ctx.args]
     try:
         result = run_dbt(settings, args)
@@ -244,6 +355,76 @@ def build(
     console.print(
         f"dbt build: {len(result.results)} nodes passed; warehouse {settings.resolved_warehouse_path}"
     )
+
+
+def _ingested(settings: Settings) -> bool:
+    """Whether an ingest has created the raw layer dbt builds from."""
+    import duckdb
+
+    from loopline.duck import warehouse_writer
+
+    path = settings.resolved_warehouse_path
+    if not path.exists():
+        return False
+    with warehouse_writer(settings):
+        # read-write, as dbt opens it in this process next (one configuration per file)
+        con = duckdb.connect(str(path))
+        try:
+            (found,) = con.execute(
+                "select count(*) from information_schema.tables "
+                "where table_schema = 'raw' and table_name = 'file_manifest'"
+            ).fetchone() or (0,)
+        finally:
+            con.close()
+    return bool(found)
+
+
+@app.command()
+def docs(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default LOOPLINE_DOCS_PORT).", min=0, max=65535)
+    ] = None,
+    generate: Annotated[
+        bool, typer.Option(help="Run `dbt docs generate` first (under the writer lock).")
+    ] = True,
+) -> None:
+    """Generate the dbt docs site (models, columns, lineage) and serve it on 127.0.0.1."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from loopline.dbt import DbtError, run_dbt
+
+    settings = _settings()
+    target = settings.data_dir / "dbt" / "target"  # where `loopline build` writes artifacts
+    target.mkdir(parents=True, exist_ok=True)
+    port = settings.docs_port if port is None else port
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(target))
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise _fail(f"cannot serve on 127.0.0.1:{port} ({exc.strerror}): set --port") from None
+    # serve at once (a previous site, if any) while dbt generates the new one
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        if generate:
+            console.print(f"generating the dbt docs site in {target} ...")
+            try:
+                run_dbt(settings, ["docs", "generate"])
+            except DbtError as exc:
+                if not (target / "index.html").exists():
+                    raise _fail(str(exc)) from exc
+                console.print(f"[yellow]{escape(str(exc))}: serving the previous site[/yellow]")
+        if not (target / "index.html").exists():
+            raise _fail(f"no docs site in {target}: run `loopline docs` without --no-generate")
+        console.print(f"dbt docs on {url}  (Ctrl-C stops it)")
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @app.command()
@@ -260,7 +441,7 @@ def train(
     from ml.config import ConfigError, load_ml_config
     from ml.registry import RegistryError
 
-    settings = get_settings()
+    settings = _settings()
     if model not in ("churn", "recommender", "all"):
         raise _fail(f"--model {model!r}: choose churn, recommender or all")
     try:
@@ -307,7 +488,7 @@ def score(
     from ml.registry import RegistryError
     from ml.score import score_churn
 
-    settings = get_settings()
+    settings = _settings()
     try:
         with console.status("scoring every active user with @champion") as status:
             done = 0
@@ -339,16 +520,20 @@ def score(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default LOOPLINE_API_PORT).", min=0, max=65535)
+    ] = None,
     alias: Annotated[str, typer.Option(help="Registry alias to serve and follow.")] = "champion",
     poll_seconds: Annotated[float, typer.Option(help="How often to check the alias.")] = 5.0,
 ) -> None:
     """Serve churn scores and recommendations over HTTP (FastAPI on uvicorn)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    settings = _settings()
     from ml.serve import serve as run
 
+    port = settings.api_port if port is None else port
     console.print(f"serving @{alias} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    run(get_settings(), host, port, alias=alias, poll_seconds=poll_seconds)
+    run(settings, host, port, alias=alias, poll_seconds=poll_seconds)
 
 
 @app.command()
@@ -367,7 +552,7 @@ def promote(
     names = {"churn": CHURN_MODEL, "recommender": RECS_MODEL}
     if model not in names:
         raise _fail(f"--model {model!r}: choose churn or recommender")
-    settings = get_settings()
+    settings = _settings()
     try:
         decision = do_rollback(configure(settings), names[model])
     except RegistryError as exc:
@@ -388,17 +573,108 @@ def stream() -> None:
     _not_yet(None, "stream")
 
 
-@app.command()
-def up() -> None:
-    """Start the local services (Prefect server, catalogue API, MLflow UI)."""
-    _not_yet(None, "up")
+Names = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Services (default all): prefect, deployments, mlflow, docs, api.",
+        show_default=False,
+    ),
+]
+
+
+def _shown(path: str | Path) -> str:
+    """A path relative to the working directory when it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @app.command()
-def down() -> None:
-    """Stop the local services started by `loopline up`."""
-    _not_yet(None, "down")
+def up(names: Names = None) -> None:
+    """Start the local services on 127.0.0.1 (each once); print where each is and its log."""
+    from loopline import services
+
+    settings = _settings()
+    _prefect_home(settings)
+    try:
+        wanted = services.resolve(names)
+    except services.ServiceError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"starting {', '.join(wanted)} (logs in {_shown(services.log_dir(settings))}/) ..."
+    )
+
+    def report(outcome: services.Outcome) -> None:
+        running = outcome.running
+        where = (running.url if running else None) or ""
+        log = f"  log {_shown(running.log)}" if running else ""
+        if outcome.ok:
+            took = f" in {outcome.seconds:.0f} s" if outcome.seconds is not None else ""
+            state = f"[green]{outcome.action}{took}[/green]"
+            console.print(f"  {outcome.name:<12} {where:<34} {state}{log}", soft_wrap=True)
+        else:
+            console.print(
+                f"  {outcome.name:<12} [red]{outcome.action}[/red]: {escape(outcome.detail)}{log}",
+                soft_wrap=True,
+            )
+
+    outcomes = services.up(settings, wanted, on_outcome=report)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(code=1)
+    console.print("stop them with `loopline down` (or `make down`); `loopline status` shows them")
+
+
+@app.command()
+def down(names: Names = None) -> None:
+    """Stop the local services `loopline up` started (and nothing else)."""
+    from loopline import services
+
+    settings = _settings()
+    try:
+        stopped = services.down(settings, names)
+    except services.ServiceError as exc:
+        raise _fail(str(exc)) from None
+    for name, was_running in stopped:
+        console.print(f"  {name:<12} {'stopped' if was_running else 'was not running'}")
+
+
+@app.command()
+def status() -> None:
+    """Show which local services run, on which port, and each deployment's last run."""
+    from loopline import services
+
+    settings = _settings()
+    rows = services.status(settings)
+    for row in rows:
+        if row.running is None:
+            state, where = "stopped ", ""
+        else:
+            state = "[green]ready[/green]   " if row.ready else "[yellow]starting[/yellow]"
+            where = f"{row.running.url or ''}  pid {row.running.pid}"
+        port = str(row.port) if row.port else "-"
+        console.print(f"  {row.name:<12} {state}  port {port:<6} {where}")
+    logs = [_shown(r.running.log) for r in rows if r.running is not None]
+    if logs:
+        console.print(f"logs: {_shown(services.log_dir(settings))}/<service>.log")
+    prefect = next(r for r in rows if r.name == "prefect")
+    api_url = os.environ.get("PREFECT_API_URL") or services.prefect_api_url(settings)
+    if prefect.ready or os.environ.get("PREFECT_API_URL"):
+        try:
+            runs = services.deployment_runs(api_url)
+        except Exception as exc:  # the server is optional here: say so and carry on
+            console.print(f"deployments: {api_url} did not answer ({type(exc).__name__})")
+            return
+        console.print(f"deployments on {api_url}:")
+        for run in runs:
+            last = f"{run.last_state} at {run.last_time}" if run.last_state else "no run yet"
+            upcoming = f", next {run.next_time}" if run.next_time else ""
+            console.print(f"  {run.name:<24} {run.schedule:<14} last: {last}{upcoming}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m loopline.cli` (used by `loopline up`)
+    main()

@@ -12,17 +12,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scale = Literal["small", "demo", "large"]
+ENV_PREFIX = "LOOPLINE_"
 
 
 class Settings(BaseSettings):
     """Where loopline reads and writes, and how hard it may push the machine."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LOOPLINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
     # -- storage -----------------------------------------------------------------
@@ -63,6 +64,19 @@ class Settings(BaseSettings):
     sim_start: date = date(2026, 1, 1)
     sim_scale: Scale = Field(
         "demo", description="small (tests), demo (minutes), large (>10M events)."
+    )
+
+    # -- local services (`loopline up`), all on 127.0.0.1 ------------------------------
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Prefect server and UI.")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow UI.")
+    docs_port: int = Field(8080, ge=1, le=65535, description="dbt docs site.")
+    api_port: int = Field(8000, ge=1, le=65535, description="The serving API.")
+    service_start_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a local service (the Prefect server above all) may take to "
+        "answer: a first start on a fresh virtualenv (database migrations, nothing "
+        "byte-compiled) on a busy 2-core machine has taken 85 s.",
     )
 
     @field_validator("data_dir")
@@ -110,6 +124,22 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per bad setting: the environment variable, the value given, what is accepted.
+
+    e.g. ``LOOPLINE_SIM_SCALE='huge': should be 'small', 'demo' or 'large'``.
+    """
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else "?"
+        name = f"{ENV_PREFIX}{field.upper()}"
+        expected = str(error.get("msg", "invalid")).removeprefix("Input should be ")
+        expected = expected.split(", unable to")[0]  # "a valid integer, unable to parse ..."
+        given = error.get("input")
+        lines.append(f"{name}={given!r}: should be {expected}")
+    return "; ".join(lines)
 
 
 @lru_cache(maxsize=1)

@@ -38,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loopline.api_docs import offline_docs
 from loopline.settings import Settings
 from ml.features import CHURN
 from ml.online_store import OnlineStore, open_online_store
@@ -295,7 +296,10 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description="Churn scores and what-to-watch-next recommendations from @champion.",
+        docs_url=None,  # offline_docs serves /docs without a CDN
+        redoc_url=None,
     )
+    offline_docs(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

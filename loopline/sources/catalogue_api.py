@@ -39,6 +39,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from loopline.api_docs import offline_docs
+
 __all__ = [
     "MISSING_CATALOGUE_MESSAGE",
     "ApiBehaviour",
@@ -463,7 +465,10 @@ def make_app(catalogue_dir: Path, behaviour: ApiBehaviour | None = None) -> Fast
     bucket = TokenBucket(behaviour.rate_limit_per_s, behaviour.burst)
     failures = _FailureInjector(behaviour)
 
-    app = FastAPI(title="Catalogue vendor API (simulated)", version="1", docs_url=None)
+    app = FastAPI(
+        title="Catalogue vendor API (simulated)", version="1", docs_url=None, redoc_url=None
+    )
+    offline_docs(app)  # /docs without a CDN
     app.state.catalogue = catalogue
     app.state.behaviour = behaviour
 

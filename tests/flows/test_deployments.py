@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+
 import pytest
 from prefect.client.orchestration import get_client
 
 from flows.deployments import deployments
 
-EXPECTED = {
-    "loopline-line/line": "15 * * * *",
-    "loopline-train/train": "0 3 * * 1",
-    "loopline-score/score": "0 5 * * *",
-    "loopline-demo/demo": None,
-}
+NAMES = ["loopline-line/line", "loopline-train/train", "loopline-score/score", "loopline-demo/demo"]
+START = datetime(2031, 3, 2, tzinfo=UTC)  # eight days from here hold one Monday or two
+WINDOW = timedelta(days=8)
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +20,71 @@ def registered(prefect_harness) -> dict[str, object]:
     for deployment in deployments():
         deployment.apply()
     with get_client(sync_client=True) as client:
-        return {name: client.read_deployment_by_name(name) for name in EXPECTED}
+        return {name: client.read_deployment_by_name(name) for name in NAMES}
 
 
-def test_every_flow_is_deployed_with_its_schedule(registered) -> None:
-    for name, cron in EXPECTED.items():
-        deployment = registered[name]
-        crons = [s.schedule.cron for s in deployment.schedules]
-        assert crons == ([cron] if cron else []), name
-        assert deployment.enforce_parameter_schema, name
-        assert deployment.description, name
+@pytest.fixture(scope="module")
+def planned(registered) -> dict[str, list[datetime]]:
+    """The run times the server plans from each deployment's schedules over eight days.
+
+    The same server code the scheduler service calls (`schedule_runs`), asked directly.
+    """
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    out: dict[str, list[datetime]] = {}
+    with get_client(sync_client=True) as client:
+        for name, deployment in registered.items():
+            answer = client.request(
+                "POST",
+                "/deployments/{id}/schedule",
+                path_params={"id": deployment.id},
+                json={
+                    "start_time": START.isoformat(),
+                    "end_time": (START + WINDOW).isoformat(),
+                    "min_time": WINDOW.total_seconds(),
+                    "max_runs": 200,
+                },
+            )
+            assert answer.status_code < 300, answer.text
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,  # the API's most; the line's 8 x 24 runs fit
+            )
+            out[name] = [
+                r.expected_start_time
+                for r in runs
+                if r.auto_scheduled and START <= r.expected_start_time < START + WINDOW
+            ]
+    return out
+
+
+def test_the_line_runs_every_hour_and_the_demo_only_on_demand(planned) -> None:
+    line = planned["loopline-line/line"]
+    assert len(line) >= 8 * 24
+    assert all(b - a <= timedelta(hours=1) for a, b in pairwise(line))
+    assert planned["loopline-demo/demo"] == []
+
+
+def test_scoring_runs_daily_on_fresh_data(planned) -> None:
+    score, line = planned["loopline-score/score"], planned["loopline-line/line"]
+    assert len({t.date() for t in score}) == len(score) == 8  # once per UTC day
+    for at in score:
+        before = [t for t in line if t < at]
+        assert before and at - before[-1] <= timedelta(hours=1), at  # the line ran just before
+
+
+def test_training_runs_weekly_after_the_line_and_before_that_days_scoring(planned) -> None:
+    train, score, line = (
+        planned["loopline-train/train"], planned["loopline-score/score"], planned["loopline-line/line"]
+    )  # fmt: skip
+    assert 1 <= len(train) <= 2
+    assert all(b - a == timedelta(days=7) for a, b in pairwise(train))
+    for at in train:
+        assert any(t < at for t in line), at  # trains on features a line run just built
+        same_day = [t for t in score if t.date() == at.date()]
+        assert same_day and same_day[0] > at, at  # the new model is scored that morning
 
 
 def test_parameters_are_the_flows_pydantic_models(registered) -> None:

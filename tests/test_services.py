@@ -1,0 +1,152 @@
+"""`loopline up` / `status` / `down` against the real services, on free ports, in a temp folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+
+import httpx
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from loopline import services
+from loopline.cli import app
+from loopline.settings import Settings, get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    """Settings of a fresh data folder with every service on a free port."""
+    monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "data" / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for name in ("PREFECT", "MLFLOW", "DOCS", "API"):
+        monkeypatch.setenv(f"LOOPLINE_{name}_PORT", str(services.free_port()))
+    get_settings.cache_clear()
+    yield get_settings()
+    services.down(get_settings())  # whatever a failed test left running
+    get_settings.cache_clear()
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(settings):
+    first = runner.invoke(app, ["up"])
+    assert first.exit_code == 0, first.output
+    recorded = {name: services.recorded(settings, name) for name in services.REGISTRY}
+    assert all(recorded.values()), recorded
+    for name, running in recorded.items():
+        assert running is not None and running.ready_url is not None
+        # it says where each one is and where its log goes, and each answers there
+        assert name in first.output and running.log in one_line(first.output)
+        assert httpx.get(running.ready_url, timeout=10).status_code == 200, name
+        assert running.log.startswith(str(settings.data_dir / "logs"))
+        if running.url:
+            assert running.url.startswith("http://127.0.0.1:")
+            assert running.url in first.output
+    # the API's docs page and the dbt docs site are there, from local files
+    api_docs = httpx.get(f"http://127.0.0.1:{settings.api_port}/docs", timeout=10).text
+    assert "/docs-assets/swagger-ui-bundle.js" in api_docs
+    assert "dbt" in httpx.get(f"http://127.0.0.1:{settings.docs_port}/", timeout=10).text
+    assert (settings.data_dir / "dbt" / "target" / "manifest.json").exists()
+    # every service listens on loopback only
+    for port in (
+        settings.prefect_port,
+        settings.mlflow_port,
+        settings.docs_port,
+        settings.api_port,
+    ):
+        listening = {
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}, (port, listening)
+
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    for name in services.REGISTRY:
+        assert re.search(rf"{name}\s+ready", status.output), status.output
+    assert str(settings.prefect_port) in status.output
+    assert "loopline-line/line" in status.output and "last: no run yet" in status.output
+
+    # a demo run would use this server rather than start its own
+    with services.prefect_api(settings) as api:
+        assert api.url == services.prefect_api_url(settings)
+
+    again = runner.invoke(app, ["up"])
+    assert again.exit_code == 0, again.output
+    assert one_line(again.output).count("already running") == len(services.REGISTRY)
+    assert {n: services.recorded(settings, n) for n in services.REGISTRY} == recorded
+
+    groups = {name: r.pid for name, r in recorded.items() if r is not None}
+    members = [p for pid in groups.values() for p in [psutil.Process(pid)]]
+    members += [c for p in list(members) for c in p.children(recursive=True)]
+    stopped = runner.invoke(app, ["down"])
+    assert stopped.exit_code == 0, stopped.output
+    assert one_line(stopped.output).count("stopped") == len(services.REGISTRY)
+    for port in (
+        settings.prefect_port,
+        settings.mlflow_port,
+        settings.docs_port,
+        settings.api_port,
+    ):
+        assert not services.port_in_use(port), port
+    _, alive = psutil.wait_procs(members, timeout=10)
+    assert alive == [], alive  # the whole process group, children included
+    assert not list((settings.data_dir / "services").glob("*.json"))
+    after = runner.invoke(app, ["status"])
+    assert one_line(after.output).count("stopped") == len(services.REGISTRY)
+
+
+def test_down_never_stops_a_process_that_only_reuses_a_recorded_pid(settings):
+    """A state file whose pid now belongs to another program (other start time) is stale."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state = settings.data_dir / "services" / "api.json"
+        state.parent.mkdir(parents=True)
+        started = psutil.Process(other.pid).create_time()
+        record = services.Running(
+            "api", other.pid, started - 3600, "log", ["loopline", "serve"], settings.api_port
+        )
+        state.write_text(json.dumps(record.__dict__))
+        result = runner.invoke(app, ["down"])
+        assert result.exit_code == 0
+        assert re.search(r"api\s+was not running", result.output), result.output
+        assert other.poll() is None  # still running
+        assert not state.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_up_refuses_a_port_another_program_holds_and_names_the_setting(settings):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", settings.api_port))
+        held.listen()
+        result = runner.invoke(app, ["up", "api"])
+    assert result.exit_code == 1
+    assert f"port {settings.api_port} is in use" in one_line(result.output)
+    assert "LOOPLINE_API_PORT" in result.output
+    assert services.recorded(settings, "api") is None
+
+
+def test_up_names_an_unknown_service_and_the_known_ones(settings):
+    result = runner.invoke(app, ["up", "jupyter"])
+    assert result.exit_code == 2
+    assert "unknown service jupyter" in result.output and "prefect" in result.output
+
+
+def test_up_starts_what_a_service_needs_and_down_stops_what_needs_it():
+    """Served deployments without their server would only fail: they come and go together."""
+    assert services.resolve(["deployments"]) == ["prefect", "deployments"]
+    assert services.resolve_existing(["prefect"]) == ["prefect", "deployments"]
+    assert services.resolve_existing(["api"]) == ["api"]
