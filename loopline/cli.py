@@ -428,9 +428,37 @@ def docs(
 
 
 @app.command()
-def validate() -> None:
-    """Run the Great Expectations suites."""
-    _not_yet(None, "validate")
+def validate(
+    asset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--asset",
+            help="An asset to validate (schema.table, a table name or a layer such as "
+            "features); repeat for several. Default: every asset.",
+        ),
+    ] = None,
+) -> None:
+    """Run the Great Expectations suites; exit 1 when a critical expectation fails."""
+    from expectations.run import ValidationError
+    from expectations.run import validate as run
+
+    settings = _settings()
+    try:
+        report = run(settings, asset or None)
+    except ValidationError as exc:
+        raise _fail(str(exc)) from exc
+    failed = report.failed_suites()
+    warned = sum(1 for s in report.suites if not s.success and not s.critical_failed)
+    console.print(
+        f"{len(report.suites)} suites: {len(report.suites) - len(failed) - warned} passed, "
+        f"{warned} warned, {len(failed)} failed a critical expectation"
+    )
+    console.print(f"results:   monitoring.validation_results ({report.recorded} rows)")
+    if report.data_docs is not None:
+        console.print(f"Data Docs: {report.data_docs}")
+    if report.critical_failed:
+        console.print(f"[red]critical expectations failed:[/red] {', '.join(failed)}")
+        raise typer.Exit(code=1)
 
 
 @app.command()

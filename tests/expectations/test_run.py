@@ -164,3 +164,28 @@ def test_no_connection_outlives_the_run(warehouse):
     code = f"import duckdb; duckdb.connect({str(warehouse.resolved_warehouse_path)!r}).close()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_cli_validate_exits_0_when_clean_and_1_on_a_critical_failure(warehouse, monkeypatch):
+    """`loopline validate --asset`: one line per suite, a summary, exit 1 on a critical failure."""
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+    from loopline.settings import get_settings
+
+    monkeypatch.setenv("LOOPLINE_DATA_DIR", str(warehouse.data_dir))
+    monkeypatch.setenv("LOOPLINE_PROGRESS", "quiet")
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        clean = runner.invoke(app, ["validate", "--asset", "core.dim_shows"])
+        assert clean.exit_code == 0, clean.output
+        assert "1 suites: 1 passed" in clean.output
+        execute(warehouse, "update core.dim_shows set show_id = null")
+        broken = runner.invoke(app, ["validate", "--asset", "core.dim_shows"])
+        assert broken.exit_code == 1, broken.output
+        assert "critical expectations failed: core.dim_shows" in broken.output
+        unknown = runner.invoke(app, ["validate", "--asset", "core.nope"])
+        assert unknown.exit_code == 2 and "unknown asset" in unknown.output
+    finally:
+        get_settings.cache_clear()
