@@ -1,19 +1,56 @@
-"""Run dbt in-process from the repo root, with the project's settings as its environment."""
+"""Run dbt in-process from the repo root, with the project's settings as its environment.
+
+dbt's own console output never reaches the terminal (`--log-level none`): its per-node
+lines go to ``<data>/dbt/logs/dbt.log`` (debug level, as plain dbt writes it), a bar counts
+the nodes as they finish (from dbt's `NodeFinished` events), and a build ends with one
+phase line (models, tests, passed, warned, failed, seconds) plus one line per failure.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from loopline import progress
 from loopline.duck import warehouse_writer
+from loopline.paths import shown
 from loopline.settings import Settings
+
+# dbt's console output off; the log file keeps what plain dbt writes there by default
+QUIET_FLAGS = ("--log-level", "none", "--log-level-file", "debug")
+# commands that run nodes: they get a bar, a summary and the failures spelled out
+RUNS_NODES = ("build", "run", "test", "seed", "snapshot")
+# arguments that change what dbt parses: a manifest parsed without them cannot be reused
+_PARSE_ARGS = ("--vars", "--target", "-t", "--profile", "--project-dir", "--profiles-dir")
+PASSED = ("success", "pass")
+FAILED = ("error", "fail", "runtime error")
+TEST_TYPES = ("test", "unit_test")
+RELATION_TYPES = ("model", "seed", "snapshot")
 
 
 class DbtError(RuntimeError):
-    """dbt ran and reported failures (the message names them)."""
+    """dbt ran and reported failures (the message names them, one line each)."""
+
+    def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    """One node's result, as the summary needs it."""
+
+    unique_id: str
+    resource_type: str  # model | seed | snapshot | test | unit_test | operation | exposure ...
+    name: str
+    status: str  # success | pass | warn | fail | error | skipped | no-op ...
+    message: str
 
 
 @dataclass(frozen=True)
@@ -23,6 +60,41 @@ class DbtResult:
     results: list[tuple[str, str]]  # (node unique id, status)
     output: list[dict[str, str]] = field(default_factory=list)  # `dbt ls` rows
     processed: dict[str, int] = field(default_factory=dict)  # incremental model -> rows written
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    log_file: Path | None = None
+    error: str = ""  # why a command failed without node results (a parse error, say)
+    manifest: Any = field(default=None, repr=False, compare=False)  # `dbt parse`
+
+    def counts(self) -> dict[str, int]:
+        """Models (seeds and snapshots included), tests, and how they ended."""
+        ran = [n for n in self.nodes if n.resource_type in (*RELATION_TYPES, *TEST_TYPES)]
+        return {
+            "models": sum(n.resource_type in RELATION_TYPES for n in ran),
+            "tests": sum(n.resource_type in TEST_TYPES for n in ran),
+            "passed": sum(n.status in PASSED for n in ran),
+            "warned": sum(n.status == "warn" for n in ran),
+            "failed": sum(n.status in FAILED for n in ran),
+            "skipped": sum(n.status == "skipped" for n in ran),
+        }
+
+    def summary(self) -> str:
+        """One line: `33 models, 203 tests: 236 passed, 0 warned, 0 failed`."""
+        c = self.counts()
+        line = (
+            f"{c['models']} models, {c['tests']} tests: {c['passed']} passed, "
+            f"{c['warned']} warned, {c['failed']} failed"
+        )
+        return line + (f", {c['skipped']} skipped" if c["skipped"] else "")
+
+    def failures(self) -> list[str]:
+        """One line per failed or warning node: `<type> <name>: <what went wrong>`."""
+        return [
+            f"{'warning' if n.status == 'warn' else n.status}: {n.resource_type} {n.name}: "
+            f"{one_line(n.message)}"
+            for n in self.nodes
+            if n.status in FAILED or n.status == "warn"
+        ]
 
 
 def project_dir(settings: Settings | None = None) -> Path:
@@ -46,18 +118,69 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def log_file(settings: Settings) -> Path:
+    """Where dbt's per-node output goes (one file per warehouse, rotated by dbt)."""
+    return settings.data_dir / "dbt" / "logs" / "dbt.log"
+
+
 def run_dbt(settings: Settings, args: Sequence[str], raise_on_failure: bool = True) -> DbtResult:
     """Run one dbt command (e.g. ["build"]) holding the warehouse writer lock.
 
     Before the first build of a warehouse, the incremental models are created empty:
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
+    Once they exist this costs one query: the project is parsed once for both steps.
+    A command that runs nodes reports one phase line and one line per failure.
     """
+    started = time.perf_counter()
     building = bool(args) and args[0] in ("build", "run") and "--empty" not in args
-    incremental = ensure_incremental_relations(settings) if building else []
-    result = _invoke(settings, args, raise_on_failure)
+    manifest = None
+    incremental: list[str] = []
+    if building:
+        reusable = not any(a.split("=")[0] in _PARSE_ARGS for a in args)
+        manifest = parse(settings) if reusable else None
+        incremental = ensure_incremental_relations(settings, manifest)
+    shows = bool(args) and args[0] in RUNS_NODES and "--empty" not in args
+    result = _invoke(settings, args, manifest=manifest, bar=f"dbt {args[0]}" if shows else None)
     if building and result.success:
         result.processed.update(_rows_written(settings, incremental))
+    if shows:
+        result = replace(result, seconds=time.perf_counter() - started)
+        progress.phase(args[0], result.summary(), result.seconds, ok=result.success)
+        for line in result.failures():
+            progress.logger.info(line)
+            progress.say(f"  {_escape(line)}")
+        if not result.success:
+            progress.say(f"  [dim]full log: {_escape(shown(log_file(settings)))}[/dim]")
+    if raise_on_failure and not result.success:
+        raise _error(args, result, settings)
     return result
+
+
+def _error(args: Sequence[str], result: DbtResult, settings: Settings) -> DbtError:
+    failures = result.failures()
+    failed = [line for line in failures if not line.startswith("warning:")]
+    where = f"see {shown(log_file(settings))}"
+    if failed:
+        return DbtError(
+            f"dbt {args[0]} failed: {len(failed)} node(s) ({where})\n  " + "\n  ".join(failed),
+            failed,
+        )
+    return DbtError(f"dbt {' '.join(args)} failed: {result.error or 'no reason given'} ({where})")
+
+
+def one_line(message: str | None) -> str:
+    """The informative line of a dbt message (`Runtime Error in model x` says little)."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    if len(lines) > 1 and re.match(r"^\w[\w ]* Error in ", lines[0]):
+        lines = lines[1:]
+    text = lines[0] if lines else "(no message)"
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
@@ -87,25 +210,34 @@ def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
     return out
 
 
-def incremental_relations(settings: Settings) -> list[str]:
-    """`schema.table` of every incremental model, as dbt lists them."""
-    listed = _invoke(
-        settings,
-        ["ls", "--resource-type", "model", "--select", "config.materialized:incremental",
-         "--output", "json", "--output-keys", "schema alias", "--quiet"],
-        raise_on_failure=True,
-    )  # fmt: skip
-    return sorted(f"{node['schema']}.{node['alias']}" for node in listed.output)
+def parse(settings: Settings) -> Any:
+    """The project's parsed manifest (dbt's partial parsing makes a repeat cheap)."""
+    result = _invoke(settings, ["parse"])
+    if not result.success:
+        raise _error(["parse"], result, settings)
+    return result.manifest
 
 
-def ensure_incremental_relations(settings: Settings) -> list[str]:
-    """Create missing incremental models empty (`dbt run --empty`); return all of them.
+def incremental_relations(settings: Settings, manifest: Any = None) -> list[str]:
+    """`schema.table` of every incremental model, from the parsed project."""
+    manifest = manifest if manifest is not None else parse(settings)
+    return sorted(
+        f"{node.schema}.{node.alias}"
+        for node in manifest.nodes.values()
+        if node.resource_type == "model" and node.config.materialized == "incremental"
+    )
+
+
+def ensure_incremental_relations(settings: Settings, manifest: Any = None) -> list[str]:
+    """Create missing incremental models empty (`dbt build --empty`); return all of them.
 
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
+    Pass a parsed `manifest` to skip parsing; with every relation there, this is one query.
     """
     import duckdb
 
-    wanted = {tuple(name.split(".", 1)) for name in incremental_relations(settings)}
+    manifest = manifest if manifest is not None else parse(settings)
+    wanted = {tuple(name.split(".", 1)) for name in incremental_relations(settings, manifest)}
     existing: set[tuple[str, str]] = set()
     if settings.resolved_warehouse_path.exists():
         with warehouse_writer(settings):
@@ -123,16 +255,38 @@ def ensure_incremental_relations(settings: Settings) -> list[str]:
     missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
     if missing:
         # seeds and snapshots upstream of them must exist too, hence `build` without tests
-        _invoke(
-            settings,
-            ["build", "--empty", "--select", "+config.materialized:incremental",
-             "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"],
-            True,
-        )  # fmt: skip
+        args = ["build", "--empty", "--select", "+config.materialized:incremental",
+                "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]  # fmt: skip
+        result = _invoke(settings, args, manifest=manifest)
+        if not result.success:
+            raise _error(args, result, settings)
     return sorted(f"{schema}.{alias}" for schema, alias in wanted)
 
 
-def _invoke(settings: Settings, args: Sequence[str], raise_on_failure: bool) -> DbtResult:
+class _NodeCounter:
+    """A dbt event callback that advances a bar as nodes finish (called from dbt's threads)."""
+
+    def __init__(self, bar: progress.Tracker) -> None:
+        self.bar = bar
+
+    def __call__(self, msg: Any) -> None:
+        try:
+            name = msg.info.name
+            if name == "LogStartLine" and self.bar.total is None:
+                self.bar.set_total(msg.data.total)
+            elif name == "NodeFinished":
+                self.bar.advance()
+        except Exception:  # a progress bar must never break a build
+            return
+
+
+def _invoke(
+    settings: Settings,
+    args: Sequence[str],
+    manifest: Any = None,
+    bar: str | None = None,
+) -> DbtResult:
+    """One dbt invocation, silent on the terminal; a bar over its nodes when `bar` names one."""
     from dbt.cli.main import dbtRunner
 
     root = project_dir(settings)
@@ -148,25 +302,45 @@ def _invoke(settings: Settings, args: Sequence[str], raise_on_failure: bool) -> 
         "--profiles-dir", str(root),
         "--target-path", str(artifacts / "target"),
         "--log-path", str(artifacts / "logs"),
+        *QUIET_FLAGS,
     ]  # fmt: skip
     try:
         with warehouse_writer(settings):
-            result = dbtRunner().invoke(command)
+            if bar is None:
+                result = dbtRunner(manifest=manifest).invoke(command)
+            else:
+                with progress.track(bar, unit="nodes") as tracker:
+                    callbacks: list[Callable[[Any], None]] = [_NodeCounter(tracker)]
+                    result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(command)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    nodes: list[tuple[str, str]] = []
+    nodes: list[NodeOutcome] = []
     output: list[dict[str, str]] = []
     res = result.result
     if res is not None and hasattr(res, "results"):
-        nodes = [(r.node.unique_id, str(r.status)) for r in res.results]
+        nodes = [
+            NodeOutcome(
+                unique_id=r.node.unique_id,
+                resource_type=str(r.node.resource_type),
+                name=r.node.name,
+                status=str(r.status),
+                message=str(r.message or ""),
+            )
+            for r in res.results
+        ]
     elif isinstance(res, list):  # `dbt ls --output json`
         output = [json.loads(line) for line in res]
-    if raise_on_failure and not result.success:
-        failed = [n for n, status in nodes if status in ("error", "fail", "runtime error")]
-        detail = f": {', '.join(failed[:10])}" if failed else f" ({result.exception})"
-        raise DbtError(f"dbt {' '.join(args)} failed{detail}")
-    return DbtResult(command=command, success=result.success, results=nodes, output=output)
+    return DbtResult(
+        command=command,
+        success=result.success,
+        results=[(n.unique_id, n.status) for n in nodes],
+        output=output,
+        nodes=nodes,
+        log_file=log_file(settings),
+        error=one_line(str(result.exception)) if result.exception else "",
+        manifest=res if args and args[0] == "parse" else None,
+    )

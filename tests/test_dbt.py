@@ -1,0 +1,120 @@
+"""dbt in-process: nothing of dbt's own output on the terminal, one summary line per build that
+agrees with run_results.json, every failure spelled out on one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loopline.dbt import DbtError, log_file, one_line, project_dir, run_dbt
+from loopline.settings import Settings
+from tests.conftest import copy_company
+
+DBT_CONSOLE_MARKS = ("Running with dbt", "START sql", "OK created", "Finished running", "Done.")
+
+
+def _project_with(tmp_path: Path, tests: dict[str, str]) -> Path:
+    """A copy of the dbt project with extra singular tests in data-tests/."""
+    root, project = project_dir(), tmp_path / "project"
+    project.mkdir()
+    for name in ("dbt_project.yml", "profiles.yml"):
+        shutil.copy(root / name, project / name)
+    for folder in ("models", "macros", "seeds", "snapshots", "data-tests"):
+        shutil.copytree(root / folder, project / folder)
+    for name, sql in tests.items():
+        (project / "data-tests" / f"{name}.sql").write_text(sql)
+    return project
+
+
+@pytest.fixture
+def company(built_warehouse, tmp_path, monkeypatch) -> Settings:
+    from loopline import progress
+
+    monkeypatch.setenv("COLUMNS", "300")  # temporary paths are long: no line cut short
+    monkeypatch.setattr(progress, "_console", None)
+    return copy_company(built_warehouse[0], tmp_path / "data")
+
+
+def test_a_build_prints_one_summary_line_that_matches_run_results(company, capfd):
+    capfd.readouterr()
+    result = run_dbt(company, ["build", "--select", "stg_oltp__plans stg_oltp__plan_prices"])
+    out, err = capfd.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("✓ build"), err
+    assert not any(mark in err for mark in DBT_CONSOLE_MARKS)
+    # dbt's per-node lines went to the log file instead
+    assert "OK created sql view model staging.stg_oltp__plans" in log_file(company).read_text()
+    results = json.loads((company.data_dir / "dbt" / "target" / "run_results.json").read_text())[
+        "results"
+    ]
+    nodes = [r for r in results if r["unique_id"].split(".")[0] in ("model", "test", "unit_test")]
+    kinds = [r["unique_id"].split(".")[0] for r in nodes]
+    models, tests = kinds.count("model"), kinds.count("test") + kinds.count("unit_test")
+    passed = sum(r["status"] in ("success", "pass") for r in nodes)  # hooks are no nodes
+    assert models == 2 and tests > 2
+    assert result.counts() == {
+        "models": models, "tests": tests, "passed": passed, "warned": 0, "failed": 0, "skipped": 0,
+    }  # fmt: skip
+    assert f"{models} models, {tests} tests: {passed} passed, 0 warned, 0 failed" in lines[0]
+
+
+def test_failures_and_warnings_are_spelled_out_one_line_each(company, tmp_path, capfd):
+    project = _project_with(
+        tmp_path,
+        {
+            "assert_plans_are_empty": "select * from {{ ref('stg_oltp__plans') }}",
+            "assert_no_plan_is_named_basic": "{{ config(severity='warn') }}\n"
+            "select * from {{ ref('stg_oltp__plans') }}",
+        },
+    )
+    settings = company.model_copy(update={"dbt_project_dir": project})
+    capfd.readouterr()
+    with pytest.raises(DbtError) as raised:
+        run_dbt(
+            settings,
+            ["build", "--select", "stg_oltp__plans assert_plans_are_empty "
+             "assert_no_plan_is_named_basic"],
+        )  # fmt: skip
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("! build") and "1 warned, 1 failed" in lines[0]
+    fail = [line for line in lines if "assert_plans_are_empty" in line]
+    warn = [line for line in lines if "assert_no_plan_is_named_basic" in line]
+    assert fail == [fail[0]] and fail[0].strip().startswith(
+        "fail: test assert_plans_are_empty: Got "
+    )
+    assert warn == [warn[0]] and warn[0].strip().startswith("warning: test assert_no_plan")
+    assert "dbt/logs/dbt.log" in lines[-1]
+    assert not any(mark in err for mark in DBT_CONSOLE_MARKS)
+    # the exception names the failure too (and only failures), one line each
+    assert raised.value.failures == [fail[0].strip()]
+    assert "assert_no_plan_is_named_basic" not in str(raised.value)
+
+
+def test_an_error_message_is_cut_to_its_informative_line():
+    message = "Runtime Error in model x (models/x.sql)\n  Binder Error: column y not found\n\n"
+    assert one_line(message) == "Binder Error: column y not found"
+    assert one_line("Got 3 results, configured to fail if != 0") == (
+        "Got 3 results, configured to fail if != 0"
+    )
+
+
+def test_the_empty_pre_pass_runs_only_while_relations_are_missing(company, monkeypatch):
+    """Once the incremental relations exist, a build runs dbt once (parse aside)."""
+    import loopline.dbt as dbt
+
+    calls: list[list[str]] = []
+    real = dbt._invoke
+
+    def spy(settings, args, **kwargs):
+        calls.append(list(args))
+        return real(settings, args, **kwargs)
+
+    monkeypatch.setattr(dbt, "_invoke", spy)
+    run_dbt(company, ["build", "--select", "stg_oltp__plans"])
+    assert [c[0] for c in calls] == ["parse", "build"]
+    assert "--empty" not in calls[1]
