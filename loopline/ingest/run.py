@@ -7,12 +7,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from rich.progress import Progress
+from pathlib import Path
 
 from loopline.duck import connect, warehouse_writer
-from loopline.ingest.files import LoadReport, load_files
+from loopline.ingest.files import REJECTED_DIR, LoadReport, load_files
 from loopline.ingest.oltp import load_oltp
+from loopline.paths import shown
+from loopline.progress import phase
 from loopline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,51 @@ class IngestReport:
     files: LoadReport = field(default_factory=LoadReport)
     seconds: float = 0.0
 
+    def summary(self) -> str:
+        """One line: files and records loaded, OLTP tables copied, API pages landed."""
+        files = sum(self.files.files.values())
+        records = sum(self.files.records.values())
+        # rejected files are reported by `rejects` (after the build) and by the CLI
+        return (
+            f"{files:,} files, {records:,} records; {len(self.oltp_tables)} OLTP tables, "
+            f"{self.catalogue_pages} API pages"
+        )
+
+
+@dataclass(frozen=True)
+class Rejects:
+    """What the line set aside in one ingest batch, counted in the warehouse after the build."""
+
+    quarantined_records: int
+    rejected_files: int
+    rejected_dir: Path
+
+    def summary(self) -> str:
+        """`quarantined N records, rejected M files (see <folder of rejected files>)`."""
+        files = "file" if self.rejected_files == 1 else "files"
+        return (
+            f"quarantined {self.quarantined_records:,} records, rejected "
+            f"{self.rejected_files} {files} (see {shown(self.rejected_dir)})"
+        )
+
+
+def rejects(settings: Settings, batch_id: str) -> Rejects:
+    """Quarantined records and rejected files of `batch_id` (from `monitoring.fct_load_accounting`)."""
+    import duckdb
+
+    with warehouse_writer(settings) as path:
+        con = duckdb.connect(str(path))  # same config as dbt in-process
+        try:
+            row = con.execute(
+                "select coalesce(sum(quarantined_records), 0), coalesce(sum(rejected_files), 0) "
+                "from monitoring.fct_load_accounting where _batch_id = ?",
+                [batch_id],
+            ).fetchone()
+        finally:
+            con.close()
+    quarantined, files = row or (0, 0)
+    return Rejects(int(quarantined), int(files), settings.landing_dir / REJECTED_DIR)
+
 
 def new_batch_id() -> str:
     """A sortable, unique id for one ingest run."""
@@ -44,7 +90,8 @@ def ingest(
     """Extract the catalogue API, then load the OLTP tables and every new landed file.
 
     Without `catalogue_url` the simulated vendor API is started in-process on a free port
-    over the simulator's catalogue (with its rate limit and injected failures).
+    over the simulator's catalogue (with its rate limit and injected failures). Reports
+    one phase line; `progress=False` hides the bar over the files.
     """
     from loopline.ingest.catalogue import extract_catalogue
     from loopline.simulate.run import catalogue_dir
@@ -74,15 +121,9 @@ def ingest(
         con = connect(path, settings)
         try:
             report.oltp_tables = load_oltp(con, settings.resolved_source_db_url, report.batch_id)
-            with Progress(disable=not progress) as bar:
-                task = bar.add_task("load files", total=None)
-
-                def advance(source: str, done: int, total: int) -> None:
-                    bar.update(task, description=f"load {source}", completed=done, total=total)
-
-                report.files = load_files(
-                    con, settings.landing_dir, report.batch_id, on_file=advance
-                )
+            report.files = load_files(
+                con, settings.landing_dir, report.batch_id, show_progress=progress
+            )
             con.execute("checkpoint")
         finally:
             con.close()
@@ -92,4 +133,5 @@ def ingest(
 
     ensure_incremental_relations(settings)
     report.seconds = time.perf_counter() - started
+    phase("ingest", report.summary(), report.seconds)
     return report

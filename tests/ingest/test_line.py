@@ -277,3 +277,23 @@ def test_redelivered_tickets_are_quarantined_as_duplicates_and_counted(built, tm
         f"and _batch_id = '{report.batch_id}'",
     )
     assert (landed, loaded, quarantined, unaccounted) == (3, 0, 3, 0)
+
+
+def test_rejects_are_counted_in_the_warehouse_after_the_build(built):
+    """The line's report of expected rejects: every quarantined record and unreadable file."""
+    from loopline.ingest.run import rejects
+
+    found = rejects(built.settings, built.first.batch_id)
+    defects = manifest(built.settings)["defects"]
+    expected = sum(
+        n
+        for source in QUARANTINE
+        for kind, n in defects.get(source, {}).items()
+        if kind != "unreadable_file"
+    )
+    assert found.quarantined_records == expected > 0
+    assert found.rejected_files == len(built.first.files.rejected) == 1
+    assert found.summary() == (
+        f"quarantined {expected:,} records, rejected 1 file "
+        f"(see {built.settings.landing_dir / '_rejected'})"
+    )

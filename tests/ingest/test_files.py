@@ -1,0 +1,250 @@
+"""Loading landed files: many files per transaction, the same rows as file by file, whole files
+after a crash, and unreadable files reported rather than raised."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from loopline.ingest import files as loader
+from loopline.ingest.files import load_files
+
+LINE_TABLES = ("events_lines", "tickets_lines")
+HEADER = ",".join(loader.PAYMENT_COLUMNS)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    """A landing folder with awkward files of every source (and two unreadable ones)."""
+    root = tmp_path / "landing"
+    events = root / "events" / "date=2026-01-01"
+    for hour in range(12):
+        lines = [f'{{"event_id": "e{hour}-{i}", "n": {i}}}' for i in range(hour * 7)]
+        _write(events / f"events_20260101T{hour:02d}.ndjson", ("\n".join(lines) + "\n").encode())
+    _write(events / "events_20260101T12.ndjson", b"")  # empty
+    _write(events / "events_20260101T13.ndjson", b'{"no": "newline at end"}')
+    _write(events / "events_20260101T14.ndjson", b'{"a": 1}\n\n{"b": "caf\xc3\xa9"}\r\n{"trunc')
+    _write(events / "events_20260101T15.ndjson", b'{"a": 1}\n{"bad": "\xff"}\n')  # not UTF-8
+    _write(root / "tickets" / "tickets_20260101.ndjson", b'{"t": 1}\n{"t": 2}\n')
+    rows = [f"py_{i},cus_{i},u{i}@x.com,charge,succeeded,{i}00,EUR,2026-01-01,\n" for i in range(5)]
+    _write(root / "payments" / "payments_20260101.csv", (HEADER + "\n" + "".join(rows)).encode())
+    _write(root / "payments" / "payments_20260102.csv", (HEADER + "\n" + rows[0]).encode())
+    _write(root / "payments" / "payments_20260102_part2.csv", bytes(range(256)) * 4)
+    return root
+
+
+def _load(landing: Path, db: Path, **limits: int) -> tuple[duckdb.DuckDBPyConnection, object]:
+    con = duckdb.connect(str(db))
+    report = load_files(con, landing, "b1", show_progress=False)
+    return con, report
+
+
+def _contents(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    """Every raw table and the manifest, without load times and batch ids."""
+    out = {
+        table: con.execute(
+            f"select _file, _line_no, line from raw.{table} order by 1, 2"
+        ).fetchall()
+        for table in LINE_TABLES
+    }
+    out["payments_rows"] = con.execute(
+        "select * exclude (_batch_id, _loaded_at) from raw.payments_rows order by 1, 2"
+    ).fetchall()
+    out["manifest"] = con.execute(
+        "select * exclude (loaded_at, reason, batch_id) from raw.file_manifest order by file_path"
+    ).fetchall()
+    return out
+
+
+def test_lines_are_the_files_lines_exactly(landing, tmp_path):
+    """Each line of each file, numbered from 1, trailing newlines ignored (DuckDB's own split
+    is the oracle): a file of newlines only, like an empty one, holds no record."""
+    con, report = _load(landing, tmp_path / "wh.duckdb")
+    expected = con.execute(
+        """
+        select filename, generate_subscripts(lines, 1), unnest(lines)
+        from (
+            select filename, case when rtrim(content, chr(10)) = '' then []::varchar[]
+                   else string_split(rtrim(content, chr(10)), chr(10)) end as lines
+            from read_text($files)
+        )
+        """,
+        {
+            "files": [
+                str(p)
+                for p in sorted(landing.glob("events/*/*.ndjson"))
+                + sorted(landing.glob("tickets/*.ndjson"))
+            ]
+        },
+    ).fetchall()
+    got = con.execute(
+        "select _file, _line_no, line from raw.events_lines union all "
+        "select _file, _line_no, line from raw.tickets_lines"
+    ).fetchall()
+    expected = [(str(Path(f).relative_to(landing)), n, line) for f, n, line in expected]
+    assert sorted(got) == sorted(expected)
+    (caf,) = con.execute("select line from raw.events_lines where line like '%caf%'").fetchone()
+    assert caf == '{"b": "café"}\r'  # kept as it arrived, carriage return included
+    counts = dict(
+        con.execute(
+            "select file_path, records from raw.file_manifest where status = 'loaded'"
+        ).fetchall()
+    )
+    assert counts["events/date=2026-01-01/events_20260101T00.ndjson"] == 0  # "\n" only
+    assert counts["events/date=2026-01-01/events_20260101T12.ndjson"] == 0
+    assert counts["events/date=2026-01-01/events_20260101T14.ndjson"] == 4
+    assert report.records["events"] == sum(h * 7 for h in range(12)) + 0 + 1 + 4
+
+
+def test_many_files_per_transaction_give_the_same_rows_as_one_file_at_a_time(
+    landing, tmp_path, monkeypatch
+):
+    together, _ = _load(_copy(landing, tmp_path / "a"), tmp_path / "a.duckdb")
+    monkeypatch.setattr(loader, "TXN_FILES", 1)
+    monkeypatch.setattr(loader, "CHUNK_FILES", 1)
+    one_by_one, _ = _load(_copy(landing, tmp_path / "b"), tmp_path / "b.duckdb")
+    assert _contents(together) == _contents(one_by_one)
+    assert len(_contents(together)["manifest"]) == 20  # every file, loaded or rejected
+
+
+def _copy(landing: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(landing, target)
+    return target
+
+
+def test_unreadable_files_are_rejected_and_reported_not_raised(landing, tmp_path, capfd):
+    """The simulator's unreadable files: moved aside, recorded, no warning on the terminal."""
+    con, report = _load(landing, tmp_path / "wh.duckdb")
+    rejected = dict(
+        con.execute(
+            "select file_path, reason from raw.file_manifest where status = 'rejected'"
+        ).fetchall()
+    )
+    assert (
+        sorted(report.rejected)
+        == sorted(rejected)
+        == [
+            "events/date=2026-01-01/events_20260101T15.ndjson",
+            "payments/payments_20260102_part2.csv",
+        ]
+    )
+    assert rejected["events/date=2026-01-01/events_20260101T15.ndjson"] == (
+        "unreadable: not UTF-8 text (byte 0xff at offset 18)"
+    )
+    for rel in rejected:
+        assert (landing / "_rejected" / rel).exists() and not (landing / rel).exists()
+    # nothing of a rejected file reached the raw tables
+    (leaked,) = con.execute(
+        "select count(*) from raw.events_lines where _file like '%T15%'"
+    ).fetchone()
+    assert leaked == 0
+    out, err = capfd.readouterr()
+    assert "UnicodeDecodeError" not in out + err and "Traceback" not in out + err
+    assert err == ""
+
+
+def test_a_file_that_fails_inside_a_transaction_is_found_and_rejected_alone(landing, tmp_path):
+    """A CSV whose header is right but whose rows do not parse fails DuckDB's reader: the
+    transaction is redone in smaller ones, and only that file is rejected."""
+    _write(
+        landing / "payments" / "payments_20260101_late.csv",
+        (HEADER + '\npy_9,"unterminated,x,y\n').encode(),
+    )
+    con, report = _load(landing, tmp_path / "wh.duckdb")
+    assert "payments/payments_20260101_late.csv" in report.rejected
+    assert report.files["payments"] == 2 and report.records["payments"] == 6
+    (reason,) = con.execute(
+        "select reason from raw.file_manifest where file_path like '%late.csv'"
+    ).fetchone()
+    assert reason.startswith("unreadable: ") and "\n" not in reason
+
+
+def test_rerunning_loads_nothing_twice(landing, tmp_path):
+    con, first = _load(landing, tmp_path / "wh.duckdb")
+    again = load_files(con, landing, "b2", show_progress=False)
+    assert again.files == {} and again.rejected == []
+    assert first.files["events"] == 15
+
+
+CRASH = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import duckdb
+    from loopline.ingest import files as loader
+
+    loader.TXN_FILES, loader.CHUNK_FILES = 4, 2
+    calls = 0
+    real = loader._record_loaded
+
+    def dying(*args, **kwargs):
+        global calls
+        calls += 1
+        real(*args, **kwargs)
+        if calls == int(sys.argv[3]):
+            os._exit(3)  # the process dies mid-transaction: no rollback, no clean-up
+
+    loader._record_loaded = dying
+    con = duckdb.connect(sys.argv[2])
+    loader.load_files(con, Path(sys.argv[1]), "crashed", show_progress=False)
+    """
+)
+
+
+@pytest.mark.parametrize("die_at", [1, 3, 8])  # 2 chunks a transaction: in the 1st, 2nd, 4th
+def test_a_crash_leaves_whole_files_and_a_rerun_completes_the_load(landing, tmp_path, die_at):
+    """Killed mid-load: every file is either wholly loaded with its manifest row or absent;
+    the next run loads the rest, and the result equals an uninterrupted load."""
+    db = tmp_path / "wh.duckdb"
+    run = subprocess.run(
+        [sys.executable, "-c", CRASH, str(landing), str(db), str(die_at)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 3, run.stderr
+    con = duckdb.connect(str(db))
+    loaded = dict(
+        con.execute(
+            "select file_path, records from raw.file_manifest where status = 'loaded'"
+        ).fetchall()
+    )
+    assert len(loaded) == {1: 0, 3: 4, 8: 12}[die_at]  # the transactions before it committed
+    in_raw = dict(
+        con.execute(
+            "select _file, count(*) from (select _file from raw.events_lines union all "
+            "select _file from raw.tickets_lines union all select _file from raw.payments_rows) "
+            "group by 1"
+        ).fetchall()
+    )
+    for rel, n in in_raw.items():
+        assert loaded.get(rel) == n, rel  # no partial file, no rows without a manifest row
+    assert all(in_raw.get(rel, 0) == n for rel, n in loaded.items())
+    load_files(con, landing, "rerun", show_progress=False)
+    clean, _ = _load(_copy_back(landing, tmp_path), tmp_path / "clean.duckdb")
+    assert _contents(con) == _contents(clean)
+
+
+def _copy_back(landing: Path, tmp_path: Path) -> Path:
+    """The original landing folder again (the load moved its rejects aside)."""
+    import shutil
+
+    target = tmp_path / "again"
+    shutil.copytree(landing, target, ignore=shutil.ignore_patterns("_rejected"))
+    for moved in (landing / "_rejected").rglob("*"):
+        if moved.is_file():
+            rel = moved.relative_to(landing / "_rejected")
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(moved, target / rel)
+    return target
