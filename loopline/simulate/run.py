@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from loopline.progress import Tracker, phase, track
 from loopline.settings import Settings
 from loopline.simulate import model as m
 from loopline.simulate.config import SimConfig
@@ -53,6 +55,15 @@ class SimReport:
     def events_per_second(self) -> float:
         return self.events_written / self.seconds if self.seconds else 0.0
 
+    def summary(self) -> str:
+        """One line: the days simulated and the records they produced."""
+        if not self.days:
+            return f"nothing to do: already simulated through {self.last_day}"
+        return (
+            f"{self.days} days through {self.last_day}: {self.events_written:,} events, "
+            f"{self.payments_written:,} payments, {self.tickets_written:,} tickets"
+        )
+
 
 def manifest_dir(settings: Settings) -> Path:
     return settings.sources_dir / "_manifest"
@@ -79,7 +90,8 @@ def simulate(
     """Simulate from where the last run stopped (or from the config's start) up to `until`.
 
     `config` is only used by the first run; later runs continue with the stored one and
-    refuse a different config rather than silently mixing two companies.
+    refuse a different config rather than silently mixing two companies. Reports one phase
+    line; `progress=False` hides the bar over the days.
     """
     started = time.perf_counter()
     state = load_state(settings)
@@ -95,7 +107,7 @@ def simulate(
     last = cfg.day_index(until)
     first = state.last_day + 1
     if last < first:
-        return SimReport(
+        report = SimReport(
             None,
             cfg.date_of(state.last_day),
             0,
@@ -106,16 +118,15 @@ def simulate(
             0.0,
             _bayes_auc(settings, state),
         )
+        phase("simulate", report.summary())
+        return report
     since = 0 if first_run else day_epoch(cfg, first)
     landing = settings.landing_dir
     pending = state.pending_events if state.pending_events is not None else empty_lines()
     defects: list[pd.DataFrame] = []
     truth: list[pd.DataFrame] = []
     written = {"events": 0, "payments": 0, "tickets": 0}
-    columns = [TextColumn("simulate"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]  # fmt: skip
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("days", total=last - first + 1, rate="")
+    with _days_bar(progress, last - first + 1) as bar:
         for chunk_start in range(first, last + 1, CHUNK_DAYS):
             chunk_end = min(last, chunk_start + CHUNK_DAYS - 1)
             sessions = []
@@ -128,7 +139,7 @@ def simulate(
                 written["tickets"] += len(out.tickets)
                 sessions.append(out.sessions)
                 truth.append(out.truth)
-                bar.advance(task)
+                bar.advance()
             lines = event_lines(state, pd.concat(sessions, ignore_index=True))
             lines = pd.concat([pending, lines], ignore_index=True) if len(pending) else lines
             pending, event_defects, n = write_event_files(
@@ -137,7 +148,9 @@ def simulate(
             defects.append(event_defects)
             written["events"] += n
             elapsed = time.perf_counter() - started
-            bar.update(task, rate=f"{written['events'] / max(elapsed, 1e-9):,.0f} events/s")
+            bar.set_description(
+                f"simulating days ({written['events'] / max(elapsed, 1e-9):,.0f} events/s)"
+            )
     write_catalogue(state, catalogue_dir(settings))
     write_oltp(state, settings.resolved_source_db_url, since)
     _append_parquet(
@@ -149,7 +162,7 @@ def simulate(
     state.save(settings.sim_state_dir)
     auc = _bayes_auc(settings, state)
     _write_summary(settings, state, auc)
-    return SimReport(
+    report = SimReport(
         first_day=cfg.date_of(first),
         last_day=until,
         days=last - first + 1,
@@ -160,6 +173,18 @@ def simulate(
         seconds=time.perf_counter() - started,
         bayes_auc=auc,
     )
+    phase("simulate", report.summary(), report.seconds)
+    return report
+
+
+@contextmanager
+def _days_bar(show: bool, days: int) -> Iterator[Tracker]:
+    """A bar over the simulated days (when not shown, a tracker without a total: silent)."""
+    if show:
+        with track("simulating days", total=days, unit="days") as bar:
+            yield bar
+    else:
+        yield Tracker("simulating days", None, "days")
 
 
 def _append_parquet(path: Path, frame: pd.DataFrame) -> None:
