@@ -3,17 +3,24 @@
 Thin by design: each task wraps one step; the flow only sequences them: simulate the
 sources, the line (ingest, dbt build, online features), then the loop's training
 (evaluate, register, gate) and batch scoring. Later work adds validation and monitoring.
+
+Each step prints one phase line (what it did, how long it took) and a bar while it runs;
+the flow returns a short "where to look" table that fits an 80-column terminal.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import date
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
-from loopline.settings import get_settings
+from loopline.paths import shown
+from loopline.progress import phase
+from loopline.settings import Settings, get_settings
 
 
 class DemoParams(BaseModel):
@@ -38,7 +45,7 @@ def simulate_sources(scale: str, until: date | None) -> dict[str, object]:
         until = until or config.date_of(days - 1)
     else:
         until = until or state.config.date_of(state.last_day)
-    report = simulate(settings, until, config, progress=False)
+    report = simulate(settings, until, config)
     get_run_logger().info(
         "simulated %s days through %s: %s events, %s payments, %s tickets",
         report.days,
@@ -48,10 +55,23 @@ def simulate_sources(scale: str, until: date | None) -> dict[str, object]:
         report.tickets_written,
     )
     return {
+        "from": str((config or state.config).start),  # type: ignore[union-attr]
         "through": str(report.last_day),
         "bayes_auc": report.bayes_auc,
         "events": report.events_written,
     }
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's own messages (database set-up, "Created version ...", download bars) are
+    noise in the demo: the training phase lines say what was registered."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # importing this module switches MLflow's event logs back on when it is done (mlflow
+    # 3.17), and `log_model` imports it lazily: import it first, then switch them off
+    import mlflow.types.responses  # noqa: F401
+    from mlflow.utils.logging_utils import disable_logging
+
+    disable_logging()
 
 
 @flow(name="loopline-demo", log_prints=True)
@@ -61,7 +81,9 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
     from flows.score import ScoreFlowParams, batch_score
     from flows.train import TrainFlowParams, train_models
 
+    started = time.perf_counter()
     settings = get_settings()
+    _quiet_mlflow()
     sim = simulate_sources(params.scale, params.until)
     line(LineParams())
     trained = train_models(TrainFlowParams())
@@ -69,27 +91,35 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
     churn = trained.get("churn", {})
     recs = trained.get("recommender", {})
     assert isinstance(churn, dict) and isinstance(recs, dict)
+    phase("demo", "done: simulate, the line, training, scoring", time.perf_counter() - started)
+    return where_to_look(settings, sim, churn, recs)
+
+
+def where_to_look(
+    settings: Settings,
+    sim: dict[str, object],
+    churn: dict[str, object],
+    recs: dict[str, object],
+) -> dict[str, str]:
+    """Short labels, paths relative to the repo root: one line each at 80 columns."""
     bayes = churn.get("bayes_auc")
+    auc = churn.get("roc_auc", float("nan"))
+    recall = recs.get("recall_at_k", float("nan"))
+    popular = recs.get("popularity_recall_at_k", float("nan"))
+    landing = settings.landing_dir
     return {
-        "source database": settings.resolved_source_db_url,
-        "landing files": str(settings.landing_dir),
-        "catalogue (API data)": str(settings.sources_dir / "catalogue"),
-        "defect manifest": str(settings.sources_dir / "_manifest" / "defects.json"),
-        "ground truth": str(settings.sources_dir / "_truth" / "summary.json"),
-        "warehouse (DuckDB)": str(settings.resolved_warehouse_path),
-        "quarantine": "schema quarantine.* in the warehouse",
-        "load accounting": "monitoring.fct_load_accounting in the warehouse",
-        "feature store": "features.fs_churn__user_daily, features.feature_sets; online: "
-        + (settings.online_store_url or str(settings.data_dir / "online" / "online_store.sqlite")),
-        "dbt docs": "make docs  (then http://127.0.0.1:8080)",
-        "churn model": f"v{churn.get('version')} ROC AUC {churn.get('roc_auc', 0):.3f}"
+        "warehouse": shown(settings.resolved_warehouse_path),
+        "marts": "core.*, features.*, monitoring.fct_load_accounting",
+        "rejects": f"quarantine.* tables; files in {shown(landing / '_rejected')}",
+        "dbt log": shown(settings.data_dir / "dbt" / "logs" / "dbt.log"),
+        "simulated": f"{sim['from']} .. {sim['through']} in {shown(settings.sources_dir)}",
+        "ground truth": shown(settings.sources_dir / "_truth" / "summary.json"),
+        "churn model": f"v{churn.get('version')} ROC AUC {auc:.3f}"
         + (f" (Bayes-optimal {bayes:.3f})" if isinstance(bayes, float) else ""),
-        "churn report": str(churn.get("report")),
-        "recommender": f"v{recs.get('version')} recall@10 {recs.get('recall_at_k', 0):.3f} "
-        f"(popularity {recs.get('popularity_recall_at_k', 0):.3f})",
+        "churn report": shown(str(churn.get("report"))),
+        "recommender": f"v{recs.get('version')} recall@10 {recall:.3f} (popularity {popular:.3f})",
         "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",
-        "MLflow UI": f"make mlflow-ui  (store {settings.resolved_mlflow_uri})",
-        "serving": "uv run loopline serve  (then http://127.0.0.1:8000/docs)",
-        "simulated through": str(sim["through"]),
-        "Prefect UI": "uv run prefect server start  (then http://127.0.0.1:4200)",
+        "UIs": "make up  (Prefect, MLflow, dbt docs, API: prints each URL)",
+        "validation": "nothing yet (data validation: a later issue)",
+        "monitoring": "nothing yet (drift and rules: a later issue)",
     }

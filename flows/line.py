@@ -1,14 +1,19 @@
 """The line: extract and load every source, build the warehouse with dbt, refresh online features.
 
 Both steps write the DuckDB warehouse, so they run in sequence in one flow; several
-triggers (schedule, on-demand events) queue on the warehouse writer lock.
+triggers (schedule, on-demand events) queue on the warehouse writer lock. Each step
+reports one phase line (ingest and dbt report theirs themselves, bars included).
 """
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
+from loopline import progress
+from loopline.progress import phase
 from loopline.settings import get_settings
 
 
@@ -26,7 +31,7 @@ def ingest_sources(catalogue_url: str | None) -> dict[str, object]:
     """Extract the API and load new files and OLTP tables into raw (a rerun is safe)."""
     from loopline.ingest.run import ingest
 
-    report = ingest(get_settings(), catalogue_url=catalogue_url, progress=False)
+    report = ingest(get_settings(), catalogue_url=catalogue_url)
     get_run_logger().info(
         "ingest %s: files %s, records %s, rejected %s, OLTP tables copied %s",
         report.batch_id, report.files.files, report.files.records, report.files.rejected,
@@ -53,6 +58,20 @@ def dbt_build(full_refresh: bool) -> dict[str, int]:
     return statuses
 
 
+@task(name="count rejects")
+def count_rejects(batch_id: str) -> dict[str, int]:
+    """Records quarantined and files rejected in this ingest batch (counted after the build),
+    reported under the build's phase line: expected rejects are news, not errors."""
+    from rich.markup import escape
+
+    from loopline.ingest.run import rejects
+
+    found = rejects(get_settings(), batch_id)
+    progress.logger.info(found.summary())
+    progress.say(f"  {escape(found.summary())}")
+    return {"quarantined": found.quarantined_records, "rejected_files": found.rejected_files}
+
+
 @task(name="materialize online features", retries=2, retry_delay_seconds=5)
 def materialize_online_features() -> dict[str, int]:
     """Push the latest churn feature vector and viewing history per user to the online store."""
@@ -63,6 +82,7 @@ def materialize_online_features() -> dict[str, int]:
     from ml.recs import materialize_histories
 
     settings = get_settings()
+    started = time.perf_counter()
     con = duckdb.connect(str(settings.resolved_warehouse_path))
     store = open_online_store(settings)
     try:
@@ -75,6 +95,11 @@ def materialize_online_features() -> dict[str, int]:
         "online store: churn features %s written, %s already newer; %s viewing histories",
         report.written, report.skipped, histories,
     )  # fmt: skip
+    phase(
+        "online",
+        f"{report.written:,} churn vectors, {histories:,} viewing histories",
+        time.perf_counter() - started,
+    )
     return {"written": report.written, "skipped": report.skipped, "histories": histories}
 
 
@@ -84,5 +109,8 @@ def line(params: LineParams | None = None) -> dict[str, object]:
     params = params or LineParams()
     loaded = ingest_sources(params.catalogue_url)
     built = dbt_build(params.full_refresh)
+    batch_id = loaded["batch_id"]
+    assert isinstance(batch_id, str)
+    rejected = count_rejects(batch_id)
     online = materialize_online_features()
-    return {"ingest": loaded, "dbt": built, "online": online}
+    return {"ingest": loaded, "dbt": built, "rejects": rejected, "online": online}

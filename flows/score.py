@@ -1,12 +1,17 @@
-"""The loop's batch-inference flow: churn scores and top-N recommendations for every user."""
+"""The loop's batch-inference flow: churn scores and top-N recommendations for every user.
+
+Each step reports one phase line; churn scoring shows a bar over the rows it scored.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopline import progress
 from loopline.settings import get_settings
 
 
@@ -24,7 +29,14 @@ def score_churn_task(as_of: date | None) -> dict[str, object]:
     """Score every active user with @champion (idempotent per day and version)."""
     from ml.score import score_churn
 
-    report = score_churn(get_settings(), as_of)
+    started = time.perf_counter()
+    with progress.track("scoring users", unit="users") as bar:
+        report = score_churn(get_settings(), as_of, progress=bar.advance)
+    progress.phase(
+        "score",
+        f"churn v{report.model_version}: {report.rows:,} users as of {report.as_of}",
+        time.perf_counter() - started,
+    )
     get_run_logger().info(
         "churn v%s: %s users as of %s -> %s", report.model_version, report.rows, report.as_of,
         report.table,
@@ -37,10 +49,17 @@ def recommend_task(as_of: date, k: int) -> dict[str, object]:
     """Top-k shows for every user, and their histories to the online store for serving."""
     from ml.recs import recommend_all
 
+    started = time.perf_counter()
     report = recommend_all(get_settings(), as_of, k)
     if report is None:
         get_run_logger().warning("no recommender @champion yet; skipped")
+        progress.phase("recommend", "no recommender @champion yet: skipped", ok=False)
         return {"rows": 0}
+    progress.phase(
+        "recommend",
+        f"recommender v{report.model_version}: top {k} for {report.users:,} users",
+        time.perf_counter() - started,
+    )
     get_run_logger().info(
         "recommender v%s: %s rows -> %s", report.model_version, report.rows, report.table
     )

@@ -1,16 +1,18 @@
 """The loop's training flow: churn model and recommender, each evaluated, registered and judged.
 
 Each task wraps one step in `ml/`; a challenger becomes ``@champion`` only if the step's
-gate and comparison say so (see `ml.registry`).
+gate and comparison say so (see `ml.registry`). Each reports one phase line.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
+from loopline.progress import phase
 from loopline.settings import get_settings
 
 
@@ -29,7 +31,15 @@ def train_churn_model() -> dict[str, object]:
     from ml.config import load_ml_config
 
     settings = get_settings()
+    started = time.perf_counter()
     outcome = train_churn(settings, load_ml_config(settings.ml_config).churn)
+    bayes = f" (Bayes {outcome.bayes_auc:.3f})" if outcome.bayes_auc is not None else ""
+    phase(
+        "train",
+        f"churn v{outcome.version} {outcome.kind}: ROC AUC "
+        f"{outcome.metrics['holdout_roc_auc']:.3f}{bayes}, {outcome.decision.action}",
+        time.perf_counter() - started,
+    )
     get_run_logger().info(
         "churn v%s (%s): holdout ROC AUC %.3f, Bayes-optimal %s; %s; report %s",
         outcome.version, outcome.kind, outcome.metrics["holdout_roc_auc"],
@@ -52,7 +62,14 @@ def train_recommender_model() -> dict[str, object]:
     from ml.recs import train_recommender
 
     settings = get_settings()
+    started = time.perf_counter()
     outcome = train_recommender(settings, load_ml_config(settings.ml_config).recommender)
+    phase(
+        "train",
+        f"recommender v{outcome.version}: recall@{outcome.k} {outcome.metrics['recall_at_k']:.3f} "
+        f"(popularity {outcome.baseline['recall_at_k']:.3f}), {outcome.decision.action}",
+        time.perf_counter() - started,
+    )
     get_run_logger().info(
         "recommender v%s: recall@%s %.3f vs popularity %.3f; %s",
         outcome.version, outcome.k, outcome.metrics["recall_at_k"],

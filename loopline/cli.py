@@ -282,8 +282,11 @@ def demo(
         if given is None:
             os.environ.pop("PREFECT_API_URL", None)
     console.rule("where to look")
-    for name, where in result.items():
-        console.print(f"  {name:<22} {where}")
+    width = max(map(len, result))
+    for name, where in result.items():  # one line each: cut, never wrapped mid-phrase
+        console.print(
+            f"  {name:<{width}}  {where}", no_wrap=True, overflow="ellipsis", markup=False
+        )
 
 
 def _send_prefect_backlog(timeout_s: float = 30.0) -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from flows.demo import DemoParams, loopline_demo
 from loopline.settings import get_settings
 
+PHASES = ("simulate", "ingest", "build", "online", "train", "score", "recommend", "demo")
+PREFECT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| (DEBUG|INFO) ")
 
-def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeypatch):
-    """Simulate 45 days, build, train both models, score: everything lands where it says."""
+
+def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeypatch, capfd):
+    """Simulate 45 days, build, train both models, score: everything lands where it says,
+    and the terminal shows a phase line per step, not dbt's or MLflow's own output."""
     monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path / "data"))
     # one setting per candidate keeps this test short; the small company is too small for
     # the default user-disjoint holdout to show signal, so this splits by time only
@@ -23,18 +28,31 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
     monkeypatch.setenv("LOOPLINE_ML_CONFIG", str(config))
     tmp_path = tmp_path / "data"
     get_settings.cache_clear()
+    capfd.readouterr()
     try:
         where = loopline_demo(DemoParams(scale="small"))
     finally:
         get_settings.cache_clear()
+    out, err = capfd.readouterr()
+    # Prefect's own INFO lines are silenced by `make demo` (PREFECT_LOGGING_*): the rest is ours
+    ours = [line for line in (out + err).splitlines() if not PREFECT_LINE.match(line)]
+    assert len(ours) <= 20, "\n".join(ours)
+    shown = [line.split()[1] for line in ours if line[:1] in "✓!"]
+    assert [p for p in PHASES if p in shown] == list(PHASES), "\n".join(ours)
+    assert shown.count("train") == 2
+    for noise in ("UnicodeDecodeError", "Traceback", "Running with dbt", "OK created", '{"'):
+        assert noise not in out + err
+    # expected rejects: counted in the warehouse, reported under the build line
+    assert re.search(r"^  quarantined [\d,]+ records, rejected 1 file \(see ", err, re.M)
+    assert all(len(f"  {name:<12}  {value}") <= 80 for name, value in where.items()), where
     manifest = json.loads((tmp_path / "sources" / "_manifest" / "defects.json").read_text())
     assert manifest["through"] == "2026-02-14"
-    assert where["simulated through"] == "2026-02-14"
+    assert where["simulated"].startswith("2026-01-01 .. 2026-02-14 in ")
     assert (tmp_path / "sources" / "oltp.sqlite").exists()
     # the line ran inside the demo: the warehouse holds built marts
     import duckdb
 
-    con = duckdb.connect(where["warehouse (DuckDB)"])
+    con = duckdb.connect(str(tmp_path / "warehouse" / "loopline.duckdb"))
     try:
         (users,) = con.execute("select count(*) from core.dim_users").fetchone()
         (scored,) = con.execute("select count(*) from ml.churn_predictions").fetchone()
@@ -53,6 +71,8 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
     assert scored > 250 and recommended > 250
     assert where["churn model"].startswith("v1 ROC AUC") and "Bayes-optimal" in where["churn model"]
     assert "popularity" in where["recommender"]
+    assert where["warehouse"].endswith("warehouse/loopline.duckdb")
+    assert where["churn report"].endswith("reports/churn/v1/evaluation.html")
     assert (tmp_path / "reports" / "churn" / "v1" / "evaluation.html").exists()
 
 
