@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from loopline.progress import Tracker, phase, track
 from loopline.settings import Settings
@@ -21,8 +22,8 @@ from loopline.simulate.engine import day_epoch, initial_state, simulate_day
 from loopline.simulate.state import SimState
 from loopline.simulate.writers import (
     USER_DEFECTS,
-    empty_lines,
     event_lines,
+    lines_table,
     write_catalogue,
     write_event_files,
     write_oltp,
@@ -122,7 +123,7 @@ def simulate(
         return report
     since = 0 if first_run else day_epoch(cfg, first)
     landing = settings.landing_dir
-    pending = state.pending_events if state.pending_events is not None else empty_lines()
+    pending = lines_table(state.pending_events)
     defects: list[pd.DataFrame] = []
     truth: list[pd.DataFrame] = []
     written = {"events": 0, "payments": 0, "tickets": 0}
@@ -141,7 +142,7 @@ def simulate(
                 truth.append(out.truth)
                 bar.advance()
             lines = event_lines(state, pd.concat(sessions, ignore_index=True))
-            lines = pd.concat([pending, lines], ignore_index=True) if len(pending) else lines
+            lines = pa.concat_tables([pending, lines]) if pending.num_rows else lines
             pending, event_defects, n = write_event_files(
                 landing, lines, day_epoch(cfg, chunk_end + 1) * 1000
             )
@@ -158,7 +159,7 @@ def simulate(
     )
     _write_manifest(settings, state, pd.concat(defects, ignore_index=True), written)
     _write_tastes(settings, state)
-    state.pending_events = pending
+    state.pending_events = pending.to_pandas()
     state.save(settings.sim_state_dir)
     auc = _bayes_auc(settings, state)
     _write_summary(settings, state, auc)

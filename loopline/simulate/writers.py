@@ -19,6 +19,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from loopline.simulate import model as m
 from loopline.simulate.engine import S_DEFECTS, day_epoch, day_streams
@@ -118,7 +120,7 @@ def expand_events(state: SimState, sessions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def event_lines(state: SimState, sessions: pd.DataFrame) -> pd.DataFrame:
+def event_lines(state: SimState, sessions: pd.DataFrame) -> pa.Table:
     """The NDJSON lines of the sessions' events, with arrival times and injected defects."""
     cfg = state.config
     ev = expand_events(state, sessions)
@@ -149,35 +151,29 @@ def event_lines(state: SimState, sessions: pd.DataFrame) -> pd.DataFrame:
         late = r.random(k) < cfg.late_rate
         delay[sel] = np.where(late, r.uniform(3600, 4 * 86_400, k), r.exponential(45.0, k))
         millis[sel] = r.integers(0, 1000, k)
-    countries = np.array(m.COUNTRIES)[u["country"][uidx]]
-    offset_min = np.array([m.UTC_OFFSET_MIN[c] for c in m.COUNTRIES])[u["country"][uidx]]
+    # small integer codes, turned into text by the SQL below: no Python string per event
     device = sessions["device"].to_numpy()[sess]
-    os_names = np.array(
-        [m.OS_BY_DEVICE[d][i % len(m.OS_BY_DEVICE[d])] for d in m.DEVICES for i in range(3)]
-    )
-    os_pick = os_names[device * 3 + sessions["os_pick"].to_numpy()[sess]]
+    os_names = [m.OS_BY_DEVICE[d][i % len(m.OS_BY_DEVICE[d])] for d in m.DEVICES for i in range(3)]
     new_app = sessions["new_app"].to_numpy()[sess]
     added_day = cfg.day_index(cfg.field_added_on) if cfg.field_added_on else 10**6
     bitrate = sessions["bitrate"].to_numpy()[sess] + (aux * 300).astype(np.int64) - 150
-    frame = pd.DataFrame(
+    offsets = np.array([m.UTC_OFFSET_MIN[c] for c in m.COUNTRIES])
+    frame = pa.table(
         {
             "session_key": sessions["session_key"].to_numpy()[sess],
             "seq": ev["seq"].to_numpy(),
-            "event_type": np.array(["play", "pause", "heartbeat", "stop"])[ev["etype"].to_numpy()],
+            "event_type": ev["etype"].to_numpy(),
             "user_id": u["user_id"][uidx],
-            "show_id": state.shows["show_id"].to_numpy()[sessions["show_idx"].to_numpy()[sess]],
-            "episode_id": state.episodes["episode_id"].to_numpy()[
-                sessions["episode_pos"].to_numpy()[sess]
-            ],
+            "show_idx": sessions["show_idx"].to_numpy()[sess],
+            "episode_pos": sessions["episode_pos"].to_numpy()[sess],
             "wall_ms": ev["wall"].to_numpy() * 1000 + millis,
-            "offset_min": offset_min,
-            "device": np.array(m.DEVICES)[device],
+            "offset_min": offsets[u["country"][uidx]],
+            "device": device,
             "position_ms": ev["position_s"].to_numpy() * 1000,
             "bitrate_kbps": bitrate,
-            "app_version": np.where(new_app, "5.0.2", "4.8.1"),
-            "os": os_pick,
-            "network": np.array(m.NETWORKS)[sessions["network"].to_numpy()[sess]],
-            "country": countries,
+            "os": device * 3 + sessions["os_pick"].to_numpy()[sess],
+            "network": sessions["network"].to_numpy()[sess],
+            "country": u["country"][uidx],
             "new_app": new_app,
             "has_quality": days >= added_day,
             "defect": kind,
@@ -185,10 +181,19 @@ def event_lines(state: SimState, sessions: pd.DataFrame) -> pd.DataFrame:
             "arrival_ms": (ev["wall"].to_numpy() + delay).astype(np.int64) * 1000 + millis,
         }
     )
+    names = {
+        "event_types": ["play", "pause", "heartbeat", "stop"],
+        "show_ids": [str(x) for x in state.shows["show_id"].to_numpy()],
+        "episode_ids": [str(x) for x in state.episodes["episode_id"].to_numpy()],
+        "devices": list(m.DEVICES),
+        "os_names": os_names,
+        "networks": list(m.NETWORKS),
+        "countries": list(m.COUNTRIES),
+    }
     con = duckdb.connect()
     con.execute("set threads = 2")
-    con.register("ev", frame)
-    lines = con.execute(_EVENT_SQL).df()
+    con.register("codes", frame)
+    lines = con.execute(_EVENT_SQL, names).to_arrow_table().cast(LINES_SCHEMA)
     con.close()
     return lines
 
@@ -203,7 +208,17 @@ def _offset_sql(col: str) -> str:
 # defect codes follow EVENT_DEFECTS (1-based): 1 duplicate, 2 null_user_id, 3 malformed_json,
 # 4 negative_position, 5 unparseable_timestamp, 6 orphan_show, 7 orphan_user
 _EVENT_SQL = f"""
-with base as (
+with ev as (
+    select
+        session_key, seq, $event_types[event_type + 1] as event_type, user_id,
+        $show_ids[show_idx + 1] as show_id, $episode_ids[episode_pos + 1] as episode_id, wall_ms,
+        offset_min, $devices[device + 1] as device, position_ms, bitrate_kbps,
+        case when new_app then '5.0.2' else '4.8.1' end as app_version, $os_names[os + 1] as os,
+        $networks[network + 1] as network, $countries[country + 1] as country, new_app,
+        has_quality, defect, aux, arrival_ms
+    from codes
+),
+base as (
     select
         *,
         'ev_' || substr(md5(session_key::varchar || ':' || seq::varchar), 1, 20) as event_id,
@@ -280,17 +295,27 @@ from copies
 """
 
 
-def empty_lines() -> pd.DataFrame:
-    """An empty frame of event lines (the shape `event_lines` returns)."""
-    return pd.DataFrame(
-        {
-            "arrival_ms": pd.Series(dtype="int64"),
-            "event_id": pd.Series(dtype="object"),
-            "copy": pd.Series(dtype="int64"),
-            "defect": pd.Series(dtype="int64"),
-            "line": pd.Series(dtype="object"),
-        }
-    )
+LINES_SCHEMA = pa.schema(
+    [
+        ("arrival_ms", pa.int64()),
+        ("event_id", pa.string()),
+        ("copy", pa.int32()),
+        ("defect", pa.int64()),
+        ("line", pa.string()),
+    ]
+)
+
+
+def empty_lines() -> pa.Table:
+    """An empty table of event lines (the shape `event_lines` returns)."""
+    return LINES_SCHEMA.empty_table()
+
+
+def lines_table(frame: pd.DataFrame | None) -> pa.Table:
+    """Event lines kept as a frame (the simulator's saved state) as a table."""
+    if frame is None or not len(frame):
+        return empty_lines()
+    return pa.Table.from_pandas(frame, preserve_index=False).cast(LINES_SCHEMA)
 
 
 def event_file(landing: Path, arrival_hour_ms: int) -> Path:
@@ -299,32 +324,43 @@ def event_file(landing: Path, arrival_hour_ms: int) -> Path:
 
 
 def write_event_files(
-    landing: Path, lines: pd.DataFrame, until_ms: int
-) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Write every hour file whose hour ended by `until_ms`; return (pending, defects, lines written)."""
-    due = lines[lines["arrival_ms"] < until_ms]
-    pending = lines[lines["arrival_ms"] >= until_ms].reset_index(drop=True)
-    due = due.sort_values(["arrival_ms", "event_id", "copy"], kind="stable").reset_index(drop=True)
-    hour = (due["arrival_ms"].to_numpy() // 3_600_000) * 3_600_000
+    landing: Path, lines: pa.Table, until_ms: int
+) -> tuple[pa.Table, pd.DataFrame, int]:
+    """Write every hour file whose hour ended by `until_ms`; return (pending, defects, lines written).
+
+    A file's bytes are cut straight out of the sorted lines' Arrow buffer (each line with
+    its newline): no Python string per line.
+    """
+    arrival = lines.column("arrival_ms").to_numpy()
+    pending = lines.filter(pa.array(arrival >= until_ms))
+    due = lines.filter(pa.array(arrival < until_ms)).sort_by(
+        [("arrival_ms", "ascending"), ("event_id", "ascending"), ("copy", "ascending")]
+    )
+    n = due.num_rows
+    hour = (due.column("arrival_ms").to_numpy() // 3_600_000) * 3_600_000
     cuts = np.flatnonzero(np.diff(hour)) + 1
-    starts = np.concatenate([[0], cuts]) if len(due) else np.array([], dtype=np.int64)
-    ends = np.concatenate([cuts, [len(due)]]) if len(due) else np.array([], dtype=np.int64)
-    text = due["line"].to_numpy()
-    files = np.empty(len(due), dtype=object)
+    starts = np.concatenate([[0], cuts]).astype(np.int64) if n else np.array([], dtype=np.int64)
+    ends = np.concatenate([cuts, [n]]).astype(np.int64) if n else np.array([], dtype=np.int64)
+    text = pc.binary_join_element_wise(due.column("line"), "", "\n").combine_chunks()
+    if n:
+        data = text.buffers()[2]
+        bounds = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset :][: n + 1]
+    files = np.empty(n, dtype=object)
     for a, b in zip(starts, ends, strict=True):
         path = event_file(landing, int(hour[a]))
-        atomic_write(path, ("\n".join(text[a:b]) + "\n").encode())
+        atomic_write(path, data[int(bounds[a]) : int(bounds[b])].to_pybytes())
         files[a:b] = str(path.relative_to(landing))
-    bad = due["defect"].to_numpy() > 0
+    defect = due.column("defect").to_numpy()
+    bad = defect > 0
     defects = pd.DataFrame(
         {
             "source": "events",
-            "kind": np.array(EVENT_DEFECTS)[due["defect"].to_numpy()[bad] - 1],
-            "record_id": due["event_id"].to_numpy()[bad],
+            "kind": np.array(EVENT_DEFECTS)[defect[bad] - 1],
+            "record_id": due.column("event_id").to_numpy(zero_copy_only=False)[bad],
             "file": files[bad],
         }
     )
-    return pending, defects, len(due)
+    return pending, defects, n
 
 
 # -- payments ---------------------------------------------------------------------------------

@@ -96,6 +96,25 @@ def test_continuation_refuses_a_different_config(small_sim, tmp_path):
         simulate(stepped, date(2026, 1, 5), small_config(seed=1), progress=False)
 
 
+def test_a_run_reports_its_days_on_a_bar_and_one_phase_line(tmp_path, monkeypatch, capsys):
+    """In log mode (a worker's log) the bar becomes quarter lines; the phase line says what
+    the run wrote; `progress=False` leaves only the phase line."""
+    from loopline import progress
+
+    monkeypatch.setenv("LOOPLINE_PROGRESS", "log")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(progress, "_console", None)
+    settings = Settings(data_dir=tmp_path / "s")
+    report = simulate(settings, date(2026, 1, 8), small_config(users=50))
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": ", 1)[1] for line in err[:2]] == ["started (8 days)", "2/8 days (25%)"]
+    assert err[-1].startswith("✓ simulate   8 days through 2026-01-08: ")
+    assert f"{report.events_written:,} events" in err[-1]
+    simulate(settings, date(2026, 1, 10), progress=False)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("✓ simulate   2 days through 2026-01-10")
+
+
 # -- defects: the manifest matches what is in the files -----------------------------------------------
 def _users(settings: Settings) -> pd.DataFrame:
     con = duckdb.connect()
