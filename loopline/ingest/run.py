@@ -34,13 +34,14 @@ class IngestReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        """One line: files and records loaded, OLTP tables copied, API pages landed."""
-        files = sum(self.files.files.values())
-        records = sum(self.files.records.values())
+        """One line: landed files and records loaded, API pages, OLTP tables copied."""
+        landed = [source for source in self.files.files if source != "catalogue"]
+        files = sum(self.files.files[source] for source in landed)
+        records = sum(self.files.records[source] for source in landed)
         # rejected files are reported by `rejects` (after the build) and by the CLI
         return (
-            f"{files:,} files, {records:,} records; {len(self.oltp_tables)} OLTP tables, "
-            f"{self.catalogue_pages} API pages"
+            f"{files:,} files, {records:,} records; {self.catalogue_pages} API pages, "
+            f"{len(self.oltp_tables)} OLTP tables"
         )
 
 
