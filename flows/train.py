@@ -36,8 +36,8 @@ def train_churn_model() -> dict[str, object]:
     bayes = f" (Bayes {outcome.bayes_auc:.3f})" if outcome.bayes_auc is not None else ""
     phase(
         "train",
-        f"churn v{outcome.version} {outcome.kind}: ROC AUC "
-        f"{outcome.metrics['holdout_roc_auc']:.3f}{bayes}, {outcome.decision.action}",
+        f"churn v{outcome.version} {outcome.kind} ROC AUC "
+        f"{outcome.metrics['holdout_roc_auc']:.3f}{bayes}: {outcome.decision.action}",
         time.perf_counter() - started,
     )
     get_run_logger().info(
@@ -66,8 +66,8 @@ def train_recommender_model() -> dict[str, object]:
     outcome = train_recommender(settings, load_ml_config(settings.ml_config).recommender)
     phase(
         "train",
-        f"recommender v{outcome.version}: recall@{outcome.k} {outcome.metrics['recall_at_k']:.3f} "
-        f"(popularity {outcome.baseline['recall_at_k']:.3f}), {outcome.decision.action}",
+        f"recommender v{outcome.version} recall@{outcome.k} {outcome.metrics['recall_at_k']:.3f} "
+        f"(popular {outcome.baseline['recall_at_k']:.3f}): {outcome.decision.action}",
         time.perf_counter() - started,
     )
     get_run_logger().info(

@@ -22,8 +22,9 @@ from loopline.duck import warehouse_writer
 from loopline.paths import shown
 from loopline.settings import Settings
 
-# dbt's console output off; the log file keeps what plain dbt writes there by default
-QUIET_FLAGS = ("--log-level", "none", "--log-level-file", "debug")
+# dbt's console output off; the log file keeps what plain dbt writes there by default,
+# without colour codes (it is read with less or grep, not on a terminal)
+QUIET_FLAGS = ("--log-level", "none", "--log-level-file", "debug", "--no-use-colors")
 # commands that run nodes: they get a bar, a summary and the failures spelled out
 RUNS_NODES = ("build", "run", "test", "seed", "snapshot")
 # arguments that change what dbt parses: a manifest parsed without them cannot be reused

@@ -57,11 +57,11 @@ class SimReport:
         return self.events_written / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        """One line: the days simulated and the records they produced."""
+        """One line: the days simulated and the records they produced (fits 80 columns)."""
         if not self.days:
             return f"nothing to do: already simulated through {self.last_day}"
         return (
-            f"{self.days} days through {self.last_day}: {self.events_written:,} events, "
+            f"{self.days} days: {self.events_written:,} events, "
             f"{self.payments_written:,} payments, {self.tickets_written:,} tickets"
         )
 
