@@ -24,6 +24,7 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,8 +344,7 @@ def _load_group(
     shown = 0
     con.execute("begin")
     try:
-        for chunk in chunks:
-            files = [inspect(path, landing, source.check) for path in chunk]
+        for chunk, files in zip(chunks, _read_ahead(chunks, landing, source), strict=True):
             unreadable += [f for f in files if f.problem is not None]
             good = [f for f in files if f.problem is None]
             if good:
@@ -370,6 +370,24 @@ def _load_group(
         report.add(name, n, loaded.records[name])
     for f in unreadable:
         _reject(con, landing, f, source.name, batch_id, f.problem or "unreadable", report)
+
+
+def _read_ahead(
+    chunks: Sequence[Sequence[Path]], landing: Path, source: FileSource
+) -> Iterator[list[LandedFile]]:
+    """Each chunk's files, inspected; the next chunk is read and hashed on a thread while
+    DuckDB inserts this one (both release the GIL for most of their work)."""
+
+    def read(chunk: Sequence[Path]) -> list[LandedFile]:
+        return [inspect(path, landing, source.check) for path in chunk]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-read") as pool:
+        ahead = pool.submit(read, chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            assert ahead is not None
+            files = ahead.result()
+            ahead = pool.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
+            yield files
 
 
 def _reason(exc: BaseException) -> str:
