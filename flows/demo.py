@@ -115,7 +115,8 @@ def where_to_look(
         "simulated": f"{sim['from']} .. {sim['through']} in {shown(settings.sources_dir)}",
         "ground truth": shown(settings.sources_dir / "_truth" / "summary.json"),
         "churn model": f"v{churn.get('version')} ROC AUC {auc:.3f}"
-        + (f" (Bayes-optimal {bayes:.3f})" if isinstance(bayes, float) else ""),
+        + (f" (Bayes-optimal {bayes:.3f})" if isinstance(bayes, float) else "")
+        + ("" if churn.get("promoted") else ", kept: not promoted"),
         "churn report": shown(str(churn.get("report"))),
         "recommender": f"v{recs.get('version')} recall@10 {recall:.3f} (popularity {popular:.3f})",
         "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",

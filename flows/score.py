@@ -27,11 +27,18 @@ class ScoreFlowParams(BaseModel):
 @task(name="score churn", retries=1, retry_delay_seconds=5)
 def score_churn_task(as_of: date | None) -> dict[str, object]:
     """Score every active user with @champion (idempotent per day and version)."""
+    from ml.registry import CHAMPION, CHURN_MODEL, alias_version, configure
     from ml.score import score_churn
 
+    settings = get_settings()
     started = time.perf_counter()
+    if alias_version(configure(settings), CHURN_MODEL, CHAMPION) is None:
+        # like the recommender below: nothing to score with is news, not a crash
+        get_run_logger().warning("no churn @champion yet (no version passed the gate); skipped")
+        progress.phase("score", "no churn @champion yet (none passed the gate): skipped", ok=False)
+        return {"as_of": None, "rows": 0, "version": None}
     with progress.track("scoring users", unit="users") as bar:
-        report = score_churn(get_settings(), as_of, progress=bar.advance)
+        report = score_churn(settings, as_of, progress=bar.advance)
     progress.phase(
         "score",
         f"churn v{report.model_version}: {report.rows:,} users as of {report.as_of}",
@@ -45,7 +52,7 @@ def score_churn_task(as_of: date | None) -> dict[str, object]:
 
 
 @task(name="recommend for every user", retries=1, retry_delay_seconds=5)
-def recommend_task(as_of: date, k: int) -> dict[str, object]:
+def recommend_task(as_of: date | None, k: int) -> dict[str, object]:
     """Top-k shows for every user, and their histories to the online store for serving."""
     from ml.recs import recommend_all
 
@@ -71,7 +78,6 @@ def batch_score(params: ScoreFlowParams | None = None) -> dict[str, object]:
     """Churn scores first (they fix the as-of day), then recommendations for the same day."""
     params = params or ScoreFlowParams()
     churn = score_churn_task(params.as_of)
-    as_of = churn["as_of"]
-    assert isinstance(as_of, date)
-    recs = recommend_task(as_of, params.k)
+    as_of = churn["as_of"]  # the day churn was scored for (None: no churn champion yet)
+    recs = recommend_task(as_of if isinstance(as_of, date) else params.as_of, params.k)
     return {"churn": churn, "recommendations": recs}

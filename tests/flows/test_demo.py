@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
     """Simulate 45 days, build, train both models, score: everything lands where it says,
     and the terminal shows a phase line per step, not dbt's or MLflow's own output."""
     monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # as from the repo root: paths are shown relative to it
     # one setting per candidate keeps this test short; the small company is too small for
     # the default user-disjoint holdout to show signal, so this splits by time only
     config = tmp_path / "ml.yaml"
@@ -71,8 +73,9 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
     assert scored > 250 and recommended > 250
     assert where["churn model"].startswith("v1 ROC AUC") and "Bayes-optimal" in where["churn model"]
     assert "popularity" in where["recommender"]
-    assert where["warehouse"].endswith("warehouse/loopline.duckdb")
-    assert where["churn report"].endswith("reports/churn/v1/evaluation.html")
+    assert where["warehouse"] == "data/warehouse/loopline.duckdb"
+    assert where["churn report"] == "data/reports/churn/v1/evaluation.html"
+    assert Path(where["dbt log"]).exists()  # relative to the working folder, as shown
     assert (tmp_path / "reports" / "churn" / "v1" / "evaluation.html").exists()
 
 
