@@ -36,7 +36,7 @@ RELATION_TYPES = ("model", "seed", "snapshot")
 
 
 class DbtError(RuntimeError):
-    """dbt ran and reported failures (the message names them, one line each)."""
+    """dbt ran and reported failures: one line naming the first, all of them in `failures`."""
 
     def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -161,11 +161,9 @@ def _error(args: Sequence[str], result: DbtResult, settings: Settings) -> DbtErr
     failures = result.failures()
     failed = [line for line in failures if not line.startswith("warning:")]
     where = f"see {shown(log_file(settings))}"
-    if failed:
-        return DbtError(
-            f"dbt {args[0]} failed: {len(failed)} node(s) ({where})\n  " + "\n  ".join(failed),
-            failed,
-        )
+    if failed:  # each was reported on its own line already (terminal and logger)
+        nodes = "1 node" if len(failed) == 1 else f"{len(failed)} nodes"
+        return DbtError(f"dbt {args[0]} failed: {nodes} ({where}); first: {failed[0]}", failed)
     return DbtError(f"dbt {' '.join(args)} failed: {result.error or 'no reason given'} ({where})")
 
 

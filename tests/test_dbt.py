@@ -95,8 +95,9 @@ def test_failures_and_warnings_are_spelled_out_one_line_each(company, tmp_path, 
     assert warn == [warn[0]] and warn[0].strip().startswith("warning: test assert_no_plan")
     assert "dbt/logs/dbt.log" in lines[-1]
     assert not any(mark in err for mark in DBT_CONSOLE_MARKS)
-    # the exception names the failure too (and only failures), one line each
+    # the exception says it in one line and carries every failure (not the warning)
     assert raised.value.failures == [fail[0].strip()]
+    assert "\n" not in str(raised.value) and "1 node" in str(raised.value)
     assert "assert_no_plan_is_named_basic" not in str(raised.value)
 
 
