@@ -39,6 +39,8 @@ class IngestReport:
         files = sum(self.files.files[source] for source in landed)
         records = sum(self.files.records[source] for source in landed)
         # rejected files are reported by `rejects` (after the build) and by the CLI
+        if not (files or self.files.rejected or self.catalogue_pages or self.oltp_tables):
+            return "nothing new: no files, API pages or changed OLTP tables"
         return (
             f"{files:,} files, {records:,} records; {self.catalogue_pages} API pages, "
             f"{len(self.oltp_tables)} OLTP tables"
