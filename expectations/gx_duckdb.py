@@ -66,7 +66,7 @@ def make_engine(connection_string: str) -> sa.Engine:
             "add duckdb-engine to the environment (uv sync)"
         ) from exc
     path = _duckdb_path(connection_string)
-    # plain duckdb.connect: the same configuration as in-process dbt and loopline.duck, so
+    # plain duckdb.connect: the same configuration as in-process dbt and loopline.warehouse, so
     # all of them can share the one database instance DuckDB keeps per file and process
     return sa.create_engine(
         connection_string, creator=lambda: ConnectionWrapper(duckdb.connect(path))

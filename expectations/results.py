@@ -2,7 +2,7 @@
 
 Written by the validation runner while it holds the warehouse writer lock, so the history
 of every run (passed or not) can be queried beside the marts it judged. Like ``ml.*``, the
-table is created by Python, not dbt (declare it as a dbt source to see it in the lineage).
+table is created by Python, not dbt; its DDL lives in `loopline.warehouse.TABLES`.
 """
 
 from __future__ import annotations
@@ -13,26 +13,9 @@ from datetime import datetime
 
 import duckdb
 
-TABLE = "monitoring.validation_results"
+from loopline.warehouse import VALIDATION_RESULTS_TABLE, ensure
 
-DDL = f"""
-create table if not exists {TABLE} (
-    run_id varchar not null,
-    validated_at timestamp not null,
-    asset varchar not null,          -- schema.table as published
-    relation varchar not null,       -- schema.table validated (a staged copy, or the asset)
-    suite varchar not null,
-    expectation varchar not null,    -- type(arguments), readable
-    expectation_type varchar not null,
-    column_name varchar,
-    critical boolean not null,
-    success boolean not null,
-    observed_value varchar,          -- JSON
-    unexpected_count bigint,
-    element_count bigint,
-    exception varchar
-)
-"""
+TABLE = VALIDATION_RESULTS_TABLE
 
 
 @dataclass(frozen=True)
@@ -57,8 +40,7 @@ class ResultRow:
 
 def append(con: duckdb.DuckDBPyConnection, rows: Sequence[ResultRow]) -> int:
     """Append `rows` in one transaction (the caller holds the writer lock); return how many."""
-    con.execute("create schema if not exists monitoring")
-    con.execute(DDL)
+    ensure(con, TABLE)
     if not rows:
         return 0
     placeholders = ", ".join("?" * len(ResultRow.__dataclass_fields__))

@@ -38,7 +38,7 @@ from expectations.declared import (
 )
 from expectations.results import ResultRow, append
 from expectations.suites import Asset, BuildContext, Policy, discover, is_critical
-from loopline import duck
+from loopline import warehouse as warehouse_mod
 from loopline.progress import phase
 from loopline.settings import Settings
 
@@ -165,10 +165,10 @@ def validate(
         run_id=run_id or f"validate-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
         validated_at=datetime.now(UTC).replace(tzinfo=None),
     )
-    with duck.warehouse_writer(settings):
+    with warehouse_mod.warehouse_writer(settings):
         # one connection for the whole run: it sets threads and memory for the database
         # instance GX's own connections share, and it writes the results at the end
-        con = duck.connect(warehouse, settings)
+        con = warehouse_mod.connect(warehouse, settings)
         try:
             context = _context(settings)
             datasource = _datasource(context, warehouse)

@@ -75,22 +75,20 @@ def count_rejects(batch_id: str) -> dict[str, int]:
 @task(name="materialize online features", retries=2, retry_delay_seconds=5)
 def materialize_online_features() -> dict[str, int]:
     """Push the latest churn feature vector and viewing history per user to the online store."""
-    import duckdb
-
+    from loopline.warehouse import reading
     from ml.features import materialize_online
     from ml.online_store import open_online_store
     from ml.recs import materialize_histories
 
     settings = get_settings()
     started = time.perf_counter()
-    con = duckdb.connect(str(settings.resolved_warehouse_path))
     store = open_online_store(settings)
     try:
-        report = materialize_online(con, store)
-        histories = materialize_histories(settings, con)
+        with reading(settings) as con:
+            report = materialize_online(con, store)
+            histories = materialize_histories(settings, con)
     finally:
         store.close()
-        con.close()
     get_run_logger().info(
         "online store: churn features %s written, %s already newer; %s viewing histories",
         report.written, report.skipped, histories,

@@ -362,23 +362,15 @@ def build(
 
 def _ingested(settings: Settings) -> bool:
     """Whether an ingest has created the raw layer dbt builds from."""
-    import duckdb
+    from loopline.warehouse import writing
 
-    from loopline.duck import warehouse_writer
-
-    path = settings.resolved_warehouse_path
-    if not path.exists():
+    if not settings.resolved_warehouse_path.exists():
         return False
-    with warehouse_writer(settings):
-        # read-write, as dbt opens it in this process next (one configuration per file)
-        con = duckdb.connect(str(path))
-        try:
-            (found,) = con.execute(
-                "select count(*) from information_schema.tables "
-                "where table_schema = 'raw' and table_name = 'file_manifest'"
-            ).fetchone() or (0,)
-        finally:
-            con.close()
+    with writing(settings) as con:
+        (found,) = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'raw' and table_name = 'file_manifest'"
+        ).fetchone() or (0,)
     return bool(found)
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from loopline import progress
-from loopline.duck import warehouse_writer
 from loopline.paths import shown
 from loopline.settings import Settings
+from loopline.warehouse import reading, warehouse_writer, writing
 
 # dbt's console output off; the log file keeps what plain dbt writes there by default,
 # without colour codes (it is read with less or grep, not on a terminal)
@@ -184,13 +184,10 @@ def _escape(text: str) -> str:
 
 def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
     """Rows each incremental model wrote in the last dbt run (from `_dbt_invocation_id`)."""
-    import duckdb
-
     results = settings.data_dir / "dbt" / "target" / "run_results.json"
     invocation = json.loads(results.read_text())["metadata"]["invocation_id"]
     out: dict[str, int] = {}
-    con = duckdb.connect(str(settings.resolved_warehouse_path))  # same config as dbt in-process
-    try:
+    with reading(settings) as con:  # called under the build's writer lock
         for relation in relations:
             schema, table = relation.split(".")
             columns = {
@@ -204,8 +201,6 @@ def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
                     f"select count(*) from {relation} where _dbt_invocation_id = ?", [invocation]
                 ).fetchone() or (0,)
                 out[relation] = int(count)
-    finally:
-        con.close()
     return out
 
 
@@ -233,24 +228,17 @@ def ensure_incremental_relations(settings: Settings, manifest: Any = None) -> li
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
     Pass a parsed `manifest` to skip parsing; with every relation there, this is one query.
     """
-    import duckdb
-
     manifest = manifest if manifest is not None else parse(settings)
     wanted = {tuple(name.split(".", 1)) for name in incremental_relations(settings, manifest)}
     existing: set[tuple[str, str]] = set()
     if settings.resolved_warehouse_path.exists():
-        with warehouse_writer(settings):
-            # not read_only: dbt-duckdb keeps its in-process instance open, and DuckDB refuses
-            # a second connection to one file with a different configuration
-            con = duckdb.connect(str(settings.resolved_warehouse_path))
-            try:
-                existing = set(
-                    con.execute(
-                        "select table_schema, table_name from information_schema.tables"
-                    ).fetchall()
-                )
-            finally:
-                con.close()
+        # read-write: dbt-duckdb keeps its in-process instance open (see open_warehouse)
+        with writing(settings) as con:
+            existing = set(
+                con.execute(
+                    "select table_schema, table_name from information_schema.tables"
+                ).fetchall()
+            )
     missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
     if missing:
         # seeds and snapshots upstream of them must exist too, hence `build` without tests

@@ -8,7 +8,7 @@ between two of a flow's steps. The lock is held until the dbt process exits.
 
 `loopline build` (loopline/dbt.py) runs dbt in-process while it already holds the lock: the
 plugin sees that and takes nothing (a second flock in one process would wait for itself).
-Another long-lived program that embeds dbt should hold `loopline.duck.warehouse_writer`
+Another long-lived program that embeds dbt should hold `loopline.warehouse.warehouse_writer`
 around its invocations, as loopline/dbt.py does.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 from loopline import progress
-from loopline.duck import holds_warehouse_writer, warehouse_writer, writer_lock_path
 from loopline.settings import Settings
+from loopline.warehouse import holds_warehouse_writer, warehouse_writer, writer_lock_path
 
 
 def _is_free(lock: Path) -> bool:

@@ -283,23 +283,16 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
 
 
 def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
-    import duckdb
     import mlflow
     from mlflow.models import infer_signature
 
-    if not settings.resolved_warehouse_path.exists():
-        raise ValueError(
-            f"no warehouse at {settings.resolved_warehouse_path}: run `loopline ingest` and "
-            "`loopline build` (or `loopline demo`) first"
-        )
-    con = duckdb.connect(str(settings.resolved_warehouse_path))
-    try:
+    from loopline.warehouse import reading
+
+    with reading(settings) as con:
         start, end = label_window(con)
         training_set = churn_training_set(
             con, start, end, config.feature_set_version, as_known_at=config.as_known_at
         )
-    finally:
-        con.close()
     frame = as_model_input(training_set.frame.dropna(subset=[LABEL]))
     version_used = ",".join(training_set.feature_set_versions.get(CHURN.relation, []))
     train_part, holdout = split_by_time(

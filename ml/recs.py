@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from loopline.settings import Settings
+from loopline.warehouse import RECOMMENDATIONS_TABLE
 from ml.config import RecommenderConfig
 from ml.recommend import (
     EVENTS_RELATION,
@@ -60,7 +61,6 @@ from ml.registry import (
 )
 from ml.report import images, table, verdict, write_report
 
-RECOMMENDATIONS_TABLE = "ml.recommendations"
 CURVE_K_MAX = 20  # the report's and the MLflow curves' longest list
 
 
@@ -196,14 +196,12 @@ def _report(
 
 def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutcome:
     """Fit, evaluate against popularity, log, register as challenger, promote if it earns it."""
-    import duckdb
     import mlflow
 
-    con = duckdb.connect(str(settings.resolved_warehouse_path))
-    try:
+    from loopline.warehouse import reading
+
+    with reading(settings) as con:
         interactions = load_interactions(con, None, _last_day(con))
-    finally:
-        con.close()
     cut = default_cut(interactions, config.holdout_days)
     train_part, test = split_by_time(interactions, cut)
     model = ItemItemRecommender().fit(train_part, config.params)
@@ -324,52 +322,41 @@ def recommend_all(settings: Settings, as_of: date | None, k: int) -> RecsScoreRe
 
     Returns None when no recommender is registered yet.
     """
-    import duckdb
-
-    from loopline.duck import warehouse_writer
+    from loopline.warehouse import ensure, writing
 
     loaded = load_recommender(settings, CHAMPION)
     if loaded is None:
         return None
     params = loaded.model.params
     scored_at = datetime.now(UTC).replace(tzinfo=None)
-    with warehouse_writer(settings) as path:
-        con = duckdb.connect(str(path))
-        try:
-            as_of = as_of or _last_day(con)
-            histories = user_histories(con, as_of, params.history_window_days, params.max_history)
-            recs = batch_recommend(loaded.model, histories, k)
-            n = len(recs)
-            table_ = pa.table(
-                {
-                    "user_id": pa.array(recs["user_id"].astype(str).tolist(), pa.string()),
-                    "as_of_date": pa.array([as_of] * n, pa.date32()),
-                    "rank": pa.array(recs["rank"].to_numpy(), pa.int32()),
-                    "show_id": pa.array(recs["show_id"].astype(str).tolist(), pa.string()),
-                    "score": pa.array(recs["score"].to_numpy(), pa.float64()),
-                    "model_name": pa.array([RECS_MODEL] * n, pa.string()),
-                    "model_version": pa.array([loaded.version] * n, pa.string()),
-                    "scored_at": pa.array([scored_at] * n, pa.timestamp("us")),
-                }
-            )
-            con.execute("create schema if not exists ml")
-            con.execute(
-                f"create table if not exists {RECOMMENDATIONS_TABLE} (user_id varchar, "
-                "as_of_date date, rank integer, show_id varchar, score double, "
-                "model_name varchar, model_version varchar, scored_at timestamp)"
-            )
-            con.register("_recs", table_)
-            con.execute("begin transaction")
-            con.execute(
-                f"delete from {RECOMMENDATIONS_TABLE} where as_of_date = ? and model_version = ?",
-                [as_of, loaded.version],
-            )
-            con.execute(f"insert into {RECOMMENDATIONS_TABLE} select * from _recs")
-            con.execute("commit")
-            con.unregister("_recs")
-            _write_histories(settings, histories)  # the same histories the top-k came from
-        finally:
-            con.close()
+    with writing(settings) as con:
+        as_of = as_of or _last_day(con)
+        histories = user_histories(con, as_of, params.history_window_days, params.max_history)
+        recs = batch_recommend(loaded.model, histories, k)
+        n = len(recs)
+        table_ = pa.table(
+            {
+                "user_id": pa.array(recs["user_id"].astype(str).tolist(), pa.string()),
+                "as_of_date": pa.array([as_of] * n, pa.date32()),
+                "rank": pa.array(recs["rank"].to_numpy(), pa.int32()),
+                "show_id": pa.array(recs["show_id"].astype(str).tolist(), pa.string()),
+                "score": pa.array(recs["score"].to_numpy(), pa.float64()),
+                "model_name": pa.array([RECS_MODEL] * n, pa.string()),
+                "model_version": pa.array([loaded.version] * n, pa.string()),
+                "scored_at": pa.array([scored_at] * n, pa.timestamp("us")),
+            }
+        )
+        ensure(con, RECOMMENDATIONS_TABLE)
+        con.register("_recs", table_)
+        con.execute("begin transaction")
+        con.execute(
+            f"delete from {RECOMMENDATIONS_TABLE} where as_of_date = ? and model_version = ?",
+            [as_of, loaded.version],
+        )
+        con.execute(f"insert into {RECOMMENDATIONS_TABLE} select * from _recs")
+        con.execute("commit")
+        con.unregister("_recs")
+        _write_histories(settings, histories)  # the same histories the top-k came from
     return RecsScoreReport(
         loaded.version, as_of, n, histories["user_id"].nunique(), RECOMMENDATIONS_TABLE
     )

@@ -33,13 +33,13 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from loopline.settings import Settings
+from loopline.warehouse import DECISIONS_TABLE
 
 CHURN_MODEL = "loopline-churn"
 RECS_MODEL = "loopline-recommender"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
-DECISIONS_TABLE = "ml.model_decisions"
 
 # skops refuses types it does not know; these are the fitted estimators' internals
 SKOPS_TRUSTED_TYPES = [
@@ -379,35 +379,18 @@ def rollback(client: MlflowClient, model_name: str) -> Decision:
 
 def record_decision(settings: Settings, decision: Decision) -> None:
     """Append the decision to ``ml.model_decisions`` in the warehouse (under the writer lock)."""
-    import duckdb
-
-    from loopline.duck import warehouse_writer
+    from loopline.warehouse import ensure, writing
 
     row = asdict(decision)
     row["gate_failures"] = json.dumps(row["gate_failures"])
-    with warehouse_writer(settings) as path:
-        con = duckdb.connect(str(path))
-        try:
-            con.execute("create schema if not exists ml")
-            con.execute(
-                f"""
-                create table if not exists {DECISIONS_TABLE} (
-                    model_name varchar, version varchar, action varchar, promoted boolean,
-                    reason varchar, metric varchar, challenger_value double,
-                    champion_version varchar, champion_value double, margin double,
-                    gate_passed boolean, gate_failures varchar, run_id varchar,
-                    decided_at timestamp
-                )
-                """
-            )
-            columns = list(row)
-            con.execute(
-                f"insert into {DECISIONS_TABLE} ({', '.join(columns)}) "
-                f"values ({', '.join('?' for _ in columns)})",
-                [row[c] for c in columns],
-            )
-        finally:
-            con.close()
+    with writing(settings) as con:
+        ensure(con, DECISIONS_TABLE)
+        columns = list(row)
+        con.execute(
+            f"insert into {DECISIONS_TABLE} ({', '.join(columns)}) "
+            f"values ({', '.join('?' for _ in columns)})",
+            [row[c] for c in columns],
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,20 +22,12 @@ import pandas as pd
 import pyarrow as pa
 
 from loopline.settings import Settings
+from loopline.warehouse import PREDICTIONS_TABLE
 from ml.features import CHURN
 from ml.registry import CHAMPION, CHURN_MODEL, RegistryError, alias_version, configure
 from ml.train import as_model_input
 
 T = TypeVar("T")
-PREDICTIONS_TABLE = "ml.churn_predictions"
-
-_PREDICTIONS_DDL = f"""
-create table if not exists {PREDICTIONS_TABLE} (
-    user_id bigint, as_of_date date, churn_probability double, is_high_risk boolean,
-    threshold double, model_name varchar, model_version varchar, feature_set_version varchar,
-    scored_at timestamp
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -205,71 +197,64 @@ def score_churn(
     writing the last one overlap with scoring this one (`prefetched`, `_Inserter`). A caller
     scoring several days passes the loaded `champion` to load it once.
     """
-    import duckdb
-
-    from loopline.duck import warehouse_writer
+    from loopline.warehouse import ensure, writing
 
     champion = champion or load_churn_model(settings, alias)
     scored_at = datetime.now(UTC).replace(tzinfo=None)
-    with warehouse_writer(settings) as path:
-        con = duckdb.connect(str(path))
-        try:
+    with writing(settings) as con:
+        if as_of is None:
+            (as_of,) = con.execute(
+                f"select max(as_of_date) from {CHURN.relation} where feature_set_version = ?",
+                [champion.feature_set_version],
+            ).fetchone() or (None,)
             if as_of is None:
-                (as_of,) = con.execute(
-                    f"select max(as_of_date) from {CHURN.relation} where feature_set_version = ?",
-                    [champion.feature_set_version],
-                ).fetchone() or (None,)
-                if as_of is None:
-                    raise RegistryError(
-                        f"no rows of feature set version {champion.feature_set_version!r} "
-                        f"(model v{champion.version} was trained on it); rebuild the features"
-                    )
-            con.execute("create schema if not exists ml")
-            con.execute(_PREDICTIONS_DDL)
-            slice_ = [as_of, champion.name, champion.version]
-            where = "as_of_date = ? and model_name = ? and model_version = ?"
-            (replaced,) = con.execute(
-                f"select count(*) from {PREDICTIONS_TABLE} where {where}", slice_
-            ).fetchone() or (0,)
-            columns = ", ".join(["user_id", "as_of_date", *champion.feature_columns])
-            reader = con.cursor()
-            reader.execute(
-                f"select {columns} from {CHURN.relation} "
-                "where as_of_date = ? and feature_set_version = ?",
-                [as_of, champion.feature_set_version],
-            )
-            # constants travel as parameters, not as n-row Arrow columns
-            insert = (
-                f"insert into {PREDICTIONS_TABLE} select user_id, as_of_date, churn_probability, "
-                "churn_probability >= $threshold, $threshold, $name, $version, $fs_version, "
-                "$scored_at from _chunk"
-            )
-            constants = {
-                "threshold": champion.threshold,
-                "name": champion.name,
-                "version": champion.version,
-                "fs_version": champion.feature_set_version,
-                "scored_at": scored_at,
-            }
-            rows = 0
-            con.execute("begin transaction")
-            try:
-                con.execute(f"delete from {PREDICTIONS_TABLE} where {where}", slice_)
-                frames = prefetched(_model_inputs(reader.to_arrow_reader(chunk_rows)))
-                with _Inserter(con, insert, constants) as inserter:
-                    for table in predict_chunks(frames, champion):
-                        inserter.put(table)
-                        rows += table.num_rows
-                        if progress is not None:
-                            progress(table.num_rows)
-                con.execute("commit")
-            except BaseException:
-                con.execute("rollback")
-                raise
-            finally:
-                reader.close()
+                raise RegistryError(
+                    f"no rows of feature set version {champion.feature_set_version!r} "
+                    f"(model v{champion.version} was trained on it); rebuild the features"
+                )
+        ensure(con, PREDICTIONS_TABLE)
+        slice_ = [as_of, champion.name, champion.version]
+        where = "as_of_date = ? and model_name = ? and model_version = ?"
+        (replaced,) = con.execute(
+            f"select count(*) from {PREDICTIONS_TABLE} where {where}", slice_
+        ).fetchone() or (0,)
+        columns = ", ".join(["user_id", "as_of_date", *champion.feature_columns])
+        reader = con.cursor()
+        reader.execute(
+            f"select {columns} from {CHURN.relation} "
+            "where as_of_date = ? and feature_set_version = ?",
+            [as_of, champion.feature_set_version],
+        )
+        # constants travel as parameters, not as n-row Arrow columns
+        insert = (
+            f"insert into {PREDICTIONS_TABLE} select user_id, as_of_date, churn_probability, "
+            "churn_probability >= $threshold, $threshold, $name, $version, $fs_version, "
+            "$scored_at from _chunk"
+        )
+        constants = {
+            "threshold": champion.threshold,
+            "name": champion.name,
+            "version": champion.version,
+            "fs_version": champion.feature_set_version,
+            "scored_at": scored_at,
+        }
+        rows = 0
+        con.execute("begin transaction")
+        try:
+            con.execute(f"delete from {PREDICTIONS_TABLE} where {where}", slice_)
+            frames = prefetched(_model_inputs(reader.to_arrow_reader(chunk_rows)))
+            with _Inserter(con, insert, constants) as inserter:
+                for table in predict_chunks(frames, champion):
+                    inserter.put(table)
+                    rows += table.num_rows
+                    if progress is not None:
+                        progress(table.num_rows)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
         finally:
-            con.close()
+            reader.close()
     return ScoreReport(
         champion.name, champion.version, as_of, rows, int(replaced), PREDICTIONS_TABLE
     )

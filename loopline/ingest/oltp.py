@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-from loopline.duck import attach_source
+from loopline.warehouse import attach_source
 
 TABLES = ("users", "plans", "plan_prices", "subscriptions")
 

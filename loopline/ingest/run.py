@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loopline.duck import connect, warehouse_writer
 from loopline.ingest.files import REJECTED_DIR, LoadReport, load_files
 from loopline.ingest.oltp import load_oltp
 from loopline.paths import shown
 from loopline.progress import phase
 from loopline.settings import Settings
+from loopline.warehouse import connect, warehouse_writer, writing
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,12 @@ class Rejects:
 
 def rejects(settings: Settings, batch_id: str) -> Rejects:
     """Quarantined records and rejected files of `batch_id` (from `monitoring.fct_load_accounting`)."""
-    import duckdb
-
-    with warehouse_writer(settings) as path:
-        con = duckdb.connect(str(path))  # same config as dbt in-process
-        try:
-            row = con.execute(
-                "select coalesce(sum(quarantined_records), 0), coalesce(sum(rejected_files), 0) "
-                "from monitoring.fct_load_accounting where _batch_id = ?",
-                [batch_id],
-            ).fetchone()
-        finally:
-            con.close()
+    with writing(settings) as con:
+        row = con.execute(
+            "select coalesce(sum(quarantined_records), 0), coalesce(sum(rejected_files), 0) "
+            "from monitoring.fct_load_accounting where _batch_id = ?",
+            [batch_id],
+        ).fetchone()
     quarantined, files = row or (0, 0)
     return Rejects(int(quarantined), int(files), settings.landing_dir / REJECTED_DIR)
 

@@ -17,8 +17,8 @@ def reset_sources(settings: Settings) -> None:
     if settings.source_db_url:
         import duckdb
 
-        from loopline.duck import attach_source
         from loopline.simulate.writers import OLTP_TABLES
+        from loopline.warehouse import attach_source
 
         con = duckdb.connect()
         attach_source(con, settings.source_db_url)

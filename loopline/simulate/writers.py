@@ -584,7 +584,7 @@ OLTP_TABLES = tuple(_DDL)
 
 def write_oltp(state: SimState, url: str, since_epoch: int) -> None:
     """Upsert what changed since `since_epoch` into the OLTP database (SQLite or Postgres)."""
-    from loopline.duck import attach_source
+    from loopline.warehouse import attach_source
 
     u = state.users
     cfg = state.config

@@ -10,11 +10,11 @@ import duckdb
 import pytest
 
 from loopline.dbt import run_dbt
-from loopline.duck import connect
 from loopline.ingest.oltp import load_oltp
 from loopline.ingest.run import IngestReport, ingest
 from loopline.settings import Settings
 from loopline.simulate import simulate
+from loopline.warehouse import connect
 from tests.conftest import SMALL_UNTIL, copy_company, query
 
 SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "features", "snapshots")

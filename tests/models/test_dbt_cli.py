@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from loopline.dbt import project_dir
-from loopline.duck import holds_warehouse_writer, warehouse_writer
 from loopline.settings import Settings
+from loopline.warehouse import holds_warehouse_writer, warehouse_writer
 
 PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
 PROJECT_FOLDERS = ("models", "macros", "seeds", "snapshots", "data-tests", "analyses")

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.duck import attach_source
 from loopline.settings import Settings
 from loopline.simulate import SimulationError, churn_truth, simulate
 from loopline.simulate.writers import OLTP_TABLES
+from loopline.warehouse import attach_source
 from tests.conftest import SMALL_UNTIL, run_small, small_config
 
 

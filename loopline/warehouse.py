@@ -1,0 +1,230 @@
+"""The warehouse: the one module that opens DuckDB connections to it, holds its writer lock and
+owns the DDL of the tables Python (not dbt) writes.
+
+- `connect` opens a DuckDB file (the warehouse, a bench copy, `:memory:`) with the configured
+  threads and memory limit: for processes that own the file (ingest, the GX runner).
+- `open_warehouse` opens the warehouse as in-process dbt does (DuckDB refuses a second
+  connection to one file with another configuration in the same process); `reading` and
+  `writing` wrap it in a context, `writing` under the writer lock.
+- `ensure` creates the Python-written tables (`ml.*`, `monitoring.validation_results`) from
+  `TABLES`, so each is declared once here and nowhere else.
+- Source databases (SQLite, Postgres) are attached with `attach_source`, their scanners loaded
+  from pip packages (no download at run time).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+
+from loopline.settings import Settings
+
+_EXTENSIONS = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
+
+
+def connect(
+    path: Path | str, settings: Settings, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the configured threads and memory limit."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute(f"set threads = {int(settings.duckdb_threads)}")
+    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
+    # spills go to DuckDB's default for a file database, <file>.tmp/ beside it; it cannot be
+    # switched once used, and dbt (in-process) shares the same database instance
+    return con
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """Load a scanner extension from its pip package (no download at run time)."""
+    import duckdb_extensions
+
+    name = _EXTENSIONS[kind]
+    duckdb_extensions.import_extension(name, con=con)
+    con.execute(f"load {name}")
+
+
+def source_kind(url: str) -> str:
+    """'sqlite' or 'postgres' for a source database URL, with a clear error otherwise."""
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgres", "postgresql"):
+        return "postgres"
+    raise ValueError(
+        f"LOOPLINE_SOURCE_DB_URL={url!r}: unsupported scheme {scheme!r}; "
+        "use sqlite:///path/to/file.sqlite or postgresql://user@host:port/dbname"
+    )
+
+
+def attach_source(
+    con: duckdb.DuckDBPyConnection, url: str, alias: str = "src", read_only: bool = False
+) -> None:
+    """Attach the OLTP source database (SQLite file or Postgres) under `alias`."""
+    kind = source_kind(url)
+    load_extension(con, kind)
+    mode = ", READ_ONLY" if read_only else ""
+    if kind == "sqlite":
+        target = url.removeprefix("sqlite:///")
+        if not target.startswith("/"):
+            target = str(Path(target).resolve())
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        target = url
+    con.execute(f"attach '{target}' as {alias} (type {kind}{mode})")
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process holds the warehouse writer lock for too long."""
+
+
+# lock files this process holds: dbt run in-process under the lock must not wait for it again
+# (flock locks belong to an open file, so a second open in the same process would deadlock)
+_HELD: set[Path] = set()
+
+
+def writer_lock_path(warehouse: Path) -> Path:
+    """The lock file beside the warehouse file that every writer takes."""
+    return warehouse.with_name(warehouse.name + ".writer.lock")
+
+
+def holds_warehouse_writer(warehouse: Path | str) -> bool:
+    """True when this process holds the writer lock of the warehouse file `warehouse`."""
+    return writer_lock_path(Path(warehouse)).resolve() in _HELD
+
+
+@contextmanager
+def warehouse_writer(settings: Settings, timeout_s: float = 1800.0) -> Iterator[Path]:
+    """Hold the single-writer lock of the warehouse (see docs/architecture.md).
+
+    Concurrent writers queue here instead of failing on DuckDB's own file lock.
+    """
+    path = settings.resolved_warehouse_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = writer_lock_path(path)
+    with lock.open("a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseBusyError(
+                        f"another process has been writing {path} for over {timeout_s:.0f} s "
+                        f"(lock {lock}); wait for it or stop it"
+                    ) from None
+                time.sleep(0.2)
+        held = lock.resolve()
+        _HELD.add(held)
+        try:
+            yield path
+        finally:
+            _HELD.discard(held)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class NoWarehouseError(ValueError):
+    """The warehouse file does not exist yet (nothing has been ingested and built)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"no warehouse at {path}: run `loopline ingest` and `loopline build` "
+            "(or `loopline demo`) first"
+        )
+
+
+def open_warehouse(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse configured as in-process dbt opens it (DuckDB's defaults).
+
+    One process shares one DuckDB instance per file, and DuckDB refuses a second connection
+    with another configuration, so everything that runs beside dbt in a process opens the
+    warehouse this way. Raises a clear error when no warehouse has been built yet.
+    """
+    path = settings.resolved_warehouse_path
+    if read_only and not path.exists():
+        raise NoWarehouseError(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(path), read_only=read_only)
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A warehouse connection for reads (no lock: DuckDB serves readers of a committed file)."""
+    if not settings.resolved_warehouse_path.exists():
+        raise NoWarehouseError(settings.resolved_warehouse_path)
+    con = open_warehouse(settings)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def writing(settings: Settings, timeout_s: float = 1800.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A warehouse connection held under the writer lock for the length of the block."""
+    with warehouse_writer(settings, timeout_s):
+        con = open_warehouse(settings)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+# --------------------------------------------------------------------------------------------
+# tables Python writes (dbt declares them as sources; models/sources/ml.yml, monitoring.yml)
+
+PREDICTIONS_TABLE = "ml.churn_predictions"
+RECOMMENDATIONS_TABLE = "ml.recommendations"
+DECISIONS_TABLE = "ml.model_decisions"
+VALIDATION_RESULTS_TABLE = "monitoring.validation_results"
+
+TABLES: dict[str, str] = {
+    PREDICTIONS_TABLE: """(
+        user_id bigint, as_of_date date, churn_probability double, is_high_risk boolean,
+        threshold double, model_name varchar, model_version varchar,
+        feature_set_version varchar, scored_at timestamp
+    )""",
+    RECOMMENDATIONS_TABLE: """(
+        user_id varchar, as_of_date date, rank integer, show_id varchar, score double,
+        model_name varchar, model_version varchar, scored_at timestamp
+    )""",
+    DECISIONS_TABLE: """(
+        model_name varchar, version varchar, action varchar, promoted boolean,
+        reason varchar, metric varchar, challenger_value double,
+        champion_version varchar, champion_value double, margin double,
+        gate_passed boolean, gate_failures varchar, run_id varchar,
+        decided_at timestamp
+    )""",
+    VALIDATION_RESULTS_TABLE: """(
+        run_id varchar not null,
+        validated_at timestamp not null,
+        asset varchar not null,          -- schema.table as published
+        relation varchar not null,       -- schema.table validated (a staged copy, or the asset)
+        suite varchar not null,
+        expectation varchar not null,    -- type(arguments), readable
+        expectation_type varchar not null,
+        column_name varchar,
+        critical boolean not null,
+        success boolean not null,
+        observed_value varchar,          -- JSON
+        unexpected_count bigint,
+        element_count bigint,
+        exception varchar
+    )""",
+}
+
+
+def ensure(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    """Create `tables` (names from `TABLES`) and their schemas when they do not exist yet."""
+    for table in tables:
+        schema = table.split(".")[0]
+        con.execute(f"create schema if not exists {schema}")
+        con.execute(f"create table if not exists {table} {TABLES[table]}")
