@@ -82,7 +82,13 @@ def load_manifest(settings: Settings) -> dict[str, Any] | None:
 def _node_relation(node: Mapping[str, Any]) -> tuple[str, str]:
     if node["resource_type"] == "source":
         return node["schema"], node.get("identifier") or node["name"]
-    return node["schema"], node.get("alias") or node["name"]
+    # the published name: a write-audit-publish build's nodes live in `<schema>__<colour>`
+    # (loopline/publish.py); validate(schemas=...) maps the name back to the colour judged
+    schema = str(node["schema"])
+    base = (node.get("config") or {}).get("schema")
+    if base and schema.startswith(f"{base}__"):
+        schema = str(base)
+    return schema, node.get("alias") or node["name"]
 
 
 def _test_target(node: Mapping[str, Any]) -> str | None:

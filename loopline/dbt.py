@@ -124,8 +124,16 @@ def log_file(settings: Settings) -> Path:
     return settings.data_dir / "dbt" / "logs" / "dbt.log"
 
 
-def run_dbt(settings: Settings, args: Sequence[str], raise_on_failure: bool = True) -> DbtResult:
+def run_dbt(
+    settings: Settings,
+    args: Sequence[str],
+    raise_on_failure: bool = True,
+    colour: str | None = None,
+) -> DbtResult:
     """Run one dbt command (e.g. ["build"]) holding the warehouse writer lock.
+
+    `colour` builds the models into `<schema>__<colour>` for write-audit-publish
+    (loopline/publish.py); without it they land in the plain schemas.
 
     Before the first build of a warehouse, the incremental models are created empty:
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
@@ -138,10 +146,11 @@ def run_dbt(settings: Settings, args: Sequence[str], raise_on_failure: bool = Tr
     incremental: list[str] = []
     if building:
         reusable = not any(a.split("=")[0] in _PARSE_ARGS for a in args)
-        manifest = parse(settings) if reusable else None
-        incremental = ensure_incremental_relations(settings, manifest)
+        manifest = parse(settings, colour) if reusable else None
+        incremental = ensure_incremental_relations(settings, manifest, colour)
     shows = bool(args) and args[0] in RUNS_NODES and "--empty" not in args
-    result = _invoke(settings, args, manifest=manifest, bar=f"dbt {args[0]}" if shows else None)
+    bar = f"dbt {args[0]}" if shows else None
+    result = _invoke(settings, args, manifest=manifest, bar=bar, colour=colour)
     if building and result.success:
         result.processed.update(_rows_written(settings, incremental))
     if shows:
@@ -204,9 +213,9 @@ def _rows_written(settings: Settings, relations: list[str]) -> dict[str, int]:
     return out
 
 
-def parse(settings: Settings) -> Any:
+def parse(settings: Settings, colour: str | None = None) -> Any:
     """The project's parsed manifest (dbt's partial parsing makes a repeat cheap)."""
-    result = _invoke(settings, ["parse"])
+    result = _invoke(settings, ["parse"], colour=colour)
     if not result.success:
         raise _error(["parse"], result, settings)
     return result.manifest
@@ -222,13 +231,15 @@ def incremental_relations(settings: Settings, manifest: Any = None) -> list[str]
     )
 
 
-def ensure_incremental_relations(settings: Settings, manifest: Any = None) -> list[str]:
+def ensure_incremental_relations(
+    settings: Settings, manifest: Any = None, colour: str | None = None
+) -> list[str]:
     """Create missing incremental models empty (`dbt build --empty`); return all of them.
 
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
     Pass a parsed `manifest` to skip parsing; with every relation there, this is one query.
     """
-    manifest = manifest if manifest is not None else parse(settings)
+    manifest = manifest if manifest is not None else parse(settings, colour)
     wanted = {tuple(name.split(".", 1)) for name in incremental_relations(settings, manifest)}
     existing: set[tuple[str, str]] = set()
     if settings.resolved_warehouse_path.exists():
@@ -244,7 +255,7 @@ def ensure_incremental_relations(settings: Settings, manifest: Any = None) -> li
         # seeds and snapshots upstream of them must exist too, hence `build` without tests
         args = ["build", "--empty", "--select", "+config.materialized:incremental",
                 "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]  # fmt: skip
-        result = _invoke(settings, args, manifest=manifest)
+        result = _invoke(settings, args, manifest=manifest, colour=colour)
         if not result.success:
             raise _error(args, result, settings)
     return sorted(f"{schema}.{alias}" for schema, alias in wanted)
@@ -272,6 +283,7 @@ def _invoke(
     args: Sequence[str],
     manifest: Any = None,
     bar: str | None = None,
+    colour: str | None = None,
 ) -> DbtResult:
     """One dbt invocation, silent on the terminal; a bar over its nodes when `bar` names one."""
     from dbt.cli.main import dbtRunner
@@ -290,6 +302,7 @@ def _invoke(
         "--target-path", str(artifacts / "target"),
         "--log-path", str(artifacts / "logs"),
         *QUIET_FLAGS,
+        *(["--vars", json.dumps({"wap_colour": colour})] if colour else []),
     ]  # fmt: skip
     try:
         with warehouse_writer(settings):

@@ -132,6 +132,19 @@ REGISTRY: dict[str, Service] = {
 }
 
 
+# services that open the MLflow store: each would create and migrate a new SQLite store at
+# start, and two migrating at once fail (alembic: "expected to match one row"), so `up`
+# migrates it once before it starts them
+_MLFLOW_USERS = ("mlflow", "api", "deployments")
+
+
+def _migrate_mlflow_store(settings: Settings) -> None:
+    """Create (or upgrade) the MLflow tracking store before the services share it."""
+    from ml.registry import configure
+
+    configure(settings).search_experiments(max_results=1)
+
+
 def resolve(names: Sequence[str] | None) -> list[str]:
     """The services to start for `names` (all by default), needs first, in registry order."""
     if not names:
@@ -427,6 +440,8 @@ def up(
             on_outcome(outcome)
 
     with _locked(settings):
+        if any(recorded(settings, n) is None for n in wanted if n in _MLFLOW_USERS):
+            _migrate_mlflow_store(settings)
         for name in wanted:
             existing = recorded(settings, name)
             if existing is not None:

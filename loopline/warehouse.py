@@ -185,6 +185,7 @@ PREDICTIONS_TABLE = "ml.churn_predictions"
 RECOMMENDATIONS_TABLE = "ml.recommendations"
 DECISIONS_TABLE = "ml.model_decisions"
 VALIDATION_RESULTS_TABLE = "monitoring.validation_results"
+PUBLICATIONS_TABLE = "monitoring.publications"
 
 TABLES: dict[str, str] = {
     PREDICTIONS_TABLE: """(
@@ -218,6 +219,15 @@ TABLES: dict[str, str] = {
         unexpected_count bigint,
         element_count bigint,
         exception varchar
+    )""",
+    PUBLICATIONS_TABLE: """(
+        publication_id varchar not null,
+        colour varchar not null,           -- the colour the plain schemas point at from now
+        previous_colour varchar,
+        relations integer not null,        -- views repointed
+        dropped integer not null,          -- views of deleted models dropped
+        validation_run_id varchar,         -- the audit that allowed it (validation_results)
+        published_at timestamp not null
     )""",
 }
 

@@ -11,8 +11,9 @@
 {#- on-run-start: the registry exists before any feature model runs (two models' hooks
     creating it at once would conflict in DuckDB) -#}
 {% macro create_feature_set_registry() %}
-    create schema if not exists features;
-    create table if not exists features.feature_sets (
+    {%- set schema = generate_schema_name('features', none) %}
+    create schema if not exists {{ schema }};
+    create table if not exists {{ schema }}.feature_sets (
         feature_set_name varchar not null,
         feature_set_version varchar not null,
         definition_hash varchar not null,
