@@ -8,6 +8,7 @@ phase line (models, tests, passed, warned, failed, seconds) plus one line per fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -261,6 +262,23 @@ def ensure_incremental_relations(
     return sorted(f"{schema}.{alias}" for schema, alias in wanted)
 
 
+def _close_dbt_duckdb() -> None:
+    """Close the DuckDB instance dbt-duckdb keeps open between invocations.
+
+    It outlives the invocation (a class-level environment), so without this the process
+    would keep the warehouse file open after releasing the writer lock, and another process
+    opening it would fail on DuckDB's own file lock.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+    if env is not None:
+        with contextlib.suppress(Exception):  # closing must not hide the build's outcome
+            env.close()
+
+
 class _NodeCounter:
     """A dbt event callback that advances a bar as nodes finish (called from dbt's threads)."""
 
@@ -306,12 +324,15 @@ def _invoke(
     ]  # fmt: skip
     try:
         with warehouse_writer(settings):
-            if bar is None:
-                result = dbtRunner(manifest=manifest).invoke(command)
-            else:
-                with progress.track(bar, unit="nodes") as tracker:
-                    callbacks: list[Callable[[Any], None]] = [_NodeCounter(tracker)]
-                    result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(command)
+            try:
+                if bar is None:
+                    result = dbtRunner(manifest=manifest).invoke(command)
+                else:
+                    with progress.track(bar, unit="nodes") as tracker:
+                        callbacks: list[Callable[[Any], None]] = [_NodeCounter(tracker)]
+                        result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(command)
+            finally:
+                _close_dbt_duckdb()
     finally:
         for key, value in saved.items():
             if value is None:

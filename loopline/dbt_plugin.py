@@ -15,29 +15,14 @@ around its invocations, as loopline/dbt.py does.
 from __future__ import annotations
 
 import atexit
-import fcntl
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 
-from loopline import progress
 from loopline.settings import Settings
-from loopline.warehouse import holds_warehouse_writer, warehouse_writer, writer_lock_path
-
-
-def _is_free(lock: Path) -> bool:
-    """True when nobody holds the lock right now (only to decide whether to say we wait)."""
-    if not lock.exists():
-        return True
-    with lock.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return True
+from loopline.warehouse import holds_warehouse_writer, warehouse_writer
 
 
 class Plugin(BasePlugin):
@@ -54,11 +39,7 @@ class Plugin(BasePlugin):
         warehouse = Path(path)
         if holds_warehouse_writer(warehouse):  # loopline runs dbt under the lock already
             return
-        if not _is_free(writer_lock_path(warehouse)):
-            progress.say(
-                f"waiting for the warehouse writer lock of {warehouse} "
-                "(a flow, ingest or `loopline build` is writing it)"
-            )
+        # a waiter says who holds the lock and since when (loopline.warehouse)
         self._held.enter_context(warehouse_writer(Settings(warehouse_path=warehouse)))
         self._locked = True
         atexit.register(self._held.close)

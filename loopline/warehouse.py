@@ -15,9 +15,13 @@ owns the DDL of the tables Python (not dbt) writes.
 from __future__ import annotations
 
 import fcntl
+import json
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -100,28 +104,72 @@ def holds_warehouse_writer(warehouse: Path | str) -> bool:
     return writer_lock_path(Path(warehouse)).resolve() in _HELD
 
 
+def lock_holder(warehouse: Path | str) -> str:
+    """Who holds (or last held) the writer lock: "pid 123 (loopline build) since 21:30:05"."""
+    try:
+        info = json.loads(writer_lock_path(Path(warehouse)).read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    since = datetime.fromtimestamp(float(info.get("since", 0))).strftime("%H:%M:%S")
+    return f"pid {info.get('pid')} ({info.get('command', '?')}) since {since}"
+
+
+def _command_line() -> str:
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    return " ".join(argv)[:120]
+
+
 @contextmanager
-def warehouse_writer(settings: Settings, timeout_s: float = 1800.0) -> Iterator[Path]:
+def warehouse_writer(
+    settings: Settings, timeout_s: float = 1800.0, waiting_note_s: float = 2.0
+) -> Iterator[Path]:
     """Hold the single-writer lock of the warehouse (see docs/architecture.md).
 
-    Concurrent writers queue here instead of failing on DuckDB's own file lock.
+    Every process that opens the warehouse file takes it (DuckDB lets one process at a time
+    open a file for writing, and none read beside it), so concurrent runs queue here instead
+    of failing on DuckDB's own file lock. A waiter says who holds the lock and since when
+    (after `waiting_note_s`, then every minute). Re-entrant within a process.
     """
     path = settings.resolved_warehouse_path
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = writer_lock_path(path)
+    if lock.resolve() in _HELD:  # this process holds it already (e.g. a read inside a build)
+        yield path
+        return
     with lock.open("a+") as handle:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        next_note = started + waiting_note_s
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise WarehouseBusyError(
-                        f"another process has been writing {path} for over {timeout_s:.0f} s "
-                        f"(lock {lock}); wait for it or stop it"
+                        f"{lock_holder(path)} has been writing {path} for over "
+                        f"{timeout_s:.0f} s (lock {lock}); wait for it or stop it"
                     ) from None
+                if now >= next_note:
+                    from loopline import progress
+
+                    note = (
+                        f"waiting for the warehouse: {lock_holder(path)} is writing it "
+                        f"(waited {now - started:.0f} s)"
+                    )
+                    progress.logger.info(note)
+                    progress.say(note)
+                    next_note = now + 60.0
                 time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps({"pid": os.getpid(), "command": _command_line(), "since": time.time()})
+        )
+        handle.flush()
         held = lock.resolve()
         _HELD.add(held)
         try:
@@ -157,14 +205,19 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> duckdb.DuckDB
 
 @contextmanager
 def reading(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A warehouse connection for reads (no lock: DuckDB serves readers of a committed file)."""
+    """A warehouse connection for reads, under the writer lock like any other opener.
+
+    DuckDB refuses to open a file that another process has open for writing, even
+    read-only, so a reader queues behind a writer rather than failing at once.
+    """
     if not settings.resolved_warehouse_path.exists():
         raise NoWarehouseError(settings.resolved_warehouse_path)
-    con = open_warehouse(settings)
-    try:
-        yield con
-    finally:
-        con.close()
+    with warehouse_writer(settings):
+        con = open_warehouse(settings)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 @contextmanager
