@@ -5,8 +5,15 @@ from __future__ import annotations
 import shutil
 
 from loopline.settings import Settings
-from loopline.simulate.config import SimConfig, config_for_scale
-from loopline.simulate.run import SimReport, SimulationError, churn_truth, load_state, simulate
+from loopline.simulate.config import Scenario, SimConfig, config_for_scale
+from loopline.simulate.run import (
+    SimReport,
+    SimulationError,
+    churn_truth,
+    load_state,
+    simulate,
+    simulate_company,
+)
 
 
 def reset_sources(settings: Settings) -> None:
@@ -17,7 +24,7 @@ def reset_sources(settings: Settings) -> None:
     if settings.source_db_url:
         import duckdb
 
-        from loopline.simulate.writers import OLTP_TABLES
+        from loopline.simulate.writers.oltp import OLTP_TABLES
         from loopline.warehouse import attach_source
 
         con = duckdb.connect()
@@ -31,6 +38,7 @@ def reset_sources(settings: Settings) -> None:
 
 
 __all__ = [
+    "Scenario",
     "SimConfig",
     "SimReport",
     "SimulationError",
@@ -39,4 +47,5 @@ __all__ = [
     "load_state",
     "reset_sources",
     "simulate",
+    "simulate_company",
 ]

@@ -17,19 +17,14 @@ import pyarrow as pa
 from loopline.progress import Tracker, phase, track
 from loopline.settings import Settings
 from loopline.simulate import model as m
-from loopline.simulate.config import SimConfig
+from loopline.simulate.config import Scenario, SimConfig
 from loopline.simulate.engine import day_epoch, initial_state, simulate_day
 from loopline.simulate.state import SimState
-from loopline.simulate.writers import (
-    USER_DEFECTS,
-    event_lines,
-    lines_table,
-    write_catalogue,
-    write_event_files,
-    write_oltp,
-    write_payments,
-    write_tickets,
-)
+from loopline.simulate.writers.catalogue import write_catalogue
+from loopline.simulate.writers.events import event_lines, lines_table, write_event_files
+from loopline.simulate.writers.oltp import USER_DEFECTS, write_oltp
+from loopline.simulate.writers.payments import write_payments
+from loopline.simulate.writers.tickets import write_tickets
 
 CHUNK_DAYS = 14  # days whose events are expanded and written together (bounds memory)
 
@@ -51,6 +46,7 @@ class SimReport:
     users: int
     seconds: float
     bayes_auc: float | None
+    company_start: date  # the simulated company's first day
 
     @property
     def events_per_second(self) -> float:
@@ -80,6 +76,36 @@ def catalogue_dir(settings: Settings) -> Path:
 
 def load_state(settings: Settings) -> SimState | None:
     return SimState.load(settings.sim_state_dir)
+
+
+def simulate_company(
+    settings: Settings,
+    new_company: Scenario | None = None,
+    until: date | None = None,
+    days: int | None = None,
+    progress: bool = True,
+) -> SimReport:
+    """The simulate step (`loopline simulate` and the demo): start a company or continue it.
+
+    With nothing simulated yet, starts the company `new_company` describes (defaults:
+    LOOPLINE_SIM_SCALE, LOOPLINE_SIM_SEED) and simulates it up to `until`, or for `days`
+    days, or for its scale's default length. Otherwise continues the stored company up
+    to `until`, or `days` more days; with neither it has nothing to do. `new_company` is
+    used only for a first run.
+    """
+    state = load_state(settings)
+    config = None
+    if state is None:
+        try:
+            config, default_days = (new_company or Scenario()).config(
+                settings.sim_scale, settings.sim_seed, settings.sim_start
+            )
+        except (ValueError, KeyError) as exc:
+            raise SimulationError(f"bad scenario options: {exc}") from exc
+        until = until or config.date_of((days or default_days) - 1)
+    elif until is None:
+        until = state.config.date_of(state.last_day + (days or 0))
+    return simulate(settings, until, config, progress)
 
 
 def simulate(
@@ -118,6 +144,7 @@ def simulate(
             state.n_users,
             0.0,
             _bayes_auc(settings, state),
+            cfg.start,
         )
         phase("simulate", report.summary())
         return report
@@ -173,6 +200,7 @@ def simulate(
         users=state.n_users,
         seconds=time.perf_counter() - started,
         bayes_auc=auc,
+        company_start=cfg.start,
     )
     phase("simulate", report.summary(), report.seconds)
     return report

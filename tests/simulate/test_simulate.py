@@ -15,7 +15,7 @@ import pytest
 
 from loopline.settings import Settings
 from loopline.simulate import SimulationError, churn_truth, simulate
-from loopline.simulate.writers import OLTP_TABLES
+from loopline.simulate.writers.oltp import OLTP_TABLES
 from loopline.warehouse import attach_source
 from tests.conftest import SMALL_UNTIL, run_small, small_config
 
@@ -185,7 +185,7 @@ def test_event_line_count_matches_the_manifest(small_sim):
 
 
 def _payment_formats() -> tuple[str, ...]:
-    from loopline.simulate.writers import PAYMENT_FORMATS
+    from loopline.simulate.writers.payments import PAYMENT_FORMATS
 
     return tuple(fmt for _, fmt in PAYMENT_FORMATS)
 
