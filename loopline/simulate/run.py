@@ -190,6 +190,7 @@ def simulate(
     state.save(settings.sim_state_dir)
     auc = _bayes_auc(settings, state)
     _write_summary(settings, state, auc)
+    write_churn_reference(settings, state)
     report = SimReport(
         first_day=cfg.date_of(first),
         last_day=until,
@@ -296,6 +297,47 @@ def churn_truth(settings: Settings, state: SimState | None = None) -> pd.DataFra
     truth["churned_30d"] = ((cday > day) & (cday <= day + m.LABEL_WINDOW_DAYS)).astype(np.int8)
     truth["as_of"] = pd.Timestamp(state.config.start) + pd.to_timedelta(day, unit="D")
     return truth.reset_index(drop=True)
+
+
+CHURN_REFERENCE = "churn_reference.parquet"
+
+
+def churn_reference_path(settings: Settings) -> Path:
+    """The churn reference in the truth files: what a consumer reads, without the simulator."""
+    return truth_dir(settings) / CHURN_REFERENCE
+
+
+def write_churn_reference(settings: Settings, state: SimState | None = None) -> Path | None:
+    """Write the churn reference: one row per (user, as-of day) with a complete label window.
+
+    Columns: ``user_id`` (int64), ``as_of_date`` (date), ``p_churn_30d`` (the true 30-day
+    churn probability) and ``churned_30d`` (the realised label). Training reads it to log
+    the reference (Bayes-optimal) AUC on its own holdout rows. Every simulate run rewrites
+    it; returns None when nothing is simulated yet.
+    """
+    state = state or load_state(settings)
+    if state is None or not (truth_dir(settings) / "churn_truth.parquet").exists():
+        return None
+    truth = churn_truth(settings, state)
+    frame = pd.DataFrame(
+        {
+            "user_id": truth["user_id"].astype("int64"),
+            "as_of_date": pd.to_datetime(truth["as_of"]).dt.date,
+            "p_churn_30d": truth["p_churn_30d"].astype("float64"),
+            "churned_30d": truth["churned_30d"].astype("int8"),
+        }
+    )
+    path = churn_reference_path(settings)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def ensure_churn_reference(settings: Settings) -> Path | None:
+    """The churn reference, written first if a simulation exists but the file does not yet."""
+    path = churn_reference_path(settings)
+    return path if path.exists() else write_churn_reference(settings)
 
 
 def _bayes_auc(settings: Settings, state: SimState) -> float | None:
