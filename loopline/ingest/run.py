@@ -83,8 +83,8 @@ def _check_sources(settings: Settings, catalogue_url: str) -> None:
     db_url = settings.resolved_source_db_url
     if source_kind(db_url) == "sqlite" and not Path(db_url.removeprefix("sqlite:///")).exists():
         raise IngestError(
-            f"no source database at {db_url}: set LOOPLINE_SOURCE_DB_URL "
-            "(or run `loopline simulate` for the demo's)"
+            f"no source database at {db_url}: set LOOPLINE_SOURCE_DB_URL, "
+            "or simulate the demo's company first (the `simulate` command)"
         )
     parts = urlsplit(catalogue_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
