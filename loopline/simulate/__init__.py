@@ -1,4 +1,9 @@
-"""The source-system simulator: a seeded, deterministic video-streaming company."""
+"""The source-system simulator: a seeded, deterministic video-streaming company.
+
+The demo's source, not a dependency: ingest, dbt, `ml/` and the line flow never import it.
+They read what it writes as they would a real company's systems (a database, a catalogue
+API at a URL, file drops), and training reads the churn reference from its truth files.
+"""
 
 from __future__ import annotations
 

@@ -9,10 +9,12 @@ import numpy as np
 
 from loopline.simulate.state import SimState
 
-FIRST_NAMES = ("ava", "ben", "chloe", "dev", "elif", "farah", "gus", "hana", "ivo", "jun", "kofi", "lena",
-          "mateo", "nia", "omar", "priya", "quinn", "rosa", "sven", "tara", "uma", "vik", "wen", "yara")  # fmt: skip
-LAST_NAMES = ("adams", "berg", "costa", "dubois", "eze", "fischer", "garcia", "haddad", "ito", "jensen",
-         "khan", "lopez", "moreau", "novak", "okafor", "park", "rossi", "silva", "tanaka", "weber")  # fmt: skip
+FIRST_NAMES = ("ava", "ben", "chloe", "dev", "elif", "farah", "gus", "hana", "ivo", "jun", "kofi",
+               "lena", "mateo", "nia", "omar", "priya", "quinn", "rosa", "sven", "tara", "uma", "vik",
+               "wen", "yara")  # fmt: skip
+LAST_NAMES = ("adams", "berg", "costa", "dubois", "eze", "fischer", "garcia", "haddad", "ito",
+              "jensen", "khan", "lopez", "moreau", "novak", "okafor", "park", "rossi", "silva",
+              "tanaka", "weber")  # fmt: skip
 DOMAINS = ("example.com", "mail.example.org", "inbox.example.net", "example.co.uk")
 
 
@@ -25,6 +27,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def user_emails(state: SimState, idx: np.ndarray) -> np.ndarray:
+    """The e-mail address of each user in `idx` (the key the billing and support systems use)."""
     u = state.users
     return np.array(
         [

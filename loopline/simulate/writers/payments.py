@@ -1,4 +1,4 @@
-"""Payments: the billing vendor's daily CSV export (minor units, six currencies, a date
+"""Payments: the billing vendor's daily CSV export (minor units, several currencies, a date
 format that changes twice, failures, refunds, an unreadable partial upload now and then)."""
 
 from __future__ import annotations
