@@ -105,6 +105,8 @@ def ensure_company(
     from loopline.dbt import run_dbt
     from loopline.ingest.run import ingest
     from loopline.simulate import SimConfig, simulate
+    from loopline.simulate.run import catalogue_dir
+    from loopline.simulate.vendor_api import CatalogueServer
     from ml.churn import train_churn
     from ml.config import load_ml_config
     from ml.features import materialize_online
@@ -114,7 +116,8 @@ def ensure_company(
     say(f"fixture: simulating {USERS} users up to {UNTIL} in {data_dir}")
     simulate(settings, UNTIL, SimConfig.model_validate({"users": USERS}), progress=False)
     say("fixture: ingesting")
-    ingest(settings, progress=False)
+    with CatalogueServer(catalogue_dir(settings)) as vendor:  # the demo's source, as it wires it
+        ingest(settings, catalogue_url=vendor.url, progress=False)
     say("fixture: dbt build")
     run_dbt(settings, ["build"])
     say("fixture: materializing the online store")

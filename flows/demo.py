@@ -2,7 +2,9 @@
 
 Thin by design: each task wraps one step; the flow only sequences them: simulate the
 sources, the line (ingest, dbt build, online features), then the loop's training
-(evaluate, register, gate) and batch scoring. Later work adds validation and monitoring.
+(evaluate, register, gate) and batch scoring. The simulator is the demo's source: this
+flow runs the simulated vendor's catalogue API for the line to extract from; nothing
+else imports the simulator.
 
 Each step prints one phase line (what it did, how long it took) and a bar while it runs;
 the flow returns a short "where to look" table that fits an 80-column terminal.
@@ -13,14 +15,13 @@ from __future__ import annotations
 import os
 import time
 from datetime import date
-from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
 from loopline.paths import shown
 from loopline.progress import phase
-from loopline.settings import Settings, get_settings
+from loopline.settings import Scale, Settings, get_settings
 
 
 class DemoParams(BaseModel):
@@ -28,24 +29,16 @@ class DemoParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scale: Literal["small", "demo", "large"] = "demo"
+    scale: Scale = "demo"
     until: date | None = None
 
 
 @task(name="simulate sources")
-def simulate_sources(scale: str, until: date | None) -> dict[str, object]:
-    """Run or continue the simulator; return what it wrote."""
-    from loopline.simulate import config_for_scale, load_state, simulate
+def simulate_sources(scale: Scale, until: date | None) -> dict[str, object]:
+    """Run or continue the simulator (the step `loopline simulate` runs); return what it wrote."""
+    from loopline.simulate import Scenario, simulate_company
 
-    settings = get_settings()
-    state = load_state(settings)
-    config = None
-    if state is None:
-        config, days = config_for_scale(scale, seed=settings.sim_seed, start=settings.sim_start)  # type: ignore[arg-type]
-        until = until or config.date_of(days - 1)
-    else:
-        until = until or state.config.date_of(state.last_day)
-    report = simulate(settings, until, config)
+    report = simulate_company(get_settings(), Scenario(scale=scale), until=until)
     get_run_logger().info(
         "simulated %s days through %s: %s events, %s payments, %s tickets",
         report.days,
@@ -55,7 +48,7 @@ def simulate_sources(scale: str, until: date | None) -> dict[str, object]:
         report.tickets_written,
     )
     return {
-        "from": str((config or state.config).start),  # type: ignore[union-attr]
+        "from": str(report.company_start),
         "through": str(report.last_day),
         "bayes_auc": report.bayes_auc,
         "events": report.events_written,
@@ -80,12 +73,15 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
     from flows.line import LineParams, line
     from flows.score import ScoreFlowParams, batch_score
     from flows.train import TrainFlowParams, train_models
+    from loopline.simulate.run import catalogue_dir
+    from loopline.simulate.vendor_api import CatalogueServer
 
     started = time.perf_counter()
     settings = get_settings()
     _quiet_mlflow()
     sim = simulate_sources(params.scale, params.until)
-    line(LineParams())
+    with CatalogueServer(catalogue_dir(settings)) as vendor:  # for this run, on a free port
+        line(LineParams(catalogue_url=vendor.url))
     trained = train_models(TrainFlowParams())
     batch_score(ScoreFlowParams())
     churn = trained.get("churn", {})
@@ -121,6 +117,6 @@ def where_to_look(
         "recommender": f"v{recs.get('version')} recall@10 {recall:.3f} (popularity {popular:.3f})",
         "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",
         "UIs": "make up  (Prefect, MLflow, dbt docs, API: prints each URL)",
-        "validation": "nothing yet (data validation: a later issue)",
-        "monitoring": "nothing yet (drift and rules: a later issue)",
+        "validation": "loopline validate (GX suites; not run by the demo)",
+        "monitoring": "not built yet (drift and rules)",
     }

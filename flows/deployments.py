@@ -7,7 +7,9 @@ registers them with the server and serves them from this process: the server's s
 creates runs on time and this process executes them; any of them can be started from the
 UI or with ``prefect deployment run 'loopline-train/train'``. Parameters are the flows' pydantic
 models, enforced by the server, so a run with a bad parameter is refused before it starts.
-Runs that write the warehouse queue on its writer lock (docs/architecture.md).
+Runs that write the warehouse queue on its writer lock (docs/architecture.md). The line
+extracts the catalogue API at ``LOOPLINE_CATALOGUE_URL``: under `make up`, the simulated
+vendor's (the ``catalogue`` service).
 """
 
 from __future__ import annotations

@@ -3,13 +3,19 @@
 Both steps write the DuckDB warehouse, so they run in sequence in one flow; several
 triggers (schedule, on-demand events) queue on the warehouse writer lock. Each step
 reports one phase line (ingest and dbt report theirs themselves, bars included).
+
+The tasks are the steps `loopline ingest` and `loopline build` run too (the command line
+calls the task functions directly, outside Prefect), so both leave the same state.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import TypedDict
 
 from prefect import flow, get_run_logger, task
+from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict
 
 from loopline import progress
@@ -22,39 +28,66 @@ class LineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    catalogue_url: str | None = None
+    catalogue_url: str | None = None  # default: LOOPLINE_CATALOGUE_URL
     full_refresh: bool = False
 
 
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger in a flow or task run; loopline's own when the CLI calls a step."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return progress.logger
+
+
+class Loaded(TypedDict):
+    """What the ingest step loaded (plain values: Prefect shows them with the run)."""
+
+    batch_id: str
+    oltp_tables: dict[str, int]  # rows copied per changed table
+    catalogue_pages: int
+    files: dict[str, int]  # new files per source
+    records: dict[str, int]  # records per source
+    rejected: list[str]  # unreadable files, moved aside
+    seconds: float
+
+
 @task(name="ingest", retries=2, retry_delay_seconds=5)
-def ingest_sources(catalogue_url: str | None) -> dict[str, object]:
+def ingest_sources(catalogue_url: str | None, show_progress: bool = True) -> Loaded:
     """Extract the API and load new files and OLTP tables into raw (a rerun is safe)."""
     from loopline.ingest.run import ingest
 
-    report = ingest(get_settings(), catalogue_url=catalogue_url)
-    get_run_logger().info(
+    report = ingest(get_settings(), catalogue_url=catalogue_url, progress=show_progress)
+    run_logger().info(
         "ingest %s: files %s, records %s, rejected %s, OLTP tables copied %s",
         report.batch_id, report.files.files, report.files.records, report.files.rejected,
         report.oltp_tables,
     )  # fmt: skip
-    return {
-        "batch_id": report.batch_id,
-        "records": report.files.records,
-        "rejected": report.files.rejected,
-    }
+    return Loaded(
+        batch_id=report.batch_id,
+        oltp_tables=report.oltp_tables,
+        catalogue_pages=report.catalogue_pages,
+        files=report.files.files,
+        records=report.files.records,
+        rejected=report.files.rejected,
+        seconds=report.seconds,
+    )
 
 
 @task(name="dbt build")
-def dbt_build(full_refresh: bool) -> dict[str, int]:
-    """Run `dbt build` (seeds, snapshots, models, tests) on the warehouse."""
+def dbt_build(full_refresh: bool, extra_args: tuple[str, ...] = ()) -> dict[str, int]:
+    """Run `dbt build` (seeds, snapshots, models, tests) on the warehouse; count node statuses.
+
+    `extra_args` go to dbt as given (`loopline build --select ...`).
+    """
     from loopline.dbt import run_dbt
 
-    args = ["build", *(["--full-refresh"] if full_refresh else [])]
+    args = ["build", *(["--full-refresh"] if full_refresh else []), *extra_args]
     result = run_dbt(get_settings(), args)
     statuses: dict[str, int] = {}
     for _, status in result.results:
         statuses[status] = statuses.get(status, 0) + 1
-    get_run_logger().info("dbt build: %s", statuses)
+    run_logger().info("dbt build: %s", statuses)
     return statuses
 
 
@@ -89,7 +122,7 @@ def materialize_online_features() -> dict[str, int]:
             histories = materialize_histories(settings, con)
     finally:
         store.close()
-    get_run_logger().info(
+    run_logger().info(
         "online store: churn features %s written, %s already newer; %s viewing histories",
         report.written, report.skipped, histories,
     )  # fmt: skip
@@ -107,8 +140,6 @@ def line(params: LineParams | None = None) -> dict[str, object]:
     params = params or LineParams()
     loaded = ingest_sources(params.catalogue_url)
     built = dbt_build(params.full_refresh)
-    batch_id = loaded["batch_id"]
-    assert isinstance(batch_id, str)
-    rejected = count_rejects(batch_id)
+    rejected = count_rejects(loaded["batch_id"])
     online = materialize_online_features()
     return {"ingest": loaded, "dbt": built, "rejects": rejected, "online": online}

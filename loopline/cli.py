@@ -143,63 +143,32 @@ def simulate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Generate (or continue) the streaming company's source data: OLTP DB, API, file drops."""
-    from loopline.simulate import (
-        SimConfig,
-        SimulationError,
-        config_for_scale,
-        load_state,
-        reset_sources,
-    )
-    from loopline.simulate import (
-        simulate as run,
-    )
+    from loopline.simulate import Scenario, SimulationError, load_state, reset_sources
+    from loopline.simulate import simulate_company as run
 
     settings = _settings()
     if reset:
         reset_sources(settings)
-    state = load_state(settings)
-    options_given = (
-        any(
-            v is not None
-            for v in (days, scale, users, seed, drift_start, concept_drift_start, spike_start)
-        )
-        or drift != "none"
+    scenario = Scenario(
+        scale=scale.value if scale else None,
+        seed=seed,
+        users=users,
+        drift_kind=drift,
+        drift_start=drift_start,
+        concept_drift_start=concept_drift_start,
+        spike_start=spike_start,
     )
-    config: SimConfig | None = None
-    if state is None:
-        try:
-            config, default_days = config_for_scale(
-                scale.value if scale else settings.sim_scale,
-                seed=seed if seed is not None else settings.sim_seed,
-                start=settings.sim_start,
-                users=users,
-                drift_kind=drift,
-                drift_start=drift_start,
-                concept_drift_start=concept_drift_start,
-                spike_start=spike_start,
-            )
-        except (ValueError, KeyError) as exc:
-            raise _fail(f"bad scenario options: {exc}") from exc
-        until = until or config.date_of((days or default_days) - 1)
-    else:
-        if options_given and days is None:
-            raise _fail(
-                "a simulation exists already; continue it with --until only, or start over with --reset"
-            )
-        if until is None:
-            if days is None:
-                console.print(
-                    f"already simulated through {state.config.date_of(state.last_day)}; "
-                    "pass --until YYYY-MM-DD to continue"
-                )
-                return
-            until = state.config.date_of(state.last_day + days)
+    if not scenario.is_default() and load_state(settings) is not None:
+        raise _fail(
+            "a simulation exists already; continue it with --until only, or start over with --reset"
+        )
     try:
-        report = run(settings, until, config, progress=not quiet)
+        report = run(settings, scenario, until=until, days=days, progress=not quiet)
     except SimulationError as exc:
         raise _fail(str(exc)) from exc
     if report.days == 0:
-        console.print(f"nothing to do: already simulated through {report.last_day}")
+        more = "" if until else "; pass --until YYYY-MM-DD to continue"
+        console.print(f"nothing to do: already simulated through {report.last_day}{more}")
         return
     console.print(
         f"simulated {report.first_day} .. {report.last_day} ({report.days} days) in {report.seconds:.1f} s: "
@@ -225,7 +194,7 @@ def catalogue_api(
 ) -> None:
     """Serve the simulated vendor's catalogue API in the foreground (Ctrl-C stops it)."""
     from loopline.simulate.run import catalogue_dir
-    from loopline.sources.catalogue_api import ApiBehaviour, serve_forever
+    from loopline.simulate.vendor_api import ApiBehaviour, serve_forever
 
     settings = _settings()
     behaviour = ApiBehaviour(rate_limit_per_s=rate_limit, failure_rate=failure_rate)
@@ -298,40 +267,36 @@ def _send_prefect_backlog(timeout_s: float = 30.0) -> None:
         worker.drain_all(timeout=timeout_s)
 
 
-# -- later issues fill these in ----------------------------------------------------------------
-def _not_yet(issue: int | None, what: str) -> None:
-    where = f"tracked in issue #{issue}" if issue else "planned, no issue filed yet"
-    raise _fail(f"`{what}` is not built yet ({where})")
-
-
+# -- the line: each command runs the line flow's own step (flows/line.py) ------------------------
 @app.command()
 def ingest(
     catalogue_url: Annotated[
         str | None,
-        typer.Option(help="A running catalogue API; default: start the simulated one in-process."),
+        typer.Option(help="The catalogue API to extract; default LOOPLINE_CATALOGUE_URL."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Extract and load every source into the warehouse's raw layer (each file once)."""
+    from flows.line import ingest_sources
+    from loopline.ingest.catalogue import ExtractError
     from loopline.ingest.run import IngestError
-    from loopline.ingest.run import ingest as run
 
     settings = _settings()
     try:
-        report = run(settings, catalogue_url=catalogue_url, progress=not quiet)
-    except IngestError as exc:
+        report = ingest_sources.fn(catalogue_url, show_progress=not quiet)
+    except (IngestError, ExtractError) as exc:
         raise _fail(str(exc)) from exc
-    console.print(f"ingest batch {report.batch_id} in {report.seconds:.1f} s")
-    console.print(f"  OLTP tables copied: {report.oltp_tables or 'none changed'}")
-    console.print(f"  catalogue API pages landed: {report.catalogue_pages}")
-    for source, files in sorted(report.files.files.items()):
-        console.print(
-            f"  {source:<10} {files:>6} new files  {report.files.records[source]:>10,} records"
-        )
-    if not report.files.files:
+    console.print(f"ingest batch {report['batch_id']} in {report['seconds']:.1f} s")
+    console.print(f"  OLTP tables copied: {report['oltp_tables'] or 'none changed'}")
+    console.print(f"  catalogue API pages landed: {report['catalogue_pages']}")
+    for source, count in sorted(report["files"].items()):
+        records = report["records"][source]
+        console.print(f"  {source:<10} {count:>6} new files  {records:>10,} records")
+    if not report["files"]:
         console.print("  no new files")
-    for rejected in report.files.rejected:
+    for rejected in report["rejected"]:
         console.print(f"  [yellow]rejected[/yellow] {rejected} (moved to landing/_rejected/)")
+    console.print(f"warehouse: {settings.resolved_warehouse_path}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -341,8 +306,10 @@ def build(
         bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
     ] = False,
 ) -> None:
-    """Run `dbt build` (warehouse and feature marts); extra arguments go to dbt (e.g. --select)."""
-    from loopline.dbt import DbtError, run_dbt
+    """`dbt build` (warehouse and feature marts), then refresh the online features, as the line
+    flow does; extra arguments go to dbt (e.g. --select)."""
+    from flows.line import dbt_build, materialize_online_features
+    from loopline.dbt import DbtError
 
     settings = _settings()
     if not _ingested(settings):
@@ -350,13 +317,14 @@ def build(
             f"nothing ingested into {settings.resolved_warehouse_path} yet: "
             "run `loopline ingest` first"
         )
-    args = ["build", *(["--full-refresh"] if full_refresh else []), *ctx.args]
     try:
-        result = run_dbt(settings, args)
+        statuses = dbt_build.fn(full_refresh, tuple(ctx.args))
     except DbtError as exc:
         raise _fail(str(exc)) from exc
+    materialize_online_features.fn()
     console.print(
-        f"dbt build: {len(result.results)} nodes passed; warehouse {settings.resolved_warehouse_path}"
+        f"dbt build: {sum(statuses.values())} nodes passed; "
+        f"warehouse {settings.resolved_warehouse_path}"
     )
 
 
@@ -582,6 +550,12 @@ def promote(
         raise _fail(str(exc)) from exc
     record_decision(settings, decision)
     console.print(f"{decision.summary()}; @champion is v{decision.version} again")
+
+
+# -- planned, not built yet ----------------------------------------------------------------
+def _not_yet(issue: int | None, what: str) -> None:
+    where = f"tracked in issue #{issue}" if issue else "planned, no issue filed yet"
+    raise _fail(f"`{what}` is not built yet ({where})")
 
 
 @app.command()

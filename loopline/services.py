@@ -96,6 +96,16 @@ REGISTRY: dict[str, Service] = {
             open=lambda s: _url(s.prefect_port),
         ),
         Service(
+            "catalogue",
+            "the simulated vendor's catalogue API (what the line's ingest extracts by default)",
+            lambda s: _python(
+                "-m", "loopline.cli", "catalogue-api", "--port", str(s.catalogue_port)
+            ),
+            port=lambda s: s.catalogue_port,
+            ready=lambda s: _url(s.catalogue_port, "/healthz"),
+            open=lambda s: _url(s.catalogue_port, "/docs"),
+        ),
+        Service(
             "deployments",
             "the flows' deployments, served (scheduled and on-demand runs execute here)",
             lambda s: _python("-m", "flows.deployments"),

@@ -55,7 +55,13 @@ class Settings(BaseSettings):
     duckdb_threads: int = Field(2, ge=1)
     duckdb_memory_limit: str = Field("8GB")
 
-    # -- catalogue API (the simulated vendor) --------------------------------------
+    # -- catalogue API --------------------------------------------------------------
+    catalogue_url: str | None = Field(
+        None,
+        description="The catalogue API ingest extracts from; default: the simulated vendor "
+        "at http://<catalogue_host>:<catalogue_port>.",
+    )
+    # where `loopline catalogue-api` (and `loopline up`) serve the simulated vendor
     catalogue_host: str = "127.0.0.1"
     catalogue_port: int = Field(8765, ge=0, le=65535)
 
@@ -120,6 +126,11 @@ class Settings(BaseSettings):
     @property
     def resolved_mlflow_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def resolved_catalogue_url(self) -> str:
+        host = f"[{self.catalogue_host}]" if ":" in self.catalogue_host else self.catalogue_host
+        return self.catalogue_url or f"http://{host}:{self.catalogue_port}"
 
     @property
     def reports_dir(self) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loopline.ingest.run import IngestReport
 from loopline.settings import Settings
 from loopline.simulate import SimConfig, SimReport, simulate
 
@@ -51,12 +52,21 @@ def copy_company(source: Settings, target: Path) -> Settings:
 def built_warehouse(small_sim, tmp_path_factory):
     """One ingested and built warehouse for the session: (settings, first ingest report)."""
     from loopline.dbt import run_dbt
-    from loopline.ingest.run import ingest
 
     settings = copy_company(small_sim[0], tmp_path_factory.mktemp("line") / "data")
-    report = ingest(settings, progress=False)
+    report = ingest_simulated(settings)
     run_dbt(settings, ["build"])
     return settings, report
+
+
+def ingest_simulated(settings: Settings) -> IngestReport:
+    """An ingest with the simulated vendor's catalogue API running, as the demo wires it."""
+    from loopline.ingest.run import ingest
+    from loopline.simulate.run import catalogue_dir
+    from loopline.simulate.vendor_api import CatalogueServer
+
+    with CatalogueServer(catalogue_dir(settings)) as vendor:
+        return ingest(settings, catalogue_url=vendor.url, progress=False)
 
 
 def query(settings: Settings, sql: str) -> list[tuple]:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loopline.settings import Settings
-from loopline.sources.catalogue_api import make_app
+from loopline.simulate.vendor_api import make_app
 
 
 def docs_assets(client: TestClient) -> list[str]:

@@ -138,6 +138,29 @@ def test_scale_offers_its_three_choices(command):
     assert "'small', 'demo', 'large'" in line, line
 
 
+def test_ingest_without_a_source_database_says_where_it_looked(data_dir):
+    result = runner.invoke(app, ["ingest"])
+    assert result.exit_code == 2, result.output
+    line = one_line(result.output)
+    assert "no source database at sqlite:///" in line and "LOOPLINE_SOURCE_DB_URL" in line, line
+
+
+def test_ingest_names_a_catalogue_url_that_does_not_answer(data_dir, monkeypatch):
+    """The ingest never starts the simulated vendor itself: it says where it looked."""
+    from loopline.services import free_port
+
+    simulated = runner.invoke(app, ["simulate", "--scale", "small", "--days", "2", "--quiet"])
+    assert simulated.exit_code == 0, simulated.output
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("LOOPLINE_CATALOGUE_URL", url)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["ingest", "--quiet"])
+    assert result.exit_code == 2, result.output
+    line = one_line(result.output)
+    assert f"no catalogue API answers at {url}" in line and "LOOPLINE_CATALOGUE_URL" in line, line
+    assert not get_settings().resolved_warehouse_path.exists()  # nothing was loaded
+
+
 def test_build_before_any_ingest_says_to_ingest_first(data_dir):
     result = runner.invoke(app, ["build"])
     assert result.exit_code == 2, result.output

@@ -11,10 +11,9 @@ import time
 import pytest
 
 from loopline.dbt import run_dbt
-from loopline.ingest.run import ingest
 from loopline.settings import Settings
 from loopline.simulate import config_for_scale, simulate
-from tests.conftest import query
+from tests.conftest import ingest_simulated, query
 
 
 @pytest.mark.slow
@@ -25,7 +24,7 @@ def test_large_scale_builds_within_the_machine(tmp_path):
     report = simulate(settings, config.date_of(days - 1), config, progress=False)
     assert report.events_written > 10_000_000
     simulated = time.perf_counter()
-    loaded = ingest(settings, progress=False)
+    loaded = ingest_simulated(settings)
     assert loaded.files.records["events"] == report.events_written
     ingested = time.perf_counter()
     run_dbt(settings, ["build"])

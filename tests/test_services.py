@@ -26,7 +26,7 @@ def settings(tmp_path, monkeypatch) -> Settings:
     monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "data" / "prefect"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    for name in ("PREFECT", "MLFLOW", "DOCS", "API"):
+    for name in ("PREFECT", "CATALOGUE", "MLFLOW", "DOCS", "API"):
         monkeypatch.setenv(f"LOOPLINE_{name}_PORT", str(services.free_port()))
     get_settings.cache_clear()
     yield get_settings()
@@ -60,6 +60,7 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
     # every service listens on loopback only
     for port in (
         settings.prefect_port,
+        settings.catalogue_port,
         settings.mlflow_port,
         settings.docs_port,
         settings.api_port,
@@ -95,6 +96,7 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
     assert one_line(stopped.output).count("stopped") == len(services.REGISTRY)
     for port in (
         settings.prefect_port,
+        settings.catalogue_port,
         settings.mlflow_port,
         settings.docs_port,
         settings.api_port,

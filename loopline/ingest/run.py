@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from loopline.ingest.files import REJECTED_DIR, LoadReport, load_files
 from loopline.ingest.oltp import load_oltp
 from loopline.paths import shown
 from loopline.progress import phase
 from loopline.settings import Settings
-from loopline.warehouse import connect, warehouse_writer, writing
+from loopline.warehouse import connect, source_kind, warehouse_writer, writing
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,26 @@ def rejects(settings: Settings, batch_id: str) -> Rejects:
     return Rejects(int(quarantined), int(files), settings.landing_dir / REJECTED_DIR)
 
 
+def _check_sources(settings: Settings, catalogue_url: str) -> None:
+    """Refuse at once, with the fix, when the source database or the catalogue API is absent."""
+    db_url = settings.resolved_source_db_url
+    if source_kind(db_url) == "sqlite" and not Path(db_url.removeprefix("sqlite:///")).exists():
+        raise IngestError(
+            f"no source database at {db_url}: set LOOPLINE_SOURCE_DB_URL, "
+            "or simulate the demo's company first (the `simulate` command)"
+        )
+    parts = urlsplit(catalogue_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=5).close()
+    except OSError:
+        raise IngestError(
+            f"no catalogue API answers at {catalogue_url}: point LOOPLINE_CATALOGUE_URL "
+            "(or --catalogue-url) at it; the demo's simulated vendor runs with "
+            "`loopline catalogue-api` or `loopline up catalogue`"
+        ) from None
+
+
 def new_batch_id() -> str:
     """A sortable, unique id for one ingest run."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -86,32 +108,19 @@ def ingest(
 ) -> IngestReport:
     """Extract the catalogue API, then load the OLTP tables and every new landed file.
 
-    Without `catalogue_url` the simulated vendor API is started in-process on a free port
-    over the simulator's catalogue (with its rate limit and injected failures). Reports
-    one phase line; `progress=False` hides the bar over the files.
+    The API is `catalogue_url`, else `settings.resolved_catalogue_url`
+    (``LOOPLINE_CATALOGUE_URL``). Reports one phase line; `progress=False` hides the bar
+    over the files.
     """
     from loopline.ingest.catalogue import extract_catalogue
-    from loopline.simulate.run import catalogue_dir
 
     started = time.perf_counter()
-    if (
-        not (settings.sources_dir / "catalogue" / "shows.parquet").exists()
-        and catalogue_url is None
-    ):
-        raise IngestError(
-            f"no source data under {settings.sources_dir}: run `loopline simulate` first"
-        )
+    url = catalogue_url or settings.resolved_catalogue_url
+    _check_sources(settings, url)
     report = IngestReport(batch_id=new_batch_id())
 
     # 1. extract: the API's raw pages land as immutable files (no warehouse lock needed)
-    if catalogue_url is None:
-        from loopline.sources.catalogue_api import CatalogueServer
-
-        with CatalogueServer(catalogue_dir(settings)) as server:
-            extracted = extract_catalogue(settings, server.url)
-    else:
-        extracted = extract_catalogue(settings, catalogue_url)
-    report.catalogue_pages = extracted.pages
+    report.catalogue_pages = extract_catalogue(settings, url).pages
 
     # 2. load: the single warehouse writer
     with warehouse_writer(settings) as path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Literal
 
@@ -83,3 +84,31 @@ def config_for_scale(scale: Scale, **overrides: object) -> tuple[SimConfig, int]
     values: dict[str, object] = {"users": users}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SimConfig.model_validate(values), days
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How to start a new company: a scale and knobs (None: the settings' default)."""
+
+    scale: Scale | None = None
+    seed: int | None = None
+    users: int | None = None
+    drift_kind: str = "none"
+    drift_start: date | None = None
+    concept_drift_start: date | None = None
+    spike_start: date | None = None
+
+    def is_default(self) -> bool:
+        """Whether nothing was chosen (every knob left at its default)."""
+        return self == Scenario()
+
+    def config(self, default_scale: Scale, default_seed: int, start: date) -> tuple[SimConfig, int]:
+        """The config of a company started from this scenario, and its default length in days."""
+        knobs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scale"}
+        seed = knobs.pop("seed")
+        return config_for_scale(
+            self.scale or default_scale,
+            seed=default_seed if seed is None else seed,
+            start=start,
+            **knobs,
+        )

@@ -17,19 +17,14 @@ import pyarrow as pa
 from loopline.progress import Tracker, phase, track
 from loopline.settings import Settings
 from loopline.simulate import model as m
-from loopline.simulate.config import SimConfig
+from loopline.simulate.config import Scenario, SimConfig
 from loopline.simulate.engine import day_epoch, initial_state, simulate_day
 from loopline.simulate.state import SimState
-from loopline.simulate.writers import (
-    USER_DEFECTS,
-    event_lines,
-    lines_table,
-    write_catalogue,
-    write_event_files,
-    write_oltp,
-    write_payments,
-    write_tickets,
-)
+from loopline.simulate.writers.catalogue import write_catalogue
+from loopline.simulate.writers.events import event_lines, lines_table, write_event_files
+from loopline.simulate.writers.oltp import USER_DEFECTS, write_oltp
+from loopline.simulate.writers.payments import write_payments
+from loopline.simulate.writers.tickets import write_tickets
 
 CHUNK_DAYS = 14  # days whose events are expanded and written together (bounds memory)
 
@@ -51,6 +46,7 @@ class SimReport:
     users: int
     seconds: float
     bayes_auc: float | None
+    company_start: date  # the simulated company's first day
 
     @property
     def events_per_second(self) -> float:
@@ -80,6 +76,36 @@ def catalogue_dir(settings: Settings) -> Path:
 
 def load_state(settings: Settings) -> SimState | None:
     return SimState.load(settings.sim_state_dir)
+
+
+def simulate_company(
+    settings: Settings,
+    new_company: Scenario | None = None,
+    until: date | None = None,
+    days: int | None = None,
+    progress: bool = True,
+) -> SimReport:
+    """The simulate step (`loopline simulate` and the demo): start a company or continue it.
+
+    With nothing simulated yet, starts the company `new_company` describes (defaults:
+    LOOPLINE_SIM_SCALE, LOOPLINE_SIM_SEED) and simulates it up to `until`, or for `days`
+    days, or for its scale's default length. Otherwise continues the stored company up
+    to `until`, or `days` more days; with neither it has nothing to do. `new_company` is
+    used only for a first run.
+    """
+    state = load_state(settings)
+    config = None
+    if state is None:
+        try:
+            config, default_days = (new_company or Scenario()).config(
+                settings.sim_scale, settings.sim_seed, settings.sim_start
+            )
+        except (ValueError, KeyError) as exc:
+            raise SimulationError(f"bad scenario options: {exc}") from exc
+        until = until or config.date_of((days or default_days) - 1)
+    elif until is None:
+        until = state.config.date_of(state.last_day + (days or 0))
+    return simulate(settings, until, config, progress)
 
 
 def simulate(
@@ -118,6 +144,7 @@ def simulate(
             state.n_users,
             0.0,
             _bayes_auc(settings, state),
+            cfg.start,
         )
         phase("simulate", report.summary())
         return report
@@ -163,6 +190,7 @@ def simulate(
     state.save(settings.sim_state_dir)
     auc = _bayes_auc(settings, state)
     _write_summary(settings, state, auc)
+    write_churn_reference(settings, state)
     report = SimReport(
         first_day=cfg.date_of(first),
         last_day=until,
@@ -173,6 +201,7 @@ def simulate(
         users=state.n_users,
         seconds=time.perf_counter() - started,
         bayes_auc=auc,
+        company_start=cfg.start,
     )
     phase("simulate", report.summary(), report.seconds)
     return report
@@ -268,6 +297,47 @@ def churn_truth(settings: Settings, state: SimState | None = None) -> pd.DataFra
     truth["churned_30d"] = ((cday > day) & (cday <= day + m.LABEL_WINDOW_DAYS)).astype(np.int8)
     truth["as_of"] = pd.Timestamp(state.config.start) + pd.to_timedelta(day, unit="D")
     return truth.reset_index(drop=True)
+
+
+CHURN_REFERENCE = "churn_reference.parquet"
+
+
+def churn_reference_path(settings: Settings) -> Path:
+    """The churn reference in the truth files: what a consumer reads, without the simulator."""
+    return truth_dir(settings) / CHURN_REFERENCE
+
+
+def write_churn_reference(settings: Settings, state: SimState | None = None) -> Path | None:
+    """Write the churn reference: one row per (user, as-of day) with a complete label window.
+
+    Columns: ``user_id`` (int64), ``as_of_date`` (date), ``p_churn_30d`` (the true 30-day
+    churn probability) and ``churned_30d`` (the realised label). Training reads it to log
+    the reference (Bayes-optimal) AUC on its own holdout rows. Every simulate run rewrites
+    it; returns None when nothing is simulated yet.
+    """
+    state = state or load_state(settings)
+    if state is None or not (truth_dir(settings) / "churn_truth.parquet").exists():
+        return None
+    truth = churn_truth(settings, state)
+    frame = pd.DataFrame(
+        {
+            "user_id": truth["user_id"].astype("int64"),
+            "as_of_date": pd.to_datetime(truth["as_of"]).dt.date,
+            "p_churn_30d": truth["p_churn_30d"].astype("float64"),
+            "churned_30d": truth["churned_30d"].astype("int8"),
+        }
+    )
+    path = churn_reference_path(settings)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def ensure_churn_reference(settings: Settings) -> Path | None:
+    """The churn reference, written first if a simulation exists but the file does not yet."""
+    path = churn_reference_path(settings)
+    return path if path.exists() else write_churn_reference(settings)
 
 
 def _bayes_auc(settings: Settings, state: SimState) -> float | None:

@@ -109,3 +109,18 @@ def test_a_run_with_a_bad_parameter_is_refused_before_it_starts(registered) -> N
             parameters={"params": {"scale": "small"}},
         )
     assert run.parameters == {"params": {"scale": "small"}}
+
+
+def test_every_entry_point_loads_the_flow_its_deployment_names(monkeypatch) -> None:
+    """A served run imports its flow from the entry point, from the repo root: each must load."""
+    from pathlib import Path
+
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    built = deployments()
+    assert [f"{d.flow_name}/{d.name}" for d in built] == NAMES
+    for deployment in built:
+        assert deployment.entrypoint is not None
+        loaded = load_flow_from_entrypoint(deployment.entrypoint)
+        assert loaded.name == deployment.flow_name, deployment.entrypoint

@@ -15,22 +15,15 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-import loopline.ingest.catalogue as cat
-from loopline.ingest.catalogue import (
-    BACKOFF_CAP_S,
-    ExtractError,
-    ExtractReport,
-    PageProgress,
-    batch_dir,
-    catalogue_landing_dir,
-    extract_catalogue,
-    load_cursor,
-    state_path,
-)
+import loopline.ingest.catalogue.extract as extract
+from loopline.ingest.catalogue.client import BACKOFF_CAP_S
+from loopline.ingest.catalogue.cursor import exclusive, load_cursor, state_path
+from loopline.ingest.catalogue.extract import batch_dir, catalogue_landing_dir, extract_catalogue
+from loopline.ingest.catalogue.reports import ExtractError, ExtractReport, PageProgress
 from loopline.settings import Settings
 from loopline.simulate import simulate
 from loopline.simulate.run import catalogue_dir
-from loopline.sources.catalogue_api import ApiBehaviour, CatalogueServer
+from loopline.simulate.vendor_api import ApiBehaviour, CatalogueServer
 from tests.conftest import SMALL_UNTIL, run_small
 
 CALM = ApiBehaviour(rate_limit_per_s=1e6, burst=1_000_000, failure_rate=0.0)
@@ -248,7 +241,7 @@ def test_unknown_entity_is_refused(sink: Settings, calm_server: CatalogueServer)
 def test_a_second_extraction_at_the_same_time_is_refused(
     sink: Settings, calm_server: CatalogueServer
 ) -> None:
-    with cat._exclusive(sink), pytest.raises(ExtractError, match="another catalogue extraction"):
+    with exclusive(sink), pytest.raises(ExtractError, match="another catalogue extraction"):
         extract_catalogue(sink, calm_server.url, sleep=no_sleep)
 
 
@@ -345,7 +338,7 @@ def test_restart_resumes_the_batch_without_gaps_or_duplicates(
     assert total_pages > 4
 
     if crash.rewritten:
-        real_save = cat._save_cursor
+        real_save = extract.save_cursor
         saves = {"n": 0}
 
         def save_then_die(settings: Settings, state: dict[str, dict[str, Any]]) -> None:
@@ -355,7 +348,7 @@ def test_restart_resumes_the_batch_without_gaps_or_duplicates(
                 raise SimulatedCrashError("killed before saving the cursor")
             real_save(settings, state)
 
-        monkeypatch.setattr(cat, "_save_cursor", save_then_die)
+        monkeypatch.setattr(extract, "save_cursor", save_then_die)
         client = httpx.Client(timeout=10)
     else:
         client = CrashingClient(crash_after=crash.pages_before)

@@ -11,11 +11,11 @@ import pytest
 
 from loopline.dbt import run_dbt
 from loopline.ingest.oltp import load_oltp
-from loopline.ingest.run import IngestReport, ingest
+from loopline.ingest.run import IngestReport
 from loopline.settings import Settings
 from loopline.simulate import simulate
 from loopline.warehouse import connect
-from tests.conftest import SMALL_UNTIL, copy_company, query
+from tests.conftest import SMALL_UNTIL, copy_company, ingest_simulated, query
 
 SCHEMAS = ("staging", "quarantine", "intermediate", "core", "monitoring", "features", "snapshots")
 
@@ -181,7 +181,7 @@ def test_docs_generate_works(built):
 # -- reruns and increments ----------------------------------------------------------------------------
 def test_rerunning_ingest_and_build_with_no_new_data_changes_nothing(built):
     before = table_fingerprints(built.settings)
-    again = ingest(built.settings, progress=False)
+    again = ingest_simulated(built.settings)
     assert again.files.files == {} and again.oltp_tables == {} and again.catalogue_pages == 0
     build(built.settings)
     assert table_fingerprints(built.settings) == before
@@ -190,7 +190,7 @@ def test_rerunning_ingest_and_build_with_no_new_data_changes_nothing(built):
 def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_path):
     settings = copy_company(built.settings, tmp_path / "data")
     simulate(settings, date.fromordinal(SMALL_UNTIL.toordinal() + 1), progress=False)
-    report = ingest(settings, progress=False)
+    report = ingest_simulated(settings)
     assert report.files.files["events"] <= 24 + 1  # one day of hourly files (+ a retry file)
     result = run_dbt(settings, ["build"])
     assert result.success
@@ -254,7 +254,7 @@ def test_redelivered_tickets_are_quarantined_as_duplicates_and_counted(built, tm
     resent = [lines[(file, number)] for _, file, number in delivered]
     ids = sorted(ticket for ticket, _, _ in delivered)
     (tickets / "tickets_29991231_redelivery.ndjson").write_text("".join(resent))
-    report = ingest(settings, progress=False)
+    report = ingest_simulated(settings)
     assert report.files.records["tickets"] == 3
     run_dbt(settings, ["build"])  # raises if a test (unique ticket_id) fails
     in_list = ", ".join(f"'{i}'" for i in ids)

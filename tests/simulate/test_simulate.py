@@ -15,7 +15,7 @@ import pytest
 
 from loopline.settings import Settings
 from loopline.simulate import SimulationError, churn_truth, simulate
-from loopline.simulate.writers import OLTP_TABLES
+from loopline.simulate.writers.oltp import OLTP_TABLES
 from loopline.warehouse import attach_source
 from tests.conftest import SMALL_UNTIL, run_small, small_config
 
@@ -185,7 +185,7 @@ def test_event_line_count_matches_the_manifest(small_sim):
 
 
 def _payment_formats() -> tuple[str, ...]:
-    from loopline.simulate.writers import PAYMENT_FORMATS
+    from loopline.simulate.writers.payments import PAYMENT_FORMATS
 
     return tuple(fmt for _, fmt in PAYMENT_FORMATS)
 
@@ -303,15 +303,93 @@ def test_timestamps_come_in_utc_and_local_offsets(small_sim):
     assert stamps.str.contains(r"-05:00$").any()
 
 
-def test_payment_exports_change_date_format_and_carry_minor_units(small_sim):
+ISO_4217_EXPONENT = {"USD": 2, "GBP": 2, "EUR": 2, "BRL": 2, "JPY": 0, "INR": 2, "CAD": 2}
+
+
+def _readable_payments(settings: Settings) -> dict[date, pd.DataFrame]:
+    """Each day's payment export (the unreadable partial uploads left out), by its day."""
+    out = {}
+    for path in sorted((settings.landing_dir / "payments").glob("payments_????????.csv")):
+        day = datetime.strptime(path.stem.removeprefix("payments_"), "%Y%m%d").date()
+        out[day] = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return out
+
+
+def test_payment_exports_change_date_format_on_the_vendors_days(small_sim):
+    """Every readable timestamp of a day's export is in that day's format and on that day."""
     settings, _ = small_sim
-    first = pd.read_csv(settings.landing_dir / "payments" / "payments_20260105.csv", dtype=str)
-    later = pd.read_csv(settings.landing_dir / "payments" / "payments_20260205.csv", dtype=str)
-    assert first["created"].str.match(r"\d\d\.\d\d\.\d{4} ").all()
-    assert later["created"].dropna().str.match(r"\d{4}-\d\d-\d\dT").any()
-    assert (first["currency"] == "JPY").any() or (later["currency"] == "JPY").any()
-    amounts = pd.to_numeric(later["amount_minor"], errors="coerce").dropna()
-    assert (amounts == amounts.round()).all()
+    manifest = pd.read_parquet(settings.sources_dir / "_manifest" / "defects.parquet")
+    broken = set(manifest.loc[manifest["kind"] == "unparseable_date", "record_id"])
+    formats = {
+        date(2026, 1, 1): "%d.%m.%Y %H:%M:%S",  # the export's first format
+        date(2026, 1, 31): "%Y-%m-%dT%H:%M:%SZ",  # its first change, 30 days in
+    }
+    seen = set()
+    for day, frame in _readable_payments(settings).items():
+        fmt = formats[max(d for d in formats if d <= day)]
+        rows = frame[~frame["payment_id"].isin(broken)]
+        stamps = [datetime.strptime(value, fmt).date() for value in rows["created"]]
+        assert stamps and set(stamps) == {day}, (day, fmt)
+        seen.add(fmt)
+        for value in frame.loc[frame["payment_id"].isin(broken), "created"]:
+            with pytest.raises(ValueError):
+                datetime.strptime(value, fmt)
+    assert seen == set(formats.values())
+
+
+def test_payment_amounts_are_the_price_list_in_each_currencys_minor_units(small_sim):
+    """A charge is the OLTP price of a plan in the customer's currency, in minor units: cents
+    for most, yen for JPY (no minor unit); its major amount is the plan's USD price at the FX
+    rate. A refund gives a charge back."""
+    from loopline.simulate import model as m
+
+    settings, _ = small_sim
+    con = duckdb.connect()
+    attach_source(con, settings.resolved_source_db_url, read_only=True)
+    prices = con.execute("select currency, monthly_price_minor from src.plan_prices").fetchall()
+    con.close()
+    price_list: dict[str, set[int]] = {}
+    for currency, minor in prices:
+        price_list.setdefault(currency, set()).add(int(minor))
+    payments = pd.concat(_readable_payments(settings).values(), ignore_index=True)
+    payments = payments[payments["amount_minor"] != ""]
+    usd_prices = [usd for _, _, usd, _ in m.PLANS]
+    checked: Counter[str] = Counter()
+    for row in payments.itertuples(index=False):
+        minor = int(row.amount_minor)
+        assert (minor < 0) == (row.type == "refund"), row
+        assert abs(minor) in price_list[row.currency], row
+        major = abs(minor) / 10 ** ISO_4217_EXPONENT[row.currency]
+        # prices end in .99 (or are rounded to 10 yen): within one unit or 1 % of the rate
+        expected = [usd * m.FX_PER_USD[row.currency] for usd in usd_prices]
+        assert min(abs(major - e) - max(1.0, 0.01 * e) for e in expected) < 0, row
+        checked[row.currency] += 1
+    assert checked["JPY"] > 0 and checked["USD"] > 0 and len(checked) >= 5, checked
+
+
+def test_the_churn_reference_holds_the_truth_behind_the_reported_auc(small_sim, tmp_path):
+    """The truth files carry the reference a trainer reads (no simulator import needed):
+    its AUC is the one the simulator reports, and it is written again when missing."""
+    import shutil
+
+    from sklearn.metrics import roc_auc_score
+
+    from loopline.simulate import churn_reference_path, ensure_churn_reference
+
+    settings, report = small_sim
+    reference = pd.read_parquet(churn_reference_path(settings))
+    assert list(reference.columns) == ["user_id", "as_of_date", "p_churn_30d", "churned_30d"]
+    assert not reference.duplicated(["user_id", "as_of_date"]).any()
+    truth = churn_truth(settings)
+    assert len(reference) == len(truth) > 0
+    auc = roc_auc_score(reference["churned_30d"], reference["p_churn_30d"])
+    assert auc == pytest.approx(report.bayes_auc)
+    # a data folder simulated before the reference existed gets it on demand
+    copy = Settings(data_dir=tmp_path / "data")
+    shutil.copytree(settings.data_dir, copy.data_dir)
+    churn_reference_path(copy).unlink()
+    assert ensure_churn_reference(copy) == churn_reference_path(copy)
+    assert pd.read_parquet(churn_reference_path(copy)).equals(reference)
 
 
 def test_tickets_text_reveals_its_category(small_sim):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from loopline.sources.catalogue_api import (
+from loopline.simulate.vendor_api import (
     MISSING_CATALOGUE_MESSAGE,
     ApiBehaviour,
     CatalogueServer,

@@ -1,1 +1,0 @@
-"""Simulated external sources the data line extracts from."""
