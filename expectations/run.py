@@ -134,8 +134,12 @@ def validate(
     data_docs: bool = True,
     policy: Policy | None = None,
     run_id: str | None = None,
+    lines: str = "all",
 ) -> ValidationReport:
     """Validate `assets` (all when None) of the warehouse in `settings`.
+
+    `lines` says which suites get a phase line on the terminal: "all", or "problems" (the
+    suites that failed or warned: a caller that prints its own summary, like publication).
 
     `assets` takes ``schema.table`` names, bare table names, or a layer/schema name
     (``features``) for all of its assets. `relations` maps an asset to the relation that
@@ -189,7 +193,8 @@ def validate(
                     report.rows.extend(rows)
                     if key is not None:
                         keys.append(key)
-                    _print(result)
+                    if lines == "all" or not (result.success or result.skipped):
+                        _print(result)
             finally:
                 _close(datasource)
             if data_docs and keys:

@@ -1,8 +1,11 @@
-"""The line: extract and load every source, build the warehouse with dbt, refresh online features.
+"""The line: extract and load every source, build with dbt, audit, publish, refresh online features.
 
-Both steps write the DuckDB warehouse, so they run in sequence in one flow; several
-triggers (schedule, on-demand events) queue on the warehouse writer lock. Each step
-reports one phase line (ingest and dbt report theirs themselves, bars included).
+Write-audit-publish (loopline/publish.py, docs/validation.md): dbt builds into the colour
+that is not live, the Great Expectations suites judge it, and only then do the plain
+schemas' views move to it; a critical failure stops the run before publication, so
+training, scoring and the online store keep the last good data. Every step writes the
+DuckDB warehouse, so they run in sequence; several triggers (schedule, on-demand events)
+queue on the warehouse writer lock. Each step reports one phase line.
 
 The tasks are the steps `loopline ingest` and `loopline build` run too (the command line
 calls the task functions directly, outside Prefect), so both leave the same state.
@@ -74,32 +77,74 @@ def ingest_sources(catalogue_url: str | None, show_progress: bool = True) -> Loa
     )
 
 
-@task(name="dbt build")
-def dbt_build(full_refresh: bool, extra_args: tuple[str, ...] = ()) -> dict[str, int]:
-    """Run `dbt build` (seeds, snapshots, models, tests) on the warehouse; count node statuses.
+class Built(TypedDict):
+    """What the build step did: node statuses and the colour it built (None: in place)."""
 
-    `extra_args` go to dbt as given (`loopline build --select ...`).
+    colour: str | None
+    statuses: dict[str, int]
+
+
+@task(name="dbt build")
+def dbt_build(full_refresh: bool, extra_args: tuple[str, ...] = ()) -> Built:
+    """Run `dbt build` (seeds, snapshots, models, tests) into the colour that is not live.
+
+    `extra_args` (`loopline build --select ...`) make a developer's partial build: it runs
+    in place in the plain schemas, unaudited, as a plain `dbt build` does (a partial colour
+    cannot be published whole).
     """
     from loopline.dbt import run_dbt
+    from loopline.publish import build_colour
 
+    settings = get_settings()
+    colour = None if extra_args else build_colour(settings)
     args = ["build", *(["--full-refresh"] if full_refresh else []), *extra_args]
-    result = run_dbt(get_settings(), args)
+    result = run_dbt(settings, args, colour=colour)
     statuses: dict[str, int] = {}
     for _, status in result.results:
         statuses[status] = statuses.get(status, 0) + 1
-    run_logger().info("dbt build: %s", statuses)
-    return statuses
+    run_logger().info("dbt build into %s: %s", colour or "the plain schemas", statuses)
+    return Built(colour=colour, statuses=statuses)
+
+
+@task(name="audit and publish")
+def audit_and_publish_build(colour: str | None) -> dict[str, object]:
+    """Validate the built colour with the GX suites; publish it, or stop the run.
+
+    Raises `PublicationBlockedError` (naming the failed suites and the Data Docs) when a
+    critical expectation fails: the views keep the last good colour.
+    """
+    from loopline.publish import audit_and_publish
+
+    if colour is None:
+        return {"published": None}
+    started = time.perf_counter()
+    publication, report = audit_and_publish(get_settings(), colour)
+    warned = sum(1 for s in report.suites if not s.success)
+    phase(
+        "publish",
+        f"{colour} is live: {publication.relations} relations "
+        f"({len(report.suites)} suites passed their critical checks, {warned} with warnings)",
+        time.perf_counter() - started,
+    )
+    run_logger().info("published %s after validation run %s", colour, report.run_id)
+    return {
+        "published": colour,
+        "previous": publication.previous_colour,
+        "relations": publication.relations,
+        "validation_run_id": report.run_id,
+        "suites_with_warnings": warned,
+    }
 
 
 @task(name="count rejects")
-def count_rejects(batch_id: str) -> dict[str, int]:
+def count_rejects(batch_id: str, colour: str | None = None) -> dict[str, int]:
     """Records quarantined and files rejected in this ingest batch (counted after the build),
     reported under the build's phase line: expected rejects are news, not errors."""
     from rich.markup import escape
 
     from loopline.ingest.run import rejects
 
-    found = rejects(get_settings(), batch_id)
+    found = rejects(get_settings(), batch_id, colour)
     progress.logger.info(found.summary())
     progress.say(f"  {escape(found.summary())}")
     return {"quarantined": found.quarantined_records, "rejected_files": found.rejected_files}
@@ -136,10 +181,20 @@ def materialize_online_features() -> dict[str, int]:
 
 @flow(name="loopline-line", log_prints=True)
 def line(params: LineParams | None = None) -> dict[str, object]:
-    """Ingest, build, then refresh the online features; return what each step reported."""
+    """Ingest, build, audit and publish, then refresh the online features.
+
+    Returns what each step reported; a critical validation failure raises before publication.
+    """
     params = params or LineParams()
     loaded = ingest_sources(params.catalogue_url)
     built = dbt_build(params.full_refresh)
-    rejected = count_rejects(loaded["batch_id"])
+    rejected = count_rejects(loaded["batch_id"], built["colour"])
+    published = audit_and_publish_build(built["colour"])
     online = materialize_online_features()
-    return {"ingest": loaded, "dbt": built, "rejects": rejected, "online": online}
+    return {
+        "ingest": loaded,
+        "dbt": built,
+        "rejects": rejected,
+        "published": published,
+        "online": online,
+    }

@@ -306,10 +306,12 @@ def build(
         bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
     ] = False,
 ) -> None:
-    """`dbt build` (warehouse and feature marts), then refresh the online features, as the line
-    flow does; extra arguments go to dbt (e.g. --select)."""
-    from flows.line import dbt_build, materialize_online_features
+    """`dbt build` (warehouse and feature marts), audit and publish, then refresh the online
+    features, as the line flow does; extra arguments (e.g. --select) make a developer's
+    partial build in place, unaudited."""
+    from flows.line import audit_and_publish_build, dbt_build, materialize_online_features
     from loopline.dbt import DbtError
+    from loopline.publish import PublicationBlockedError
 
     settings = _settings()
     if not _ingested(settings):
@@ -318,12 +320,13 @@ def build(
             "run `loopline ingest` first"
         )
     try:
-        statuses = dbt_build.fn(full_refresh, tuple(ctx.args))
-    except DbtError as exc:
+        built = dbt_build.fn(full_refresh, tuple(ctx.args))
+        audit_and_publish_build.fn(built["colour"])
+    except (DbtError, PublicationBlockedError) as exc:
         raise _fail(str(exc)) from exc
     materialize_online_features.fn()
     console.print(
-        f"dbt build: {sum(statuses.values())} nodes passed; "
+        f"dbt build: {sum(built['statuses'].values())} nodes passed; "
         f"warehouse {settings.resolved_warehouse_path}"
     )
 

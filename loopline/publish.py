@@ -195,7 +195,7 @@ def audit_and_publish(
     """
     from expectations.run import validate
 
-    report = validate(settings, assets, schemas=audit_schemas(settings, colour))
+    report = validate(settings, assets, schemas=audit_schemas(settings, colour), lines="problems")
     if report.critical_failed:
         raise PublicationBlockedError(colour, report.failed_suites(), report.data_docs)
     return publish(settings, colour, report.run_id), report

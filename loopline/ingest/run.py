@@ -66,12 +66,16 @@ class Rejects:
         )
 
 
-def rejects(settings: Settings, batch_id: str) -> Rejects:
-    """Quarantined records and rejected files of `batch_id` (from `monitoring.fct_load_accounting`)."""
+def rejects(settings: Settings, batch_id: str, colour: str | None = None) -> Rejects:
+    """Quarantined records and rejected files of `batch_id` (from `fct_load_accounting`).
+
+    `colour`: read the accounting of a build not published yet (`monitoring__<colour>`).
+    """
+    schema = f"monitoring__{colour}" if colour else "monitoring"
     with writing(settings) as con:
         row = con.execute(
             "select coalesce(sum(quarantined_records), 0), coalesce(sum(rejected_files), 0) "
-            "from monitoring.fct_load_accounting where _batch_id = ?",
+            f"from {schema}.fct_load_accounting where _batch_id = ?",
             [batch_id],
         ).fetchone()
     quarantined, files = row or (0, 0)
