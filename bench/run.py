@@ -420,6 +420,12 @@ def _drift_body(results: dict[str, Any]) -> list[str]:
             f"| {label} | {side['median_s']:.1f} s | {scipy_s / side['median_s']:.2f}x | "
             f"{side['peak_rss_added_mb']:,.0f} MB |"
         )
+    lines += [
+        "",
+        "Peak RSS added: above the process's RSS before the call (the frames are already in "
+        "memory; memory an earlier call freed and the allocator kept hides part of a later "
+        "call's peak, so compare it loosely).",
+    ]
     wide = d.get("wide")
     if wide:
         at_target = wide["seconds"] * wide["target_rows"] / wide["rows"]
