@@ -254,6 +254,8 @@ def markdown(results: dict[str, Any], carried: dict[str, str] | None = None) -> 
         "the machine has 2 cores shared with other work, so expect noise: compare the ratios, "
         "which both sides of a row share.",
     ]
+    for row, error in results.get("failed", {}).items():
+        lines += ["", f"**{ROWS[row].split(':')[0]} failed on {results['date']}**: {error}"]
     sections = {row: _section(results, row) for row in measured_rows(results)}
     for row in ROWS:
         text = sections.get(row) or carried.get(row)
@@ -639,18 +641,30 @@ def main(argv: list[str] | None = None) -> int:
         _loop(results, args, data_dir, runs, say)
     results["loadavg_after"] = _load()
     results["elapsed_s"] = time.perf_counter() - started
-    return write_results(results, args)
+    written = write_results(results, args)
+    return 1 if results.get("failed") else written
 
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _row(results: dict[str, Any], row: str, measure: Callable[[], dict[str, Any]]) -> None:
-    """Measure one row; keep what it returned and the load average around it."""
+def _row(results: dict[str, Any], row: str, measure: Callable[[], dict[str, Any]]) -> bool:
+    """Measure one row; keep what it returned and the load average around it.
+
+    A row that fails (a command exits non-zero, outputs differ) is recorded under ``failed``
+    with its error, and the other rows still run and are written.
+    """
     before = _load()
-    results.update(measure())
+    try:
+        results.update(measure())
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        results.setdefault("failed", {})[row] = message
+        console.print(f"[red]{row} failed[/]: {message}", highlight=False)
+        return False
     results["loadavg"][row] = [before, _load()]
+    return True
 
 
 def _scoring(
@@ -692,11 +706,13 @@ def _loop(
     with tempfile.TemporaryDirectory(prefix="loop-", dir=data_dir) as work:
         folder = Path(work) / "data"
         say(f"demo: loopline demo --scale {scale} in {folder}")
-        before = _load()
-        demo = run_demo(folder, scale)
-        if not args.skip_demo:
-            results["demo"] = demo
-            results["loadavg"]["demo"] = [before, _load()]
+        if not _row(results, "demo", lambda: {"demo": run_demo(folder, scale)}):
+            if not args.skip_dbt:
+                results["failed"]["dbt"] = "not run: the demo it builds on failed"
+            return
+        if args.skip_demo:  # run only for the dbt row's folder
+            results.pop("demo")
+            results["loadavg"].pop("demo")
         if not args.skip_dbt:
             say("dbt: one more day, then incremental vs full refresh on copies")
             _row(

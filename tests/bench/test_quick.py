@@ -103,3 +103,19 @@ def test_a_run_keeps_the_sections_of_the_rows_it_skipped():
         carried=carried,
     )
     assert "Wall 90 s" in now and "- date: then" in now
+
+
+def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monkeypatch):
+    import bench.drift
+
+    def broken(*args, **kwargs):
+        raise AssertionError("statistics differ from scipy")
+
+    monkeypatch.setattr(bench.drift, "run_drift", broken)
+    argv = ["--quick", "--data-dir", str(tmp_path), "--skip-serving", "--skip-batch"]
+    skips = ["--skip-ingest", "--skip-demo", "--skip-dbt"]
+    assert run.main([*argv, *skips]) == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}
+    assert "drift" not in results and results["checks"] == []
+    assert "Row 3 failed" in (tmp_path / "results.md").read_text()
