@@ -7,7 +7,8 @@ loopline's side is `load_files` over the events, payments and tickets files (man
 exactly-once, rejects and all) into a fresh warehouse file. DuckDB's side is one statement
 per source over the same files (`read_json` for the NDJSON drops, `read_csv` for the billing
 CSVs; the files loopline rejected are left out, DuckDB would fail on them) into a fresh
-file. Each run is a separate process (its peak RSS is its own); both sides must produce the
+file. Each run is a separate process (the peak RSS of its tree is sampled: `ru_maxrss` of a
+child starts from its parent's at the fork); both sides must produce the
 same number of rows per source before a ratio is reported. Target: loopline >= 0.5x
 DuckDB's rows/s.
 """
@@ -17,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixture import REPO
+from bench.memory import run_sampled
 
 SOURCES = ("events", "payments", "tickets")
 TARGET = 0.5
@@ -120,14 +120,10 @@ def _in_process(side: str, landing: Path, files: dict[str, list[str]] | None) ->
         spec.write_text(
             json.dumps({"side": side, "landing": str(landing), "work": work, "files": files})
         )
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.ingest", "--child", str(spec)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        out = run_sampled([sys.executable, "-m", "bench.ingest", "--child", str(spec)], cwd=REPO)
+    result: dict[str, Any] = json.loads(out.check().stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = out.peak_rss_mb
+    return result
 
 
 def _child(spec: dict[str, Any]) -> None:
@@ -136,7 +132,6 @@ def _child(spec: dict[str, Any]) -> None:
         result = side_loopline(landing, work)
     else:
         result = side_duckdb(spec["files"], work)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 

@@ -1,10 +1,16 @@
-"""Run the serving and batch-scoring benchmarks and write the results (``make bench``).
+"""Run the benchmarks of issue 14 and write the results (``make bench``).
 
-    python -m bench.run            # the full run; also refreshes bench/RESULTS.md
+    python -m bench.run            # every row at full size; also refreshes bench/RESULTS.md
     python -m bench.run --quick    # a shorter smoke run (results under data/bench/ only)
+    python -m bench.run --skip-serving --skip-batch   # only the rows after scoring
 
-Numbers are measured, never asserted: each target is reported as a ratio and pass/fail in
-``data/bench/results.json`` and ``data/bench/results.md``.
+Rows: serving and batch scoring (bench/serving.py, bench/batch.py, on the bench company of
+bench/fixture.py), drift (bench/drift.py), ingest (bench/ingest.py), the whole loop
+(`loopline demo`, bench/demo.py) and, on the folder the demo filled, dbt's incremental build
+against a full refresh (bench/dbt_build.py). Numbers are measured, never asserted: each
+target is reported as a ratio and pass/fail in ``data/bench/results.json`` and
+``data/bench/results.md``. A full (not ``--quick``) run rewrites bench/RESULTS.md; the
+sections of rows it skipped are kept from the previous file, each with its own date line.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import argparse
 import json
 import os
 import platform
-import shutil
+import re
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -25,9 +34,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.batch import BatchConfig, run_batch
-from bench.fixture import DEFAULT_DATA_DIR, REPO, ensure_company
-from bench.serving import ServingConfig, run_serving
+from bench.fixture import DEFAULT_DATA_DIR, REPO
 
 console = Console()
 
@@ -43,6 +50,7 @@ class Check:
     target: float
     unit: str
     higher_is_better: bool
+    row: str = "scoring"
 
     @property
     def ratio(self) -> float:
@@ -66,6 +74,7 @@ class Check:
             "bound": ">=" if self.higher_is_better else "<=",
             "ratio_vs_target": self.ratio,
             "passed": self.passed,
+            "row": self.row,
         }
 
 
@@ -84,6 +93,64 @@ def checks(results: dict[str, Any]) -> list[Check]:
         baseline = batch.get("raw_whole_rows_per_s", batch["raw_rows_per_s"])
         ratio = batch["score_churn_rows_per_s"] / baseline
         out.append(Check("score_churn / raw predict_proba", ratio, 0.9, "x", True))
+    drift = results.get("drift")
+    if drift:
+        out.append(
+            Check(
+                "drift: detect_drift speed-up over scipy", drift["ratio"], 3.0, "x", True, "drift"
+            )
+        )
+        out.append(
+            Check(
+                "drift: detect_drift_duckdb speed-up over scipy",
+                drift["ratio_duckdb"],
+                3.0,
+                "x",
+                True,
+                "drift",
+            )
+        )
+        wide = drift.get("wide")
+        if wide:
+            out.append(
+                Check(
+                    f"drift: {wide['features']:,} features x {wide['rows']:,} rows",
+                    wide["seconds"],
+                    wide["target_s"],
+                    "s",
+                    False,
+                    "drift",
+                )
+            )
+    ingest = results.get("ingest")
+    if ingest:
+        out.append(
+            Check("ingest: loopline / DuckDB rows/s", ingest["ratio"], 0.5, "x", True, "ingest")
+        )
+    dbt = results.get("dbt")
+    if dbt:
+        if "ratio" in dbt:
+            out.append(
+                Check("dbt: incremental / full refresh", dbt["ratio"], 0.1, "x", False, "dbt")
+            )
+        else:
+            out.append(
+                Check(
+                    "dbt: incremental models differing from the full refresh",
+                    len(dbt["different"]),
+                    0,
+                    "models",
+                    False,
+                    "dbt",
+                )
+            )
+    demo = results.get("demo")
+    if demo:
+        scale = demo["scale"]
+        out.append(Check(f"demo ({scale}) wall", demo["wall_s"], 180.0, "s", False, "demo"))
+        out.append(
+            Check(f"demo ({scale}) peak RSS", demo["peak_rss_mb"], 4096.0, "MB", False, "demo")
+        )
     return out
 
 
@@ -141,51 +208,120 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:.3f} ms"
     if unit == "x":
         return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
+    if unit == "s":
+        return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
     return f"{value:,.0f} {unit}"
 
 
-def markdown(results: dict[str, Any]) -> str:
-    m = results["machine"]
+#: the rows in the order the results show them, with their section titles
+ROWS = {
+    "scoring": "Rows 0 and batch: serving and batch scoring",
+    "drift": "Row 3: drift, `detect_drift` vs scipy per column",
+    "ingest": "Row 4b: ingest of landed files vs DuckDB's own readers",
+    "dbt": "Row 4: dbt incremental build vs full refresh",
+    "demo": "Row 6: the whole loop, `loopline demo`",
+}
+_ROW_KEYS = {"scoring": ("serving", "batch")}
+_BEGIN = "<!-- bench row: {} -->"
+_END = "<!-- end of bench row: {} -->"
+
+
+def measured_rows(results: dict[str, Any]) -> list[str]:
+    """The rows this run measured (scoring when it measured serving or batch)."""
+    return [row for row in ROWS if any(results.get(k) for k in _ROW_KEYS.get(row, (row,)))]
+
+
+def sections_of(text: str) -> dict[str, str]:
+    """The row sections of an earlier results file, by row, markers included."""
+    found: dict[str, str] = {}
+    for row in ROWS:
+        begin, end = re.escape(_BEGIN.format(row)), re.escape(_END.format(row))
+        hit = re.search(f"{begin}.*?{end}", text, flags=re.DOTALL)
+        if hit:
+            found[row] = hit.group(0)
+    return found
+
+
+def markdown(results: dict[str, Any], carried: dict[str, str] | None = None) -> str:
+    """The results file: this run's rows, and `carried` sections for the rows it skipped."""
+    carried = carried or {}
     lines = [
-        "# Benchmark results: serving and batch scoring",
+        "# Benchmark results",
         "",
-        "Regenerated by `make bench` (`python -m bench.run`); this copy is the latest full run "
-        "measured on the machine below. Numbers are measured, not asserted.",
-        "",
-        f"- date: {results['date']} ({'quick' if results['quick'] else 'full'} run, "
-        f"{results['elapsed_s']:.0f} s)",
-        f"- machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}",
-        f"- load average before / after: {results['loadavg_before']} / {results['loadavg_after']}"
-        " (the machine is shared: expect noise)",
-        f"- packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}",
-        f"- git: {m['git_commit']}",
+        "Regenerated by `make bench` (`python -m bench.run`). Each section is one row of "
+        "issue 14 with the date, machine and command of the run that measured it (a run that "
+        "skips a row keeps the row's previous section). Numbers are measured, not asserted; "
+        "the machine has 2 cores shared with other work, so expect noise: compare the ratios, "
+        "which both sides of a row share.",
     ]
-    model = results.get("serving") or results.get("batch") or {}
-    if results.get("serving"):
+    for row, error in results.get("failed", {}).items():
+        lines += ["", f"**{ROWS[row].split(':')[0]} failed on {results['date']}**: {error}"]
+    sections = {row: _section(results, row) for row in measured_rows(results)}
+    for row in ROWS:
+        text = sections.get(row) or carried.get(row)
+        if text:
+            lines += ["", text]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _section(results: dict[str, Any], row: str) -> str:
+    m = results["machine"]
+    load = results.get("loadavg", {}).get(row)
+    lines = [
+        _BEGIN.format(row),
+        f"## {ROWS[row]}",
+        "",
+        f"- date: {results['date']} ({'quick' if results['quick'] else 'full'} run); "
+        f"command: `{results.get('command', 'python -m bench.run')}`",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; "
+        f"git {m['git_commit']}",
+        f"- packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}",
+    ]
+    if load:
         lines.append(
-            f"- model: loopline-churn v{model['model_version']} ({model['estimator']}), "
-            "served as `models:/loopline-churn@champion`"
+            f"- load average before / after this row: {load[0]} / {load[1]} "
+            "(the machine is shared: expect noise)"
+        )
+    else:
+        lines.append(
+            f"- load average before / after: {results['loadavg_before']} / "
+            f"{results['loadavg_after']} (the machine is shared: expect noise)"
         )
     lines += [
-        "",
-        "## Targets",
         "",
         "| target | measured | bound | ratio vs target | result |",
         "|---|---|---|---|---|",
     ]
     for c in results["checks"]:
+        if c.get("row", "scoring") != row:
+            continue
         unit = c["unit"]
         lines.append(
             f"| {c['name']} | {_fmt(c['measured'], unit)} | {c['bound']} "
             f"{_fmt(c['target'], unit)} | {c['ratio_vs_target']:.2f} | "
             f"{'PASS' if c['passed'] else 'FAIL'} |"
         )
+    lines += SECTION_BODIES[row](results)
+    lines.append(_END.format(row))
+    return "\n".join(lines)
+
+
+def _scoring_body(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    model = results.get("serving") or {}
+    if model:
+        lines += [
+            "",
+            f"Model: loopline-churn v{model['model_version']} ({model['estimator']}), "
+            "served as `models:/loopline-churn@champion`.",
+        ]
     serving = results.get("serving")
     if serving:
         cfg = serving["config"]
         lines += [
             "",
-            "## Online: `POST /v1/churn/score` vs `mlflow models serve` `POST /invocations`",
+            "### Online: `POST /v1/churn/score` vs `mlflow models serve` `POST /invocations`",
             "",
             f"Both servers: one worker, loopback, OMP_NUM_THREADS="
             f"{serving['server_env']['OMP_NUM_THREADS']}; the same {serving['users']} users in "
@@ -214,7 +350,7 @@ def markdown(results: dict[str, Any]) -> str:
         cpu_ratio = batch["score_churn_rows_per_cpu_s"] / batch["raw_rows_per_cpu_s"]
         lines += [
             "",
-            "## Batch: `ml.score.score_churn` vs raw `predict_proba`",
+            "### Batch: `ml.score.score_churn` vs raw `predict_proba`",
             "",
             f"{batch['rows']:,} feature rows of one day ({batch['as_of']}), chunks of "
             f"{batch['chunk_rows']:,}; best of {batch['repeats']} interleaved runs. "
@@ -249,8 +385,174 @@ def markdown(results: dict[str, Any]) -> str:
             + ", ".join(f"{p['internal_api']}={p['num_threads']}" for p in batch["thread_pools"])
             + ".",
         ]
-    lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def _drift_body(results: dict[str, Any]) -> list[str]:
+    d = results["drift"]
+    v = d["verification"]
+    lines = [
+        "",
+        f"{d['numeric']} numeric (80 normal, 20 Poisson counts with ties) + {d['categorical']} "
+        f"categorical (8 string levels, a sparse tail) columns x {d['rows']:,} rows a side, "
+        "a tenth of each kind drifted a little "
+        f"({len(d['drifted_features'])} flagged). Warm-up on a small sample, then median of "
+        f"{d['runs']} interleaved runs of each side. scipy: `ks_2samp` per numeric column and "
+        "`chi2_contingency(correction=False)` on the value counts per categorical column, "
+        "on the same pandas frames; `detect_drift_duckdb` reads the same data from two tables "
+        "of a DuckDB file (the path for warehouse tables).",
+        "",
+        f"Checked before the ratio (relative, tolerance {1e-9:g}): KS statistic gap "
+        f"{v['ks_statistic_gap']:.1e}, chi-square statistic / dof / p-value gap "
+        f"{v['chi2_gap']:.1e}, pandas vs DuckDB report gap {v['pandas_vs_duckdb_gap']:.1e}. "
+        "KS p-values differ by design (Kolmogorov's limiting law, and a discrete null for the "
+        f"tied counts, where scipy's is conservative): largest gap {v['ks_p_value_gap']:.2f}.",
+        "",
+        "| side | median | speed-up over scipy | peak RSS added |",
+        "|---|---|---|---|",
+    ]
+    scipy_s = d["scipy"]["median_s"]
+    for key, label in (
+        ("pandas", "`detect_drift` (pandas frames)"),
+        ("duckdb", "`detect_drift_duckdb` (DuckDB tables)"),
+        ("scipy", "scipy per column"),
+    ):
+        side = d[key]
+        lines.append(
+            f"| {label} | {side['median_s']:.1f} s | {scipy_s / side['median_s']:.2f}x | "
+            f"{side['peak_rss_added_mb']:,.0f} MB |"
+        )
+    lines += [
+        "",
+        "Peak RSS added: above the process's RSS before the call (the frames are already in "
+        "memory; memory an earlier call freed and the allocator kept hides part of a later "
+        "call's peak, so compare it loosely).",
+    ]
+    wide = d.get("wide")
+    if wide:
+        at_target = wide["seconds"] * wide["target_rows"] / wide["rows"]
+        lines += [
+            "",
+            f"On its own: `detect_drift` over {wide['features']:,} normal features x "
+            f"{wide['rows']:,} rows a side took {wide['seconds']:.1f} s (one run, "
+            f"{wide['peak_rss_added_mb']:,.0f} MB added)."
+            + (
+                f" The target is at {wide['target_rows']:,} rows a side (16 GB of float64 "
+                "frames, more than this shared machine can spare beside other work), so a "
+                f"smaller size was measured; linear in rows, 1M would take about "
+                f"{at_target:.0f} s."
+                if wide["rows"] < wide["target_rows"]
+                else ""
+            ),
+        ]
+    return lines
+
+
+def _ingest_body(results: dict[str, Any]) -> list[str]:
+    d = results["ingest"]
+    ours, theirs = d["loopline"], d["duckdb"]
+    rows = sum(d["rows"].values())
+    return [
+        "",
+        f"The events, payments and tickets files of a `--scale {d['scale']}` company "
+        f"({rows:,} rows: "
+        + ", ".join(f"{k} {v:,}" for k, v in d["rows"].items())
+        + f"; {d['rejected_files']} file(s) rejected by loopline and left out of DuckDB's "
+        "side). loopline: `load_files` (manifest, exactly-once, rejects) into a fresh "
+        "warehouse file; DuckDB: one `read_json` / `read_csv` statement per source over the "
+        "same files into a fresh file. Each run a fresh process; a warm-up of each side, "
+        f"then median of {d['runs']} alternating runs. Rows per source checked equal first.",
+        "",
+        "| side | median | rows/s | CPU s | peak RSS |",
+        "|---|---|---|---|---|",
+        f"| `loopline ingest` (load_files) | {ours['median_s']:.1f} s | "
+        f"{ours['rows_per_s']:,.0f} | {ours['median_cpu_s']:.1f} | {ours['peak_rss_mb']:,.0f} MB |",
+        f"| DuckDB read_json / read_csv | {theirs['median_s']:.1f} s | "
+        f"{theirs['rows_per_s']:,.0f} | {theirs['median_cpu_s']:.1f} | "
+        f"{theirs['peak_rss_mb']:,.0f} MB |",
+    ]
+
+
+def _dbt_body(results: dict[str, Any]) -> list[str]:
+    d = results["dbt"]
+    inc, full, noop = d["incremental"], d["full_refresh"], d["noop"]
+    lines = [
+        "",
+        f"On the folder the demo row filled: one more simulated day ({d['one_more_day']}), "
+        f"ingested ({d['ingest_s']:.0f} s), then the warehouse and dbt state copied twice; "
+        "`loopline build` on one copy, `loopline build --full-refresh` on the other, each "
+        "once (each takes minutes, and a second incremental run would have nothing new). "
+        "dbt's fixed start-up cost: `loopline build --select <nothing>` (process start, "
+        f"parse, the incremental-relations check, an empty run), median of {noop['runs']}.",
+        "",
+        "| build | wall | peak RSS of the tree |",
+        "|---|---|---|",
+        f"| incremental (`loopline build`) | {inc['seconds']:.1f} s | "
+        f"{inc['peak_rss_mb']:,.0f} MB |",
+        f"| full refresh (`loopline build --full-refresh`) | {full['seconds']:.1f} s | "
+        f"{full['peak_rss_mb']:,.0f} MB |",
+        f"| no-op (start-up cost) | {noop['median_s']:.1f} s | {noop['peak_rss_mb']:,.0f} MB |",
+        "",
+    ]
+    if d["equal"]:
+        lines.append(
+            f"All {len(d['models'])} incremental models hold the same rows after both builds "
+            "(row count and a checksum of the rows without dbt's columns, doubles rounded to "
+            "9 decimals): "
+            + ", ".join(f"`{m}` {v['rows']:,}" for m, v in d["models"].items())
+            + f". Ratio without the start-up cost on both sides: "
+            f"{d['ratio_without_startup']:.2f}x."
+        )
+    else:
+        lines.append(
+            "**The outputs differ, so no ratio is reported**: "
+            + "; ".join(
+                f"`{m}` incremental {v['incremental']['rows']:,} rows vs full "
+                f"{v['full']['rows']:,} (checksums "
+                f"{'equal' if v['incremental']['checksum'] == v['full']['checksum'] else 'differ'})"
+                for m, v in d["different"].items()
+            )
+            + "."
+        )
+    for side in ("incremental", "full_refresh"):
+        slow = d["node_seconds"][side]
+        lines += [
+            "",
+            f"Slowest nodes, {side.replace('_', ' ')}: "
+            + ", ".join(f"`{n.split('.')[-1]}` {s:.1f} s" for n, s in slow)
+            + ".",
+        ]
+    return lines
+
+
+def _demo_body(results: dict[str, Any]) -> list[str]:
+    d = results["demo"]
+    lines = [
+        "",
+        f"`loopline demo --scale {d['scale']}` as a subprocess in a fresh temporary "
+        f"LOOPLINE_DATA_DIR, one run (it takes minutes). Wall {d['wall_s']:.0f} s, peak RSS "
+        f"of the process tree {d['peak_rss_mb']:,.0f} MB (sampled every 0.1 s: a lower "
+        "bound). The phases, from its phase lines (the Prefect server starts first and "
+        "stays up for the run):",
+        "",
+        "| phase | seconds | what it said |",
+        "|---|---|---|",
+    ]
+    for p in d["phases"]:
+        seconds = "" if p["seconds"] is None else f"{p['seconds']:.1f}"
+        mark = "" if p["ok"] else " (warning)"
+        summary = p["summary"].replace("|", "/")
+        lines.append(f"| {p['phase']}{mark} | {seconds} | {summary} |")
+    return lines
+
+
+SECTION_BODIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "scoring": _scoring_body,
+    "drift": _drift_body,
+    "ingest": _ingest_body,
+    "dbt": _dbt_body,
+    "demo": _demo_body,
+}
 
 
 def summary_table(results: dict[str, Any]) -> Table:
@@ -278,14 +580,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke check)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bench company")
-    parser.add_argument("--skip-serving", action="store_true")
-    parser.add_argument("--skip-batch", action="store_true")
+    for row in ("serving", "batch", "drift", "ingest", "dbt", "demo"):
+        parser.add_argument(f"--skip-{row}", action="store_true")
     parser.add_argument(
         "--render-only",
         action="store_true",
         help="rewrite results.md (and the checks) from an existing results.json; no measuring",
     )
     parser.add_argument("--rows", type=int, help="batch rows (default 500,000; quick 200,000)")
+    parser.add_argument(
+        "--runs", type=int, help="timed runs of the drift, ingest and no-op dbt rows (default 5)"
+    )
+    parser.add_argument(
+        "--drift-rows", type=int, help="rows a side of the drift row (default 1M; quick 20,000)"
+    )
+    parser.add_argument(
+        "--wide-rows",
+        type=int,
+        help="rows a side of the 1,000-feature drift run (default 200,000; quick 2,000; 0: skip)",
+    )
     args = parser.parse_args(argv)
 
     if args.render_only:
@@ -295,28 +608,118 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}", highlight=False)
 
     started = time.perf_counter()
+    runs = args.runs or (1 if args.quick else 5)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "quick": args.quick,
+        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(),
-        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_before": _load(),
+        "loadavg": {},
     }
-    settings = ensure_company(args.data_dir.resolve(), rebuild=args.rebuild, say=say)
+    data_dir = args.data_dir.resolve()
+    if not (args.skip_serving and args.skip_batch):
+        _row(results, "scoring", lambda: _scoring(results, args, data_dir, say))
+    if not args.skip_drift:
+        from bench.drift import run_drift
+
+        drift_rows = args.drift_rows or (20_000 if args.quick else 1_000_000)
+        wide = args.wide_rows if args.wide_rows is not None else (2_000 if args.quick else 200_000)
+        say(f"drift: {drift_rows:,} rows a side, {runs} run(s)")
+        _row(results, "drift", lambda: {"drift": run_drift(drift_rows, runs, wide or None)})
+    if not args.skip_ingest:
+        from bench.ingest import run as run_ingest
+
+        scale = "small" if args.quick else "demo"
+        say(f"ingest: a {scale} company's files, {runs} run(s) of each side")
+        _row(
+            results,
+            "ingest",
+            lambda: {"ingest": run_ingest(data_dir / f"ingest-{scale}", scale, runs)},
+        )
+    if not (args.skip_demo and args.skip_dbt):
+        _loop(results, args, data_dir, runs, say)
+    results["loadavg_after"] = _load()
+    results["elapsed_s"] = time.perf_counter() - started
+    written = write_results(results, args)
+    return 1 if results.get("failed") else written
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _row(results: dict[str, Any], row: str, measure: Callable[[], dict[str, Any]]) -> bool:
+    """Measure one row; keep what it returned and the load average around it.
+
+    A row that fails (a command exits non-zero, outputs differ) is recorded under ``failed``
+    with its error, and the other rows still run and are written.
+    """
+    before = _load()
+    try:
+        results.update(measure())
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        results.setdefault("failed", {})[row] = message
+        console.print(f"[red]{row} failed[/]: {message}", highlight=False)
+        return False
+    results["loadavg"][row] = [before, _load()]
+    return True
+
+
+def _scoring(
+    results: dict[str, Any], args: argparse.Namespace, data_dir: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    from bench.batch import BatchConfig, run_batch
+    from bench.fixture import ensure_company
+    from bench.serving import ServingConfig, run_serving
+
+    out: dict[str, Any] = {}
+    settings = ensure_company(data_dir, rebuild=args.rebuild, say=say)
     if not args.skip_serving:
         config = (
             ServingConfig(users=100, warmup=500, requests=1000, seconds=3.0, connections=4)
             if args.quick
             else ServingConfig()
         )
-        results["serving"] = run_serving(settings, config, say)
+        out["serving"] = run_serving(settings, config, say)
     if not args.skip_batch:
         rows = args.rows or (200_000 if args.quick else 500_000)
         batch_config = BatchConfig(rows=rows, repeats=2 if args.quick else 5)
-        results["batch"] = run_batch(settings, batch_config, say)
-    results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    results["elapsed_s"] = time.perf_counter() - started
-    results["full"] = not args.quick and not args.skip_serving and not args.skip_batch
-    return write_results(results, args)
+        out["batch"] = run_batch(settings, batch_config, say)
+    return out
+
+
+def _loop(
+    results: dict[str, Any],
+    args: argparse.Namespace,
+    data_dir: Path,
+    runs: int,
+    say: Callable[[str], None],
+) -> None:
+    """The demo row, then the dbt row on the folder the demo filled (a temporary one)."""
+    from bench.dbt_build import run_dbt_build
+    from bench.demo import run_demo
+
+    scale = "small" if args.quick else "demo"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="loop-", dir=data_dir) as work:
+        folder = Path(work) / "data"
+        say(f"demo: loopline demo --scale {scale} in {folder}")
+        if not _row(results, "demo", lambda: {"demo": run_demo(folder, scale)}):
+            if not args.skip_dbt:
+                results["failed"]["dbt"] = "not run: the demo it builds on failed"
+            return
+        if args.skip_demo:  # run only for the dbt row's folder
+            results.pop("demo")
+            results["loadavg"].pop("demo")
+        if not args.skip_dbt:
+            say("dbt: one more day, then incremental vs full refresh on copies")
+            _row(
+                results,
+                "dbt",
+                lambda: {"dbt": run_dbt_build(folder, Path(work), runs) | {"scale": scale}},
+            )
 
 
 def write_results(results: dict[str, Any], args: argparse.Namespace) -> int:
@@ -326,13 +729,15 @@ def write_results(results: dict[str, Any], args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (out_dir / "results.md").write_text(markdown(results))
-    full = bool(results.get("full"))
+    full = not results.get("quick")
+    committed = Path(__file__).parent / "RESULTS.md"
     if full:
-        shutil.copyfile(out_dir / "results.md", Path(__file__).parent / "RESULTS.md")
+        earlier = sections_of(committed.read_text()) if committed.exists() else {}
+        committed.write_text(markdown(results, carried=earlier))
     console.print(summary_table(results))
     console.print(
         f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}"
-        + (" (copied to bench/RESULTS.md)" if full else "")
+        + (" (and bench/RESULTS.md)" if full else "")
     )
     return 0
 

@@ -1,0 +1,134 @@
+"""dbt incremental build vs full refresh (issue 14, row 4).
+
+    python -m bench.dbt_build --data-dir DIR     # DIR: a data folder a `loopline demo` filled
+
+One more simulated day is simulated and ingested into the folder; then its warehouse and dbt
+state are copied twice, and `loopline build` runs on one copy, `loopline build --full-refresh`
+on the other (each a subprocess: wall time, peak RSS of its tree). Before the ratio is reported
+both warehouses must hold the same rows in every incremental model (row count and an
+order-independent checksum of the rows, dbt's own bookkeeping columns left out and doubles
+rounded to 9 decimals: the sums inside may be added in another order). dbt's fixed start-up
+cost is measured on its own: `loopline build` selecting no node (process start, parse, the
+incremental-relations check and an empty dbt invocation). Target: incremental <= 0.1x full.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.demo import loopline_command
+from bench.fixture import REPO, bench_settings
+from bench.memory import Finished, clean_env, run_sampled
+
+TARGET = 0.1
+# copied per side; everything else in the folder (sources, landing, MLflow ...) is linked
+_COPIED = ("warehouse", "dbt")
+# a selector no node matches: the build does everything but run a node
+_NOTHING = ["--select", "tag:bench_selects_nothing"]
+
+
+def _loopline(data_dir: Path, *args: str) -> Finished:
+    return run_sampled([loopline_command(), *args], env=clean_env(data_dir), cwd=REPO).check()
+
+
+def _side(source: Path, target: Path) -> Path:
+    """A data folder with its own copy of the warehouse and dbt state of `source`."""
+    target.mkdir(parents=True)
+    for child in source.iterdir():
+        if child.name in _COPIED:
+            shutil.copytree(child, target / child.name)
+        elif not child.name.endswith(".lock"):
+            (target / child.name).symlink_to(child)
+    return target
+
+
+def incremental_models(data_dir: Path) -> list[str]:
+    """`schema.alias` of every incremental model in the folder's last dbt manifest."""
+    manifest = json.loads((data_dir / "dbt" / "target" / "manifest.json").read_text())
+    return sorted(
+        f"{node['schema']}.{node['alias']}"
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and node["config"]["materialized"] == "incremental"
+    )
+
+
+def fingerprints(data_dir: Path, relations: list[str]) -> dict[str, dict[str, Any]]:
+    """Row count and an order-independent checksum of each relation in the folder's warehouse."""
+    from loopline.warehouse import reading
+
+    out: dict[str, dict[str, Any]] = {}
+    with reading(bench_settings(data_dir)) as con:
+        for relation in relations:
+            schema, table = relation.split(".")
+            columns = con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [schema, table],
+            ).fetchall()
+            exprs = [
+                f'round("{name}", 9)' if kind in ("DOUBLE", "FLOAT") else f'"{name}"'
+                for name, kind in columns
+                if not name.startswith("_dbt")
+            ]
+            rows, checksum = con.execute(
+                f"select count(*), coalesce(sum(hash({', '.join(exprs)})::hugeint), 0)::varchar "
+                f'from "{schema}"."{table}"'
+            ).fetchone()  # type: ignore[misc]
+            out[relation] = {"rows": int(rows), "checksum": checksum}
+    return out
+
+
+def run_dbt_build(data_dir: Path, work: Path, noop_runs: int) -> dict[str, Any]:
+    """One more day into `data_dir`, then incremental vs full refresh on copies in `work`."""
+    simulated = _loopline(data_dir, "simulate", "--days", "1", "--quiet")
+    ingested = _loopline(data_dir, "ingest", "--quiet")
+    incremental_dir = _side(data_dir, work / "incremental")
+    full_dir = _side(data_dir, work / "full")
+
+    noop = [_loopline(incremental_dir, "build", *_NOTHING) for _ in range(noop_runs)]
+    incremental = _loopline(incremental_dir, "build")
+    full = _loopline(full_dir, "build", "--full-refresh")
+
+    models = incremental_models(full_dir)
+    ours, theirs = fingerprints(incremental_dir, models), fingerprints(full_dir, models)
+    different = {
+        m: {"incremental": ours[m], "full": theirs[m]} for m in models if ours[m] != theirs[m]
+    }
+    noop_s = statistics.median(f.seconds for f in noop)
+    result: dict[str, Any] = {
+        "one_more_day": simulated.stdout.strip().splitlines()[0] if simulated.stdout else "",
+        "ingest_s": ingested.seconds,
+        "noop": {
+            "runs": noop_runs,
+            "median_s": noop_s,
+            "peak_rss_mb": max(f.peak_rss_mb for f in noop),
+        },
+        "incremental": {"seconds": incremental.seconds, "peak_rss_mb": incremental.peak_rss_mb},
+        "full_refresh": {"seconds": full.seconds, "peak_rss_mb": full.peak_rss_mb},
+        "models": {m: ours[m] for m in models},
+        "equal": not different,
+        "different": different,
+        "target": TARGET,
+        "node_seconds": {
+            "incremental": _node_seconds(incremental_dir),
+            "full_refresh": _node_seconds(full_dir),
+        },
+    }
+    if different:  # no ratio over different outputs
+        return result
+    result["ratio"] = incremental.seconds / full.seconds
+    result["ratio_without_startup"] = max(incremental.seconds - noop_s, 0.0) / max(
+        full.seconds - noop_s, 1e-9
+    )
+    return result
+
+
+def _node_seconds(data_dir: Path, top: int = 5) -> list[tuple[str, float]]:
+    """The slowest nodes of the folder's last dbt run (from run_results.json)."""
+    results = json.loads((data_dir / "dbt" / "target" / "run_results.json").read_text())
+    timed = [(r["unique_id"], float(r["execution_time"])) for r in results["results"]]
+    return sorted(timed, key=lambda item: -item[1])[:top]

@@ -1,0 +1,121 @@
+"""bench: the quick mode of the rows after scoring writes its results, and every row checked
+its two sides' outputs before it reported a ratio. No timings are asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import run
+from bench.demo import parse_phases
+
+RESULTS_MD = Path(run.__file__).parent / "RESULTS.md"
+
+
+def quick(data_dir: Path, *skips: str) -> dict:
+    before = RESULTS_MD.read_text() if RESULTS_MD.exists() else None
+    argv = ["--quick", "--data-dir", str(data_dir), "--skip-serving", "--skip-batch"]
+    assert run.main([*argv, *(f"--skip-{row}" for row in skips)]) == 0
+    # a quick run never rewrites the committed results
+    assert (RESULTS_MD.read_text() if RESULTS_MD.exists() else None) == before
+    results = json.loads((data_dir / "results.json").read_text())
+    assert (data_dir / "results.md").read_text().startswith("# Benchmark results")
+    return results
+
+
+def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
+    results = quick(tmp_path, "demo", "dbt")
+    drift = results["drift"]
+    gaps = drift["verification"]
+    assert gaps["ks_statistic_gap"] <= 1e-9 and gaps["chi2_gap"] <= 1e-9
+    assert gaps["pandas_vs_duckdb_gap"] <= 1e-9
+    assert (drift["numeric"], drift["categorical"]) == (100, 20)
+    assert drift["drifted_features"], "the drifted columns were found"
+    assert drift["wide"]["features"] == 1_000
+    ingest = results["ingest"]
+    assert sum(ingest["rows"].values()) > 0
+    assert ingest["loopline"]["rows_per_s"] > 0 and ingest["duckdb"]["rows_per_s"] > 0
+    rows = {c["row"] for c in results["checks"]}
+    assert rows == {"drift", "ingest"}
+    md = (tmp_path / "results.md").read_text()
+    assert "## Row 3: drift" in md and "## Row 4b: ingest" in md
+
+
+@pytest.mark.slow
+def test_quick_loop_reports_phases_and_compares_incremental_with_full_refresh(tmp_path):
+    results = quick(tmp_path, "drift", "ingest")
+    demo = results["demo"]
+    names = [p["phase"] for p in demo["phases"]]
+    assert {"simulate", "ingest", "build", "train", "demo"} <= set(names)
+    assert demo["peak_rss_mb"] > 0
+    dbt = results["dbt"]
+    assert dbt["models"], "the incremental models were fingerprinted"
+    assert all(v["rows"] > 0 for v in dbt["models"].values())
+    # a ratio only over equal outputs
+    assert ("ratio" in dbt) == dbt["equal"]
+    assert not list(tmp_path.glob("loop-*")), "the demo's temporary folder is removed"
+
+
+def test_phase_lines_are_parsed_with_their_seconds():
+    stderr = "\n".join(
+        [
+            "✓ prefect    temporary server on port 50117 (17.3 s)",
+            "some log line (3.0 s)",
+            "✓ build      39 models, 220 tests: 259 passed (1 m 02 s)",
+            "  quarantined 139 records",
+            "! score      no churn @champion yet (none passed the gate): skipped",
+        ]
+    )
+    phases = parse_phases(stderr)
+    assert [(p["phase"], p["seconds"], p["ok"]) for p in phases] == [
+        ("prefect", 17.3, True),
+        ("build", 62, True),
+        ("score", None, False),
+    ]
+    assert phases[1]["summary"] == "39 models, 220 tests: 259 passed"
+
+
+def test_a_run_keeps_the_sections_of_the_rows_it_skipped():
+    earlier = run.markdown(
+        {
+            "date": "then",
+            "quick": False,
+            "machine": run.machine(),
+            "loadavg_before": [0, 0, 0],
+            "loadavg_after": [0, 0, 0],
+            "checks": [],
+            "demo": {"scale": "demo", "wall_s": 90.0, "peak_rss_mb": 1700.0, "phases": []},
+        }
+    )
+    carried = run.sections_of(earlier)
+    assert list(carried) == ["demo"]
+    now = run.markdown(
+        {
+            "date": "now",
+            "quick": False,
+            "machine": run.machine(),
+            "loadavg_before": [0, 0, 0],
+            "loadavg_after": [0, 0, 0],
+            "checks": [],
+        },
+        carried=carried,
+    )
+    assert "Wall 90 s" in now and "- date: then" in now
+
+
+def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monkeypatch):
+    import bench.drift
+
+    def broken(*args, **kwargs):
+        raise AssertionError("statistics differ from scipy")
+
+    monkeypatch.setattr(bench.drift, "run_drift", broken)
+    argv = ["--quick", "--data-dir", str(tmp_path), "--skip-serving", "--skip-batch"]
+    skips = ["--skip-ingest", "--skip-demo", "--skip-dbt"]
+    assert run.main([*argv, *skips]) == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}
+    assert "drift" not in results and results["checks"] == []
+    assert "Row 3 failed" in (tmp_path / "results.md").read_text()
