@@ -1,7 +1,7 @@
 """The churn model's training step: warehouse in, a registered and judged MLflow version out.
 
 `train_churn` reads a point-in-time training set from the feature store, trains and
-calibrates (`ml.train`), evaluates on a time-based holdout (`ml.evaluate`), logs everything
+calibrates (`ml.churn.model`), evaluates on a time-based holdout (`ml.churn.evaluate`), logs everything
 to MLflow with lineage, registers the version as ``@challenger``, scores the current
 ``@champion`` on the *same* holdout, and lets `ml.registry.decide` promote or keep.
 
@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.settings import Settings
-from ml.config import ChurnConfig
-from ml.evaluate import (
+from ml.churn.evaluate import (
     Evaluation,
     choose_threshold,
     evaluate,
@@ -36,7 +35,17 @@ from ml.evaluate import (
     plot_evaluation,
     quality_gate,
 )
-from ml.features import CHURN, churn_training_set, dbt_manifest_hash
+from ml.churn.model import (
+    CandidateResult,
+    TrainedModel,
+    as_model_input,
+    split_by_time,
+    time_folds,
+    train,
+)
+from ml.config import ChurnConfig
+from ml.features.definitions import CHURN
+from ml.features.training_sets import churn_training_set, dbt_manifest_hash
 from ml.registry import (
     CHAMPION,
     CHURN_MODEL,
@@ -53,14 +62,6 @@ from ml.registry import (
     record_decision,
 )
 from ml.report import images, table, verdict, write_report
-from ml.train import (
-    CandidateResult,
-    TrainedModel,
-    as_model_input,
-    split_by_time,
-    time_folds,
-    train,
-)
 
 LABEL = "churned_within_30d"
 TIME = "as_of_date"
@@ -277,7 +278,7 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
     """Train, evaluate, log, register as challenger, and promote if it earns it."""
     from threadpoolctl import threadpool_limits
 
-    # fits, importance and scoring alike: see "Threads" in ml/train.py
+    # fits, importance and scoring alike: see "Threads" in ml/churn/model.py
     with threadpool_limits(limits=config.train.threads_per_fit):
         return _train_churn(settings, config)
 
