@@ -53,7 +53,7 @@ def score_churn_task(as_of: date | None) -> dict[str, object]:
 
 @task(name="recommend for every user", retries=1, retry_delay_seconds=5)
 def recommend_task(as_of: date | None, k: int) -> dict[str, object]:
-    """Top-k shows for every user, and their histories to the online store for serving."""
+    """Top-k shows for every recent viewer, from their history in the feature store."""
     from ml.recommender.score import recommend_all
 
     started = time.perf_counter()

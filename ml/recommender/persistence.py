@@ -113,7 +113,12 @@ class LoadedRecommender:
 
 
 def load_recommender(settings: Settings, alias: str) -> LoadedRecommender | None:
-    """The recommender under `alias`, or None if there is none yet."""
+    """The recommender under `alias`, or None if there is none yet.
+
+    The model is read from the version's npz/JSON artifacts, not through its pyfunc: the
+    pyfunc's logged code imports this package by the module paths of the day it was logged,
+    while the artifact format (`FORMAT_VERSION`) is what stays stable across versions.
+    """
     import mlflow
 
     from ml.registry import RECS_MODEL, alias_version, configure, version_tags
@@ -122,9 +127,10 @@ def load_recommender(settings: Settings, alias: str) -> LoadedRecommender | None
     version = alias_version(client, RECS_MODEL, alias)
     if version is None:
         return None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{RECS_MODEL}/{version}")
-    model = pyfunc.unwrap_python_model().model
-    if model is None:
-        raise RuntimeError(f"{RECS_MODEL} v{version} loaded without its model")
+    with tempfile.TemporaryDirectory(prefix="loopline-recs-") as tmp:
+        root = mlflow.artifacts.download_artifacts(
+            f"models:/{RECS_MODEL}/{version}/artifacts/{ARTIFACT_KEY}", dst_path=tmp
+        )
+        model = load(Path(root))
     tags = version_tags(client, RECS_MODEL, version)
     return LoadedRecommender(version, model, tags.get("history_feature_set_version") or None)
