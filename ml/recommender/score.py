@@ -35,15 +35,23 @@ class RecsScoreReport:
 
 
 def user_histories(con: Any, as_of: date, version: str) -> pd.DataFrame:
-    """Return the ``recs_user_history`` rows of one as-of day and version (one per viewer)."""
+    """Return the ``recs_user_history`` rows of one version as of ``as_of`` (one per viewer).
+
+    The rows of the latest built day at or before ``as_of``: a day after the last viewing
+    event has no rows of its own, and its histories are that day's.
+    """
     frame: pd.DataFrame = con.execute(
         f"""
         select user_id, recent_shows, last_show_id
         from {USER_HISTORY.relation}
-        where as_of_date = ? and feature_set_version = ?
+        where feature_set_version = $version
+            and as_of_date = (
+                select max(as_of_date) from {USER_HISTORY.relation}
+                where feature_set_version = $version and as_of_date <= $as_of
+            )
         order by user_id
         """,
-        [as_of, version],
+        {"as_of": as_of, "version": version},
     ).df()
     return frame
 

@@ -291,7 +291,10 @@ def test_item_item_beats_popularity_on_the_small_build(built_warehouse, tmp_path
         end = con.execute("select max(event_date) from staging.stg_events__viewing_events")
         last_day: date = end.fetchone()[0]  # type: ignore[index]
         interactions = load_interactions(con, None, last_day)
-        histories = user_histories(con, last_day, resolve_version(con, USER_HISTORY, None))
+        version = resolve_version(con, USER_HISTORY, None)
+        histories = user_histories(con, last_day, version)
+        # a day after the last event reads the last built day's histories
+        later = user_histories(con, last_day + timedelta(days=2), version)
     finally:
         con.close()
     assert interactions["user_id"].map(type).eq(str).all()
@@ -311,6 +314,7 @@ def test_item_item_beats_popularity_on_the_small_build(built_warehouse, tmp_path
 
     # the feature set's rows: one per user, JSON lists most recent first
     assert histories["user_id"].is_unique and len(histories) > 100
+    pd.testing.assert_frame_equal(later, histories)
     first = json.loads(histories["recent_shows"].iloc[0])
     assert first and first[0] == histories["last_show_id"].iloc[0]
 
