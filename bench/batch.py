@@ -1,11 +1,11 @@
-"""Batch benchmark: `ml.score.score_churn` end to end against the model's raw `predict_proba`.
+"""Batch benchmark: `ml.churn.score.score_churn` end to end against the model's raw `predict_proba`.
 
 A separate DuckDB file holds one as-of day of ``features.fs_churn__user_daily`` replicated
 to many rows (distinct user ids, same day and feature set version). `score_churn` is timed
 end to end on it (DuckDB -> Arrow chunks -> predict_proba -> DuckDB, commit; the model loaded
 once beforehand, its load time measured separately);
 the baseline is one ``champion.model.predict_proba`` call on the same rows already in memory
-as `ml.train.as_model_input` frames. Both run in this process with the same thread settings.
+as `ml.churn.model.as_model_input` frames. Both run in this process with the same thread settings.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def run_batch(
     import duckdb
     from threadpoolctl import threadpool_info
 
-    from ml.score import PREDICTIONS_TABLE, load_churn_model, score_churn
-    from ml.train import as_model_input
+    from ml.churn.model import as_model_input
+    from ml.churn.score import PREDICTIONS_TABLE, load_churn_model, score_churn
 
     champion = load_churn_model(settings)
     path, as_of, rows = build_batch_warehouse(

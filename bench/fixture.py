@@ -52,7 +52,7 @@ def _online_rows(settings: Settings) -> int:
     """Churn vectors in the (SQLite) online store; 0 if there is no store yet."""
     import sqlite3
 
-    from ml.features import CHURN
+    from ml.features.definitions import CHURN
 
     path = settings.data_dir / "online" / "online_store.sqlite"
     if not path.exists():
@@ -60,7 +60,7 @@ def _online_rows(settings: Settings) -> int:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         (rows,) = con.execute(
-            "select count(*) from online_features where feature_set = ?", [CHURN.name]
+            "select count(*) from online_vectors where feature_set = ?", [CHURN.name]
         ).fetchone()
         return int(rows)
     except sqlite3.Error:
@@ -100,17 +100,14 @@ def ensure_company(
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="loopline-bench-prefect-"))
 
-    import duckdb
-
     from loopline.dbt import run_dbt
     from loopline.ingest.run import ingest
     from loopline.simulate import SimConfig, simulate
     from loopline.simulate.run import catalogue_dir
     from loopline.simulate.vendor_api import CatalogueServer
-    from ml.churn import train_churn
+    from ml.churn.train import train_churn
     from ml.config import load_ml_config
-    from ml.features import materialize_online
-    from ml.online_store import open_online_store
+    from ml.features.materialize import refresh_online_store
 
     t0 = time.perf_counter()
     say(f"fixture: simulating {USERS} users up to {UNTIL} in {data_dir}")
@@ -121,12 +118,7 @@ def ensure_company(
     say("fixture: dbt build")
     run_dbt(settings, ["build"])
     say("fixture: materializing the online store")
-    con = duckdb.connect(str(settings.resolved_warehouse_path))
-    try:
-        with open_online_store(settings) as store:
-            materialize_online(con, store)
-    finally:
-        con.close()
+    refresh_online_store(settings)
     say("fixture: training the churn model")
     # the bench measures speed, not quality: the small company is too small for the default
     # user-disjoint holdout to pass the gate, so train on a time-only split (same model kind)

@@ -350,7 +350,7 @@ def _scoring_body(results: dict[str, Any]) -> list[str]:
         cpu_ratio = batch["score_churn_rows_per_cpu_s"] / batch["raw_rows_per_cpu_s"]
         lines += [
             "",
-            "### Batch: `ml.score.score_churn` vs raw `predict_proba`",
+            "### Batch: `ml.churn.score.score_churn` vs raw `predict_proba`",
             "",
             f"{batch['rows']:,} feature rows of one day ({batch['as_of']}), chunks of "
             f"{batch['chunk_rows']:,}; best of {batch['repeats']} interleaved runs. "

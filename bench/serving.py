@@ -160,10 +160,10 @@ def _json_value(value: object) -> object:
 
 def build_workload(settings: Settings, n_users: int, ours_port: int, mlflow_port: int) -> Workload:
     """Pick `n_users` users present in the online store and encode both kinds of request."""
-    from ml.features import CHURN
-    from ml.online_store import open_online_store
+    from ml.churn.score import load_churn_model
+    from ml.features.definitions import CHURN
+    from ml.features.online import open_online_store
     from ml.registry import configure, version_tags
-    from ml.score import load_churn_model
 
     champion = load_churn_model(settings)
     tags = version_tags(configure(settings), champion.name, champion.version)
@@ -186,7 +186,7 @@ def build_workload(settings: Settings, n_users: int, ours_port: int, mlflow_port
     mlflow_bodies: list[dict[str, Any]] = []
     with open_online_store(settings) as store:
         for uid in candidates:
-            vector = store.get_one(CHURN.name, uid)
+            vector = store.get_one(CHURN.name, uid, champion.feature_set_version)
             if vector is None:
                 continue
             row = [_json_value(vector.values.get(c)) for c in columns]

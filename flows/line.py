@@ -152,31 +152,28 @@ def count_rejects(batch_id: str, colour: str | None = None) -> dict[str, int]:
 
 @task(name="materialize online features", retries=2, retry_delay_seconds=5)
 def materialize_online_features() -> dict[str, int]:
-    """Push the latest churn feature vector and viewing history per user to the online store."""
-    from loopline.warehouse import reading
-    from ml.features import materialize_online
-    from ml.online_store import open_online_store
-    from ml.recs import materialize_histories
+    """Push every online feature set's latest vector per user and version to the online store."""
+    from ml.features.definitions import CHURN, USER_HISTORY
+    from ml.features.materialize import refresh_online_store
 
-    settings = get_settings()
     started = time.perf_counter()
-    store = open_online_store(settings)
-    try:
-        with reading(settings) as con:
-            report = materialize_online(con, store)
-            histories = materialize_histories(settings, con)
-    finally:
-        store.close()
+    reports = refresh_online_store(get_settings())
+    churn, histories = reports[CHURN.name], reports[USER_HISTORY.name]
     run_logger().info(
-        "online store: churn features %s written, %s already newer; %s viewing histories",
-        report.written, report.skipped, histories,
+        "online store: %s",
+        ", ".join(f"{name} {r.written} written, {r.skipped} already newer"
+                  for name, r in reports.items()),
     )  # fmt: skip
     phase(
         "online",
-        f"{report.written:,} churn vectors, {histories:,} viewing histories",
+        f"{churn.written:,} churn vectors, {histories.written:,} viewing histories",
         time.perf_counter() - started,
     )
-    return {"written": report.written, "skipped": report.skipped, "histories": histories}
+    return {
+        "written": churn.written,
+        "skipped": churn.skipped,
+        "histories": histories.written,
+    }
 
 
 @flow(name="loopline-line", log_prints=True)

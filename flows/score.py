@@ -27,8 +27,8 @@ class ScoreFlowParams(BaseModel):
 @task(name="score churn", retries=1, retry_delay_seconds=5)
 def score_churn_task(as_of: date | None) -> dict[str, object]:
     """Score every active user with @champion (idempotent per day and version)."""
+    from ml.churn.score import score_churn
     from ml.registry import CHAMPION, CHURN_MODEL, alias_version, configure
-    from ml.score import score_churn
 
     settings = get_settings()
     started = time.perf_counter()
@@ -53,8 +53,8 @@ def score_churn_task(as_of: date | None) -> dict[str, object]:
 
 @task(name="recommend for every user", retries=1, retry_delay_seconds=5)
 def recommend_task(as_of: date | None, k: int) -> dict[str, object]:
-    """Top-k shows for every user, and their histories to the online store for serving."""
-    from ml.recs import recommend_all
+    """Top-k shows for every recent viewer, from their history in the feature store."""
+    from ml.recommender.score import recommend_all
 
     started = time.perf_counter()
     report = recommend_all(get_settings(), as_of, k)

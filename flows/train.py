@@ -27,7 +27,7 @@ class TrainFlowParams(BaseModel):
 @task(name="train churn model")
 def train_churn_model() -> dict[str, object]:
     """Train, evaluate, register and judge the churn model."""
-    from ml.churn import train_churn
+    from ml.churn.train import train_churn
     from ml.config import load_ml_config
 
     settings = get_settings()
@@ -59,7 +59,7 @@ def train_churn_model() -> dict[str, object]:
 def train_recommender_model() -> dict[str, object]:
     """Train, evaluate against popularity, register and judge the recommender."""
     from ml.config import load_ml_config
-    from ml.recs import train_recommender
+    from ml.recommender.train import train_recommender
 
     settings = get_settings()
     started = time.perf_counter()

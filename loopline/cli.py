@@ -441,7 +441,7 @@ def train(
     try:
         config = load_ml_config(settings.ml_config)
         if model in ("churn", "all"):
-            from ml.churn import train_churn
+            from ml.churn.train import train_churn
 
             with console.status("training the churn model (grid search on time folds)"):
                 outcome = train_churn(settings, config.churn)
@@ -453,7 +453,7 @@ def train(
             console.print(f"  {outcome.decision.summary()}")
             console.print(f"  report: {outcome.report}")
         if model in ("recommender", "all"):
-            from ml.recs import train_recommender
+            from ml.recommender.train import train_recommender
 
             with console.status("training the recommender"):
                 recs = train_recommender(settings, config.recommender)
@@ -479,8 +479,8 @@ def score(
     k: Annotated[int, typer.Option(help="Recommendations per user.", min=1, max=100)] = 10,
 ) -> None:
     """Batch-score every active user with @champion; write top-N recommendations for every user."""
+    from ml.churn.score import score_churn
     from ml.registry import RegistryError
-    from ml.score import score_churn
 
     settings = _settings()
     try:
@@ -497,7 +497,7 @@ def score(
             f"churn v{report.model_version}: {report.rows:,} users scored as of {report.as_of} "
             f"-> {report.table} (replaced {report.replaced:,} earlier rows of this version and day)"
         )
-        from ml.recs import recommend_all
+        from ml.recommender.score import recommend_all
 
         recs = recommend_all(settings, report.as_of, k)
         if recs is None:
@@ -523,7 +523,7 @@ def serve(
     """Serve churn scores and recommendations over HTTP (FastAPI on uvicorn)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = _settings()
-    from ml.serve import serve as run
+    from ml.serving.app import serve as run
 
     port = settings.api_port if port is None else port
     console.print(f"serving @{alias} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")

@@ -247,7 +247,7 @@ TABLES: dict[str, str] = {
         feature_set_version varchar, scored_at timestamp
     )""",
     RECOMMENDATIONS_TABLE: """(
-        user_id varchar, as_of_date date, rank integer, show_id varchar, score double,
+        user_id bigint, as_of_date date, rank integer, show_id varchar, score double,
         model_name varchar, model_version varchar, scored_at timestamp
     )""",
     DECISIONS_TABLE: """(

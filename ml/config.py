@@ -8,15 +8,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ml.recommend import RecParams
+from ml.churn.model import TrainParams
+from ml.recommender.model import RecParams
 from ml.registry import PromotionPolicy
-from ml.train import TrainParams
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "conf" / "ml.yaml"
 
 
 class ThresholdRule(BaseModel):
-    """How the operating threshold is chosen (see `ml.evaluate.choose_threshold`)."""
+    """How the operating threshold is chosen (see `ml.churn.evaluate.choose_threshold`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -4,7 +4,7 @@
 store under ``<data_dir>/mlflow``) and keeps artifacts beside it. There is one experiment per
 model (`experiment_for`), described in the UI (`EXPERIMENT_DESCRIPTIONS`); the registered
 models carry a description too (`describe_registered_model`). Every run carries lineage
-tags (`ml.pit.TrainingSet.lineage` plus the dbt manifest hash and `git_commit`).
+tags (`ml.features.pit.TrainingSet.lineage` plus the dbt manifest hash and `git_commit`).
 
 **Registry.** Every new version gets the alias ``@challenger``. `decide` (pure) turns the
 challenger's gate result and the champion's score *on the challenger's holdout* into a
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ml.evaluate import LOWER_IS_BETTER
+from ml.churn.evaluate import LOWER_IS_BETTER
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -43,7 +43,7 @@ def test_catalogue_api_docs_work_offline(tmp_path):
 
 @pytest.fixture
 def serving_client(tmp_path):
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     # no lifespan: the docs do not need a model, and none is trained here
     return TestClient(create_app(Settings(data_dir=tmp_path)))

@@ -1,6 +1,6 @@
 """What the loop writes back: churn scores and recommendations (``ml.*``).
 
-These tables are written by ``loopline score`` (ml/score.py, ml/recs.py), declared as dbt
+These tables are written by ``loopline score`` (ml/churn/score.py, ml/recommender/score.py), declared as dbt
 sources (columns only), and validated once they exist.
 """
 

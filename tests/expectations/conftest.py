@@ -43,7 +43,7 @@ def add_predictions(path: Path) -> None:
                 qualify rank <= 10
             )
             select
-                users.user_id::varchar as user_id,
+                users.user_id::bigint as user_id,
                 date '{AS_OF}' as as_of_date,
                 shows.rank::integer as rank,
                 shows.show_id,

@@ -13,9 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from ml.churn import ChurnOutcome, train_churn
+from ml.churn.model import DEFAULT_EXCLUDE, TrainParams
+from ml.churn.train import ChurnOutcome, train_churn
 from ml.config import ChurnConfig, RecommenderConfig
-from ml.recs import materialize_histories, recommend_all, train_recommender
+from ml.features.materialize import refresh_online_store
+from ml.recommender.score import recommend_all
+from ml.recommender.train import train_recommender
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
@@ -29,8 +32,8 @@ from ml.registry import (
     configure,
     record_decision,
     rollback,
+    version_tags,
 )
-from ml.train import DEFAULT_EXCLUDE, TrainParams
 from tests.conftest import copy_company, query
 
 GRID = {
@@ -63,17 +66,8 @@ WEAK = FULL.model_copy(
 @pytest.fixture(scope="module")
 def loop(built_warehouse, tmp_path_factory) -> dict[str, Any]:
     """A private copy of the built warehouse with online features and three churn versions."""
-    import duckdb
-
-    from ml.features import materialize_online
-    from ml.online_store import open_online_store
-
     settings = copy_company(built_warehouse[0], tmp_path_factory.mktemp("loop") / "data")
-    con = duckdb.connect(str(settings.resolved_warehouse_path))
-    with open_online_store(settings) as store:
-        materialize_online(con, store)
-    materialize_histories(settings, con)  # what the line flow does after a build
-    con.close()
+    refresh_online_store(settings)  # what the line flow does after a build
     outcomes: list[ChurnOutcome] = [
         train_churn(settings, WEAK),  # v1: first, promoted
         train_churn(settings, FULL),  # v2: better by the margin, promoted
@@ -165,7 +159,7 @@ def test_the_search_is_logged_as_nested_runs_under_each_training_run(loop) -> No
 
 
 def test_batch_scoring_writes_every_active_user_once_per_day_and_version(loop) -> None:
-    from ml.score import score_churn
+    from ml.churn.score import score_churn
 
     settings = loop["settings"]
     first = score_churn(settings, chunk_rows=100)  # several Arrow chunks
@@ -189,7 +183,7 @@ def test_batch_scoring_writes_every_active_user_once_per_day_and_version(loop) -
 
 
 def test_a_scoring_run_that_dies_midway_leaves_the_previous_rows(loop, monkeypatch) -> None:
-    import ml.score as score_module
+    import ml.churn.score as score_module
 
     settings = loop["settings"]
     sql = "select user_id, churn_probability, scored_at from ml.churn_predictions order by 1"
@@ -277,7 +271,7 @@ def server(loop) -> Iterator[str]:
     """The serving app on uvicorn on a free port, polling the registry every 0.2 s."""
     import uvicorn
 
-    from ml.serve import create_app
+    from ml.serving.app import create_app
 
     port = _free_port()
     app = create_app(loop["settings"], poll_seconds=0.2)
@@ -299,8 +293,19 @@ def _a_user(settings) -> int:
     return int(user_id)
 
 
-def test_api_scores_by_user_and_by_features_with_the_model_version(loop, server) -> None:
-    user = _a_user(loop["settings"])
+def test_api_serves_the_registry_champion_and_follows_the_alias(loop, server) -> None:
+    """The one end-to-end API test on the real registry and online store (behaviour with
+    models built in the test: tests/ml/serving/test_app.py): the champion scores a user
+    from the online store in its feature-set version and recommends from the user's history;
+    then a rollback while a client keeps scoring: every request succeeds, the version moves."""
+    settings = loop["settings"]
+    user = _a_user(settings)
+    ((viewer,),) = query(
+        settings,
+        "select user_id from features.fs_recs__user_history "
+        "where as_of_date = (select max(as_of_date) from features.fs_recs__user_history) "
+        "order by len(recent_shows) desc, user_id limit 1",
+    )
     with httpx.Client(base_url=server) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
@@ -309,71 +314,15 @@ def test_api_scores_by_user_and_by_features_with_the_model_version(loop, server)
         assert by_user.status_code == 200, by_user.text
         body = by_user.json()
         assert body["model"] == {"name": CHURN_MODEL, "version": "2"}
-        assert 0.0 <= body["churn_probability"] <= 1.0 and body["features_from"] == "online_store"
-        by_features = client.post("/v1/churn/score", json={"features": {"tenure_days": 400}})
-        assert by_features.status_code == 200 and by_features.json()["features_from"] == "request"
-
-
-def test_api_answers_bad_input_with_4xx_and_a_message(loop, server) -> None:
-    headers = {"content-type": "application/json"}
-    with httpx.Client(base_url=server) as client:
-        cases = [
-            (client.post("/v1/churn/score", json={"user_id": 987654321}), 404, "no features"),
-            (client.post("/v1/churn/score", content='{"features": {"tenure_days": NaN}}',
-                         headers=headers), 422, "NaN"),
-            (client.post("/v1/churn/score", content='{"features": {"tenure_days": Infinity}}',
-                         headers=headers), 422, "infinity"),
-            (client.post("/v1/churn/score", json={"features": {"nope": 1}}), 422, "unknown feature"),
-            (client.post("/v1/churn/score", json={"features": {"tenure_days": "old"}}), 422, "number"),
-            (client.post("/v1/churn/score", json={}), 422, "exactly one"),
-            (client.post("/v1/churn/score", content="{not json", headers=headers), 422, "invalid"),
-            (client.post("/v1/churn/score", json={"user_id": -1}), 422, "invalid"),
-        ]  # fmt: skip
-        for response, status, text in cases:
-            assert response.status_code == status, response.text
-            assert text in response.text, response.text
-            # the served versions ride along on every answer, errors included
-            assert response.headers["x-churn-model-version"] == "2"
-            assert response.headers["x-recommender-version"] == "1"
-
-
-def test_api_recommends_what_to_watch_next(loop, server) -> None:
-    settings = loop["settings"]
-    ((user, history),) = query(
-        settings,
-        "select user_id::bigint, count(distinct show_id) from staging.stg_events__viewing_events "
-        "where show_id is not null group by all order by 2 desc, 1 limit 1",
-    )
-    ((a_show,),) = query(settings, "select min(show_id) from core.dim_shows")
-    with httpx.Client(base_url=server) as client:
-        response = client.get(f"/v1/recommendations/{user}", params={"k": 7})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert body["model"] == {"name": "loopline-recommender", "version": "1"}
-        assert body["user_known"] and body["strategy"] == "item-item" and history > 0
-        shows = [r["show_id"] for r in body["recommendations"]]
-        assert len(shows) == 7 == len(set(shows))
-        assert [r["rank"] for r in body["recommendations"]] == list(range(1, 8))
-        next_up = client.get(f"/v1/recommendations/{user}", params={"just_watched": shows[0]})
-        assert next_up.status_code == 200
-        assert shows[0] not in [r["show_id"] for r in next_up.json()["recommendations"]]
-        cold = client.get("/v1/recommendations/987654321").json()
-        assert not cold["user_known"] and cold["strategy"] == "popularity"
-        assert len(cold["recommendations"]) == 10
-        for path, status in [
-            (f"/v1/recommendations/{user}?k=0", 422),
-            (f"/v1/recommendations/{user}?k=1000", 422),
-            ("/v1/recommendations/not-a-number", 422),
-            (f"/v1/recommendations/{user}?just_watched=no-such-show", 404),
-        ]:
-            assert client.get(path).status_code == status, path
-        assert a_show  # the catalogue has shows at all
-
-
-def test_api_follows_the_alias_without_failing_requests(loop, server) -> None:
-    """Roll back while a client keeps scoring: every request succeeds, the version moves."""
-    settings = loop["settings"]
-    user = _a_user(settings)
+        assert body["features_from"] == "online_store" and 0.0 <= body["churn_probability"] <= 1
+        assert (
+            body["feature_set_version"]
+            == version_tags(configure(settings), CHURN_MODEL, "2")["feature_set_version"]
+        )
+        recs = client.get(f"/v1/recommendations/{viewer}", params={"k": 7}).json()
+        assert recs["model"] == {"name": RECS_MODEL, "version": "1"}
+        assert recs["user_known"] and recs["strategy"] == "item-item"
+        assert len({r["show_id"] for r in recs["recommendations"]}) == 7
     seen: list[tuple[int, str | None]] = []
     stop = threading.Event()
 

@@ -270,12 +270,34 @@ def test_recommendation_features_describe_the_sessions(built_warehouse):
     assert (mirrored["co_viewers_x"] == mirrored["co_viewers_y"]).all()
 
 
-@pytest.mark.parametrize("days_back", [0, 30])
-def test_user_histories_equal_what_the_recommender_assembles(built_warehouse, days_back):
-    """The dbt feature set holds, for each day, what ml.recommend.user_histories returns."""
-    import duckdb
+# each user's shows of the 90 days up to the as-of day, most recently watched first (ties by
+# show id), at most 100: written here independently of the dbt model (an ordered aggregate
+# over the raw pairs, where the model sorts a list of structs) to check it
+EXPECTED_HISTORIES = """
+    with pairs as (
+        select user_id, show_id, max(occurred_at) as last_watched_at, max(_landed_at) as known_at
+        from staging.stg_events__viewing_events
+        where event_date between $as_of - 89 and $as_of
+            and user_id is not null and show_id is not null
+        group by all
+    )
+    select
+        user_id,
+        to_json(list(show_id order by last_watched_at desc, show_id)[1:100])::varchar
+            as recent_shows,
+        ($as_of + 1)::timestamp as feature_timestamp,
+        greatest(($as_of + 1)::timestamp, max(known_at))::timestamp as created_at
+    from pairs
+    group by user_id
+"""
 
-    from ml.recommend import user_histories
+
+@pytest.mark.parametrize("days_back", [0, 30])
+def test_user_histories_hold_each_viewers_recent_shows_newest_first(built_warehouse, days_back):
+    """The dbt feature set holds, for each day, what an independent query derives."""
+    import json
+
+    import duckdb
 
     settings, _ = built_warehouse
     con = duckdb.connect(str(settings.resolved_warehouse_path))
@@ -284,19 +306,23 @@ def test_user_histories_equal_what_the_recommender_assembles(built_warehouse, da
             "select max(event_date) from staging.stg_events__viewing_events"
         ).fetchall()
         as_of = last_day - timedelta(days=days_back)
-        expected = user_histories(con, as_of, window_days=90, max_history=100)
+        expected = con.execute(EXPECTED_HISTORIES, {"as_of": as_of}).df()
         built = con.execute(
-            "select user_id::varchar as user_id, recent_shows, last_show_id, feature_timestamp, "
+            "select user_id, recent_shows, last_show_id, feature_timestamp, "
             "created_at from features.fs_recs__user_history where as_of_date = ?",
             [as_of],
         ).df()
     finally:
         con.close()
     assert len(expected) > 100
+    # the same lists (JSON spacing aside) and the same most recent show
+    expected["recent_shows"] = expected["recent_shows"].map(json.loads)
+    built["recent_shows"] = built["recent_shows"].map(json.loads)
+    expected["last_show_id"] = expected["recent_shows"].str[0]  # the most recent show
     columns = ["user_id", "recent_shows", "last_show_id", "feature_timestamp", "created_at"]
     pd.testing.assert_frame_equal(
         built[columns].sort_values("user_id").reset_index(drop=True),
         expected[columns].sort_values("user_id").reset_index(drop=True),
         check_dtype=False,
     )
-    assert expected["recent_shows"].str.count(",").max() > 3  # histories of several shows
+    assert expected["recent_shows"].map(len).max() > 3  # histories of several shows

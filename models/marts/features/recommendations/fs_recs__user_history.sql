@@ -12,9 +12,9 @@
     User viewing histories: one row per user per as-of day for every user who watched in
     the `window_days` days up to it: the shows they watched, most recently watched first
     (at most `max_history`), as a JSON list, and the latest one (a recommender's "just
-    watched"). Read from the per-event log, which sees every show of a session. The window
-    and the cap match the recommender's `history_window_days` and `max_history`
-    (conf/ml.yaml, ml/recommend.py RecParams); changing them here gives a new version.
+    watched"). Read from the per-event log, which sees every show of a session. This is
+    the recommender's only source of histories (batch scoring and serving, declared in
+    ml/features/definitions.py); changing the window or the cap here gives a new version.
 -#}
 
 {% set version = feature_set_version() %}

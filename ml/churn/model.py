@@ -6,7 +6,7 @@ validation day comes strictly after every training day of its fold.
 
 **Search.** Every grid point of every candidate kind is fitted once per time fold and scored
 (ROC AUC) on that fold's validation days; `TrainedModel.candidates` keeps each point's fold
-scores, so the search can be logged and compared (`ml.churn` logs one MLflow run per point).
+scores, so the search can be logged and compared (`ml.churn.train` logs one MLflow run per point).
 
 **Calibration.** Class weights inflate scores, so the winner is wrapped in
 ``CalibratedClassifierCV(pipeline, cv=<time folds>, method=...)``: each fold has a clone fitted on its earlier days and a calibrator
@@ -15,7 +15,7 @@ all rows (``FrozenEstimator``) would need data it never saw, and sklearn's ``ens
 needs folds that partition the rows, which time folds do not. The search has already fitted
 exactly those fold pipelines (same params, same rows, same seed), so `train` does not fit
 them again: it fits only the calibrators and assembles the ``CalibratedClassifierCV`` that
-``.fit(x, y)`` would have produced (`calibrate_folds`; ``tests/ml/test_train.py`` checks the
+``.fit(x, y)`` would have produced (`calibrate_folds`; ``tests/ml/churn/test_model.py`` checks the
 two give the same probabilities). Nothing is refit on all rows: no such model is served.
 
 **Threads.** Each fit runs with ``threads_per_fit`` BLAS/OpenMP threads (default one) and
@@ -379,7 +379,7 @@ def calibrate_folds(
 
     Uses scikit-learn's own per-fold step (``sklearn.calibration._fit_calibrator``, private):
     the fitted object is the public class with the attributes its ``fit`` sets, so scoring,
-    serving, skops and `ml.fastpath` see the same model as before.
+    serving, skops and `ml.serving.fastpath` see the same model as before.
     """
     from sklearn.calibration import _fit_calibrator
     from sklearn.utils._array_api import get_namespace

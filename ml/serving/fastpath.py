@@ -3,10 +3,10 @@
 Scoring one row through scikit-learn costs milliseconds, almost none of it arithmetic: a
 one-row DataFrame, input validation in every step, and three calibrated folds each running
 their own ColumnTransformer. `compile_churn` reads the fitted parameters of the pipelines
-`ml.train.make_pipeline` builds (imputers, scaler, quantile bins, one-hot encoder, logistic
+`ml.churn.model.make_pipeline` builds (imputers, scaler, quantile bins, one-hot encoder, logistic
 regression or histogram gradient boosting) and the fold calibrators, and replays them with
 plain numpy on one row. Anything it does not recognise raises `NotCompilableError`, and the
-caller keeps the scikit-learn model. `tests/ml/test_fastpath.py` checks the compiled scorer
+caller keeps the scikit-learn model. `tests/ml/serving/test_fastpath.py` checks the compiled scorer
 against ``predict_proba`` on real holdout rows, unknown categories and missing values.
 """
 

@@ -1,8 +1,9 @@
 """MLflow "model from code" for the recommender: logged as this file, not as a pickle.
 
 MLflow runs this file when it loads the model; `set_model` names the pyfunc, whose
-``load_context`` reads the npz/JSON artifacts written by `ml.recommend.save`. The class
-lives here, not in `ml.recommend`, so importing the recommender does not import MLflow.
+``load_context`` reads the npz/JSON artifacts written by `ml.recommender.persistence.save`.
+The class lives here, in a file of its own, so importing the recommender does not import
+MLflow, and `ml.recommender.persistence.log_recommender` logs this file by its path.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from ml.recommend import ARTIFACT_KEY, ItemItemRecommender, load, predict_frame
+from ml.recommender.model import ItemItemRecommender, predict_frame
+from ml.recommender.persistence import ARTIFACT_KEY, load
 
 
 class RecommenderPyfunc(PythonModel):

@@ -1,4 +1,4 @@
-"""Tests for ml/train.py on small synthetic churn frames with a known logistic relation."""
+"""Tests for ml/churn/model.py on small synthetic churn frames with a known logistic relation."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from threadpoolctl import threadpool_limits
 
-from ml.evaluate import expected_calibration_error
-from ml.train import (
+from ml.churn.evaluate import expected_calibration_error
+from ml.churn.model import (
     TrainedModel,
     TrainParams,
     as_model_input,

@@ -1,35 +1,35 @@
 """Online inference: a FastAPI app that serves ``@champion`` and follows the alias as it moves.
 
+- **Models.** The app asks a `ml.serving.models.ModelService` for its models: by default one
+  that follows a registry alias; tests pass one built around models fitted in the test.
+- **Features.** The churn vector is read from the online store in the feature-set version
+  the churn model was trained on; a history in the version the recommender was tagged with.
+
 - **Hot path.** Handlers are ``async`` and score inline on the event-loop thread: one
   request, one thread, no thread-pool hop. The churn model runs through the compiled numpy
-  fast path (`ml.fastpath`), falling back to scikit-learn with one thread if it cannot be
+  fast path (`ml.serving.fastpath`), falling back to scikit-learn with one thread if it cannot be
   compiled. Features come from the online store (one key lookup) or from the request body.
-- **Hot swap.** A watcher thread polls the registry every ``poll_seconds``; when an alias
-  points at a new version it loads it *beside* the current one and swaps a single reference.
+- **Hot swap.** A watcher thread calls the service's ``load`` every ``poll_seconds``; when an
+  alias points at a new version it is loaded *beside* the current one and a reference swapped.
   A request reads that reference once, so requests in flight finish on the model they
   started with and none fail during a swap.
 - **Prediction log.** Every answer is put on an in-memory queue (no I/O on the request path)
   and a background thread appends it to ``<data_dir>/predictions/serving/date=.../*.jsonl``
-  for monitoring. Shutdown drains the queue.
+  for monitoring (`ml.serving.prediction_log`). Shutdown drains the queue.
 - **Errors.** Bad input is a 4xx with a message (NaN and infinity rejected, unknown feature
   names listed, unknown users answered with 404); only a bug could give a 500.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -40,161 +40,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loopline.api_docs import offline_docs
 from loopline.settings import Settings
-from ml.features import CHURN
-from ml.online_store import OnlineStore, open_online_store
-from ml.recommend import HISTORY_FEATURE_SET
-from ml.recs import LoadedRecommender, load_recommender
-from ml.registry import CHAMPION, CHURN_MODEL, RECS_MODEL, alias_version, configure
-from ml.score import ChampionModel, load_churn_model
+from ml.features.definitions import CHURN, USER_HISTORY
+from ml.features.online import open_online_store
+from ml.features.online.base import OnlineStore
+from ml.recommender.model import parse_history
+from ml.registry import CHAMPION, CHURN_MODEL, RECS_MODEL
+from ml.serving.models import LoadedChurn, ModelService, RegistryModelService, Watcher
+from ml.serving.prediction_log import PredictionLog
 
 log = logging.getLogger("loopline.serve")
 
 FeatureValue = float | int | str | bool | None
-
-
-# --------------------------------------------------------------------------------------------
-# loaded models
-
-
-@dataclass(frozen=True)
-class LoadedChurn:
-    """A churn model version and the fastest way it can score one row."""
-
-    champion: ChampionModel
-    scorer: Any  # FastChurnScorer, or None to use the scikit-learn model
-
-    def score(self, values: dict[str, object]) -> float:
-        """The churn probability of one feature dict."""
-        if self.scorer is not None:
-            return float(self.scorer.score(values))
-        import pandas as pd
-
-        frame = pd.DataFrame([{c: values.get(c) for c in self.champion.feature_columns}])
-        from ml.train import as_model_input
-
-        return float(self.champion.model.predict_proba(as_model_input(frame))[0, 1])
-
-
-def load_churn(settings: Settings, alias: str) -> LoadedChurn:
-    """Load the churn model under `alias` and compile its fast path where possible."""
-    from ml.fastpath import NotCompilableError, compile_churn
-
-    champion = load_churn_model(settings, alias)
-    try:
-        scorer = compile_churn(champion.model, champion.feature_columns, champion.numeric_columns)
-    except NotCompilableError as exc:
-        log.warning(
-            "churn v%s has no fast path (%s); serving with scikit-learn", champion.version, exc
-        )
-        scorer = None
-    return LoadedChurn(champion, scorer)
-
-
-class Models:
-    """The current models; `refresh` swaps in new versions when the alias moves."""
-
-    def __init__(self, settings: Settings, alias: str) -> None:
-        self.settings = settings
-        self.alias = alias
-        self.churn: LoadedChurn | None = None
-        self.recommender: LoadedRecommender | None = None
-        self.last_error: str | None = None
-        self._lock = threading.Lock()  # one refresh at a time; readers never take it
-
-    def refresh(self) -> bool:
-        """Load any model whose alias moved; return whether anything was swapped."""
-        with self._lock:
-            swapped = False
-            try:
-                client = configure(self.settings)
-                churn_version = alias_version(client, CHURN_MODEL, self.alias)
-                current = self.churn.champion.version if self.churn else None
-                if churn_version is not None and churn_version != current:
-                    self.churn = load_churn(self.settings, self.alias)
-                    log.info("churn model now v%s", self.churn.champion.version)
-                    swapped = True
-                recs_version = alias_version(client, RECS_MODEL, self.alias)
-                current = self.recommender.version if self.recommender else None
-                if recs_version is not None and recs_version != current:
-                    self.recommender = load_recommender(self.settings, self.alias)
-                    swapped = True
-                self.last_error = None
-            except Exception as exc:  # keep serving the loaded versions
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("model refresh failed; still serving the loaded versions")
-            return swapped
-
-
-class _Watcher(threading.Thread):
-    def __init__(self, models: Models, poll_seconds: float) -> None:
-        super().__init__(name="loopline-model-watcher", daemon=True)
-        self.models = models
-        self.poll_seconds = poll_seconds
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.poll_seconds):
-            self.models.refresh()
-
-
-# --------------------------------------------------------------------------------------------
-# the prediction log
-
-
-class PredictionLog:
-    """Appends records to JSON-lines files from a background thread; `put` never blocks."""
-
-    def __init__(self, folder: Path, linger_seconds: float = 0.05) -> None:
-        self.folder = folder
-        self.linger_seconds = linger_seconds
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._run, name="loopline-prediction-log", daemon=True
-        )
-        self.written = 0
-        self._thread.start()
-
-    def put(self, record: dict[str, Any]) -> None:
-        """Queue one record (called on the request path)."""
-        self._queue.put(record)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write everything queued, then stop."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _path(self, day: str) -> Path:
-        path = self.folder / f"date={day}" / f"predictions-{os.getpid()}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def _run(self) -> None:
-        handles: dict[str, Any] = {}
-        try:
-            while True:
-                record = self._queue.get()
-                # let a burst gather (sleeping releases the GIL): one wake-up and one
-                # flush per burst instead of per request, so the request thread rarely waits
-                time.sleep(self.linger_seconds)
-                batch = [record]
-                while True:  # drain what else is waiting: one flush per burst
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                for item in batch:
-                    if item is None:
-                        return
-                    day = str(item["logged_at"])[:10]
-                    if day not in handles:
-                        handles[day] = self._path(day).open("a", encoding="utf-8")
-                    handles[day].write(json.dumps(item, default=str) + "\n")
-                    self.written += 1
-                for handle in handles.values():
-                    handle.flush()
-        finally:
-            for handle in handles.values():
-                handle.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,8 +117,13 @@ def create_app(
     alias: str = CHAMPION,
     poll_seconds: float = 5.0,
     store: OnlineStore | None = None,
+    models: ModelService | None = None,
 ) -> FastAPI:
-    """The serving app; models load at start-up and follow `alias` while it runs."""
+    """The serving app; models load at start-up and are reloaded every `poll_seconds`.
+
+    ``models`` defaults to a `RegistryModelService` following `alias` in the MLflow registry;
+    pass another `ModelService` (e.g. models fitted in a test) to serve without a registry.
+    """
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -274,11 +135,11 @@ def create_app(
         # 0.2 ms instead of Python's default 5 ms, which otherwise lands in the p99
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0002)
-        models = Models(settings, alias)
-        models.refresh()
-        watcher = _Watcher(models, poll_seconds)
+        service = models or RegistryModelService(settings, alias)
+        service.load()
+        watcher = Watcher(service, poll_seconds)
         watcher.start()
-        state["models"] = models
+        state["models"] = service
         state["store"] = store or open_online_store(settings)
         state["log"] = PredictionLog(settings.data_dir / "predictions" / "serving")
         try:
@@ -312,7 +173,7 @@ def create_app(
         )
 
     def _churn() -> LoadedChurn:
-        models: Models = state["models"]
+        models: ModelService = state["models"]
         loaded = models.churn
         if loaded is None:
             raise HTTPException(503, f"no {CHURN_MODEL}@{alias} yet: run `loopline train`")
@@ -326,11 +187,10 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         """Ready when the churn model is loaded; says which versions are served."""
-        models: Models = state["models"]
+        models: ModelService = state["models"]
         body = {
             "ready": models.churn is not None,
-            "churn_model": models.churn.champion.version if models.churn else None,
-            "recommender": models.recommender.version if models.recommender else None,
+            **models.versions(),
             "alias": alias,
             "last_refresh_error": models.last_error,
         }
@@ -356,7 +216,10 @@ def create_app(
                     raise HTTPException(422, f"feature {name!r} must be a number, got {value!r}")
             source = "request"
         else:
-            vector = state["store"].get_one(CHURN.name, request.user_id)
+            # the vector of the feature-set version this model was trained on
+            vector = state["store"].get_one(
+                CHURN.name, request.user_id, loaded.champion.feature_set_version or None
+            )
             if vector is None:
                 raise HTTPException(
                     404,
@@ -402,7 +265,7 @@ def create_app(
         just_watched: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     ) -> RecommendationsResponse:
         """What to watch next: the user's history, boosted by the show just finished."""
-        models: Models = state["models"]
+        models: ModelService = state["models"]
         loaded = models.recommender
         if loaded is None:
             raise HTTPException(503, f"no {RECS_MODEL}@{alias} yet: run `loopline train`")
@@ -410,11 +273,11 @@ def create_app(
             raise HTTPException(
                 404, f"show {just_watched!r} is not in the catalogue the model knows"
             )
-        # the line flow and batch scoring materialise these histories
-        vector = state["store"].get_one(HISTORY_FEATURE_SET, str(user_id))
+        # the line flow materialises these histories, in the version the model was tagged with
+        vector = state["store"].get_one(USER_HISTORY.name, str(user_id), loaded.history_version)
         history: list[str] = []
         if vector is not None:
-            history = json.loads(str(vector.values.get("recent_shows") or "[]"))
+            history = parse_history(vector.values.get("recent_shows"))
         ranked = loaded.model.recommend(history, k, just_watched=just_watched)
         strategy = "item-item" if history or just_watched else "popularity"
         response = RecommendationsResponse(
@@ -465,7 +328,7 @@ class _ModelVersionHeaders:
 
         async def send_with_versions(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                models: Models | None = self.state.get("models")
+                models: ModelService | None = self.state.get("models")
                 churn = models.churn.champion.version if models and models.churn else "none"
                 recs = models.recommender.version if models and models.recommender else "none"
                 message["headers"] = [

@@ -213,7 +213,7 @@ def permutation_importance_table(
     """Return per-feature drop in ROC AUC when permuted (pass the holdout), largest first.
 
     The numbers are scikit-learn's ``permutation_importance(model, x, y, scoring="roc_auc")``
-    (same permutations, same scores). For the pipelines `ml.train` builds (alone or inside
+    (same permutations, same scores). For the pipelines `ml.churn.model` builds (alone or inside
     ``CalibratedClassifierCV``) they are computed without pushing every permuted copy of
     ``x`` back through the preprocessing: each fold's preprocessing runs once, and permuting
     a column permutes the rows of the output columns that column feeds (every step is

@@ -1,4 +1,4 @@
-"""Tests for ml/evaluate.py: metrics against sklearn, threshold rules, gate, importance, plots."""
+"""Tests for ml/churn/evaluate.py: metrics against sklearn, threshold rules, gate, importance, plots."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from ml.evaluate import (
+from ml.churn.evaluate import (
     Evaluation,
     choose_threshold,
     evaluate,
@@ -28,8 +28,8 @@ from ml.evaluate import (
     plot_evaluation,
     quality_gate,
 )
-from ml.train import TrainParams, as_model_input, split_by_time, train
-from tests.ml.test_train import FAST, LABEL, TIME, synthetic_frame
+from ml.churn.model import TrainParams, as_model_input, split_by_time, train
+from tests.ml.churn.test_model import FAST, LABEL, TIME, synthetic_frame
 
 Y = np.array([0, 0, 1, 0, 1, 1, 0, 0, 1, 0])
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.65, 0.9, 0.2, 0.05, 0.5, 0.3])
@@ -139,7 +139,7 @@ def test_importance_of_a_trained_model_is_scikit_learns_exactly(kind: str, monke
     def no_slow_path(*args: object, **kwargs: object) -> None:
         raise AssertionError("took scikit-learn's path, not the transformed-space one")
 
-    monkeypatch.setattr("ml.evaluate.permutation_importance", no_slow_path)
+    monkeypatch.setattr("ml.churn.evaluate.permutation_importance", no_slow_path)
     frame = synthetic_frame(n_days=30, per_day=60, seed=5)
     train_part, holdout = split_by_time(frame, TIME, 0.25, label=LABEL)
     params = TrainParams.model_validate({**FAST.model_dump(), "candidates": (kind,)})

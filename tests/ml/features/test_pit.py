@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ml.pit import FeatureRequest, TrainingSet, build_training_set, content_hash
+from ml.features.pit import FeatureRequest, TrainingSet, build_training_set, content_hash
 
 # US daylight saving starts at 07:00 UTC on this day, inside the minute grid used below
 T0 = datetime(2024, 3, 10, 6, 55)

@@ -7,7 +7,6 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,18 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loopline.settings import Settings
-from ml.online_store import (
+from ml.features.online import open_online_store
+from ml.features.online.base import (
     FeatureVector,
     OnlineStore,
     OnlineStoreUnavailableError,
-    RedisOnlineStore,
-    SqliteOnlineStore,
     WriteReport,
-    latest_per_key,
-    materialize,
-    normalize_rows,
-    open_online_store,
 )
+from ml.features.online.redis import RedisOnlineStore
+from ml.features.online.sqlite import SqliteOnlineStore
 from tests.conftest import require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -59,45 +55,6 @@ def fresh_feature_set() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# fixtures: one real store per backend
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SqliteOnlineStore]:
-    store = SqliteOnlineStore(tmp_path / "online" / "online_store.sqlite")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def redis_store() -> Iterator[RedisOnlineStore]:
-    """A Redis store under a namespace of its own; every key in it is deleted afterwards."""
-    require_service("Redis", "127.0.0.1", 6379)
-    import redis
-
-    namespace = f"loopline-test:{uuid.uuid4().hex}:"
-    store = RedisOnlineStore(REDIS_URL, namespace=namespace)
-    yield store
-    store.close()
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{namespace}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("redis", id="redis", marks=pytest.mark.redis),
-    ]
-)
-def store(request: pytest.FixtureRequest) -> OnlineStore:
-    return request.getfixturevalue(f"{request.param}_store")
-
-
-# --------------------------------------------------------------------------------------------
 # 1. values come back with their types
 
 
@@ -120,7 +77,7 @@ def test_write_then_get_returns_values_with_their_types(store: OnlineStore) -> N
         }
     )
     report = store.write("churn_user_daily", rows, ["user_id"])
-    vector = store.get_one("churn_user_daily", 7)
+    vector = store.get_one("churn_user_daily", 7, "v3")
 
     assert report == WriteReport(written=1, skipped=0)
     assert vector == FeatureVector(
@@ -152,7 +109,8 @@ def test_write_then_get_returns_values_with_their_types(store: OnlineStore) -> N
         "first_seen_at": datetime,
     }
     assert vector.feature_timestamp.tzinfo is None
-    assert store.get("churn_user_daily", [7]) == [vector]
+    assert store.get("churn_user_daily", [7], "v3") == [vector]
+    assert store.get_one("churn_user_daily", 7) is None  # another version: the unversioned slot
 
 
 def test_tagged_values_and_lookalike_objects_round_trip(store: OnlineStore) -> None:
@@ -307,7 +265,7 @@ def expected_vector(records: list[tuple[int, int, int | None]], index: int) -> F
         values={"row": index, "label": f"row {index}", "score": index / 4, "odd": index % 2 == 1},
         feature_timestamp=minute(ts),
         created_at=None if created is None else minute(created),
-        feature_set_version=f"v{index % 3}" if index % 3 else None,
+        feature_set_version="v1",
     )
 
 
@@ -320,7 +278,7 @@ def records_frame(
                 "user_id": key,
                 "feature_timestamp": minute(ts),
                 "created_at": None if created is None else minute(created),
-                "feature_set_version": f"v{i % 3}" if i % 3 else None,
+                "feature_set_version": "v1",
                 "row": i,
                 "label": f"row {i}",
                 "score": i / 4,
@@ -344,7 +302,7 @@ def records_frame(
 def test_random_write_sequences_keep_the_newest_row_per_key(
     store: OnlineStore, records: list[tuple[int, int, int | None]], data: st.DataObject
 ) -> None:
-    """Written in shuffled batches or materialised at once, each key ends at the oracle's row."""
+    """Written in shuffled batches or all at once, each key ends at the oracle's row."""
     records = data.draw(st.permutations(records), label="write order")
     cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=3), label="cuts"))
     bounds = [0, *cuts, len(records)]
@@ -358,14 +316,14 @@ def test_random_write_sequences_keep_the_newest_row_per_key(
         batch = records_frame(records[start:end], start, zone)
         reports.append(store.write(written_sets, batch, ["user_id"]))
     whole = records_frame(records, 0, data.draw(st.sampled_from(ZONES), label="zone"))
-    materialized = materialize(store, materialized_set, whole, ["user_id"])
+    at_once = store.write(materialized_set, whole, ["user_id"])
 
     winners = oracle(records)
     expected = [
         expected_vector(records, winners[key]) if key in winners else None for key in [*KEYS, 99]
     ]
-    assert store.get(written_sets, [*KEYS, 99]) == expected
-    assert [store.get_one(materialized_set, key) for key in [*KEYS, 99]] == expected
+    assert store.get(written_sets, [*KEYS, 99], "v1") == expected
+    assert [store.get_one(materialized_set, key, "v1") for key in [*KEYS, 99]] == expected
 
     # a row is written iff it is newer than every earlier row of its key
     def rank(index: int) -> tuple[int, bool, int]:
@@ -378,8 +336,8 @@ def test_random_write_sequences_keep_the_newest_row_per_key(
     )
     assert sum(report.written for report in reports) == newer_than_all_before
     assert sum(report.skipped for report in reports) == len(records) - newer_than_all_before
-    assert materialized == WriteReport(
-        written=len(winners), skipped=0, superseded=len(records) - len(winners)
+    assert at_once == WriteReport(
+        written=newer_than_all_before, skipped=len(records) - newer_than_all_before
     )
 
 
@@ -450,46 +408,39 @@ def test_sqlite_reader_sees_whole_snapshots_while_a_writer_commits(tmp_path: Pat
 
 
 # --------------------------------------------------------------------------------------------
-# 5. materialize
+# 5. versions are part of the key
 
 
-def test_materialize_writes_only_the_latest_row_per_key(store: OnlineStore) -> None:
-    rows = frame(
-        [
-            {"user_id": 1, "feature_timestamp": minute(2), "created_at": None, "v": "1 latest"},
-            {"user_id": 1, "feature_timestamp": minute(1), "created_at": minute(9), "v": "1 old"},
-            {"user_id": 2, "feature_timestamp": minute(1), "created_at": None, "v": "2 unknown"},
-            {"user_id": 2, "feature_timestamp": minute(1), "created_at": minute(3), "v": "2 known"},
-            {"user_id": 3, "feature_timestamp": minute(1), "created_at": minute(3), "v": "3 first"},
-            {"user_id": 3, "feature_timestamp": minute(1), "created_at": minute(3), "v": "3 tie"},
-        ]
-    )
-    store.write(
-        "fs", frame([{"user_id": 3, "feature_timestamp": minute(5), "v": "3 stored"}]), ["user_id"]
-    )
-
-    report = materialize(store, "fs", rows, ["user_id"])
-    values = [vector.values["v"] if vector else None for vector in store.get("fs", [1, 2, 3])]
-
-    assert report == WriteReport(written=2, skipped=1, superseded=3)
-    assert values == ["1 latest", "2 known", "3 stored"]
+def test_each_version_keeps_its_own_vector_even_at_equal_times(store: OnlineStore) -> None:
+    """A new version computed over the same data (same times) is stored, not skipped."""
+    old = frame([{"user_id": 1, "feature_timestamp": T0, "created_at": T0,
+                  "feature_set_version": "va", "a": 1}])  # fmt: skip
+    new = old.assign(feature_set_version="vb", b=2)
+    assert store.write("fs", old, ["user_id"]) == WriteReport(written=1, skipped=0)
+    assert store.write("fs", new, ["user_id"]) == WriteReport(written=1, skipped=0)
+    assert store.write("fs", new, ["user_id"]) == WriteReport(written=0, skipped=1)
+    va, vb = store.get_one("fs", 1, "va"), store.get_one("fs", 1, "vb")
+    assert va is not None and vb is not None
+    assert (va.values, va.feature_set_version) == ({"a": 1}, "va")
+    assert (vb.values, vb.feature_set_version) == ({"a": 1, "b": 2}, "vb")
+    assert store.get("fs", [1, 2], "vb") == [vb, None]
+    assert store.get_one("fs", 1, "vc") is None
 
 
-def test_latest_per_key_keeps_first_of_exact_ties_null_created_lowest_input_order() -> None:
-    rows = normalize_rows(
-        frame(
-            [
-                {"k": "b", "feature_timestamp": T0, "created_at": None, "v": 0},
-                {"k": "a", "feature_timestamp": T0, "created_at": minute(1), "v": 1},
-                {"k": "b", "feature_timestamp": T0, "created_at": None, "v": 2},
-                {"k": "a", "feature_timestamp": T0, "created_at": minute(1), "v": 3},
-                {"k": "c", "feature_timestamp": T0, "created_at": None, "v": 4},
-                {"k": "c", "feature_timestamp": T0, "created_at": datetime(1969, 7, 20), "v": 5},
-            ]
-        ),
-        ["k"],
-    )
-    assert latest_per_key(rows, ["k"]).column("v").to_pylist() == [0, 1, 5]
+def test_a_sqlite_file_from_before_versions_is_reset_on_open(tmp_path: Path) -> None:
+    """The store is derived data: an old single-version table is dropped, not misread."""
+    path = tmp_path / "online_store.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("create table online_features (feature_set text, entity_key text)")
+    con.execute("insert into online_features values ('fs', '1')")
+    con.commit()
+    con.close()
+    with SqliteOnlineStore(path) as store:
+        store.write("fs", frame([{"user_id": 1, "feature_timestamp": T0, "v": 1}]), ["user_id"])
+        vector = store.get_one("fs", 1)
+        assert vector is not None and vector.values == {"v": 1}
+    tables = sqlite3.connect(path).execute("select name from sqlite_master where type = 'table'")
+    assert [name for (name,) in tables] == ["online_vectors"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,7 +495,6 @@ def test_empty_write_reports_nothing(store: OnlineStore) -> None:
     rows = frame([{"user_id": 1, "feature_timestamp": T0, "v": 1}]).iloc[:0]
 
     assert store.write("fs", rows, ["user_id"]) == WriteReport(written=0, skipped=0)
-    assert materialize(store, "fs", rows, ["user_id"]) == WriteReport(0, 0, 0)
 
 
 def test_feature_set_name_that_could_collide_is_rejected(store: OnlineStore) -> None:

@@ -1,7 +1,7 @@
 """The churn model's training step: warehouse in, a registered and judged MLflow version out.
 
 `train_churn` reads a point-in-time training set from the feature store, trains and
-calibrates (`ml.train`), evaluates on a time-based holdout (`ml.evaluate`), logs everything
+calibrates (`ml.churn.model`), evaluates on a time-based holdout (`ml.churn.evaluate`), logs everything
 to MLflow with lineage, registers the version as ``@challenger``, scores the current
 ``@champion`` on the *same* holdout, and lets `ml.registry.decide` promote or keep.
 
@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.settings import Settings
-from ml.config import ChurnConfig
-from ml.evaluate import (
+from ml.churn.evaluate import (
     Evaluation,
     choose_threshold,
     evaluate,
@@ -36,7 +35,17 @@ from ml.evaluate import (
     plot_evaluation,
     quality_gate,
 )
-from ml.features import CHURN, churn_training_set, dbt_manifest_hash
+from ml.churn.model import (
+    CandidateResult,
+    TrainedModel,
+    as_model_input,
+    split_by_time,
+    time_folds,
+    train,
+)
+from ml.config import ChurnConfig
+from ml.features.definitions import CHURN
+from ml.features.training_sets import churn_training_set, dbt_manifest_hash
 from ml.registry import (
     CHAMPION,
     CHURN_MODEL,
@@ -53,14 +62,6 @@ from ml.registry import (
     record_decision,
 )
 from ml.report import images, table, verdict, write_report
-from ml.train import (
-    CandidateResult,
-    TrainedModel,
-    as_model_input,
-    split_by_time,
-    time_folds,
-    train,
-)
 
 LABEL = "churned_within_30d"
 TIME = "as_of_date"
@@ -112,21 +113,19 @@ def threshold_from_training(
 
 
 def bayes_auc_on(settings: Settings, holdout: pd.DataFrame) -> float | None:
-    """The simulator's true-probability AUC on the holdout's rows (None without ground truth)."""
+    """The reference (Bayes) AUC on the holdout's rows: the true churn probabilities from the
+    source's ground-truth file, when the source has one (the simulator writes
+    `<sources>/_truth/churn_reference.parquet`); None otherwise. The machinery reads the
+    file, never the simulator."""
     from sklearn.metrics import roc_auc_score
 
-    from loopline.simulate import churn_truth, load_state
-
-    try:
-        state = load_state(settings)
-        if state is None:
-            return None
-        truth = churn_truth(settings, state)
-    except (FileNotFoundError, OSError):
+    path = settings.sources_dir / "_truth" / "churn_reference.parquet"
+    if not path.exists():
         return None
+    truth = pd.read_parquet(path, columns=["user_id", "as_of_date", "p_churn_30d"])
     truth = truth.assign(
-        user_id=truth["user_id"].astype("int64"), as_of_date=pd.to_datetime(truth["as_of"])
-    )[["user_id", "as_of_date", "p_churn_30d"]]
+        user_id=truth["user_id"].astype("int64"), as_of_date=pd.to_datetime(truth["as_of_date"])
+    )
     rows = holdout[["user_id", TIME, LABEL]].assign(
         user_id=holdout["user_id"].astype("int64"), as_of_date=pd.to_datetime(holdout[TIME])
     )
@@ -277,7 +276,7 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
     """Train, evaluate, log, register as challenger, and promote if it earns it."""
     from threadpoolctl import threadpool_limits
 
-    # fits, importance and scoring alike: see "Threads" in ml/train.py
+    # fits, importance and scoring alike: see "Threads" in ml/churn/model.py
     with threadpool_limits(limits=config.train.threads_per_fit):
         return _train_churn(settings, config)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ml.score import ChampionModel, predict_chunks, prefetched
+from ml.churn.score import ChampionModel, predict_chunks, prefetched
 
 
 def test_prefetched_keeps_order_and_runs_ahead_in_another_thread() -> None:

@@ -10,9 +10,9 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from threadpoolctl import threadpool_limits
 
-from ml.fastpath import NotCompilableError, compile_churn
-from ml.train import TrainedModel, TrainParams, split_by_time, train
-from tests.ml.test_train import FAST, LABEL, TIME, synthetic_frame
+from ml.churn.model import TrainedModel, TrainParams, split_by_time, train
+from ml.serving.fastpath import NotCompilableError, compile_churn
+from tests.ml.churn.test_model import FAST, LABEL, TIME, synthetic_frame
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,26 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.online_store import SqliteOnlineStore, materialize
-from ml.recommend import (
-    HISTORY_FEATURE_SET,
+from ml.features.definitions import USER_HISTORY, resolve_version
+from ml.recommender.evaluate import (
+    evaluate_recommender,
+    plot_ranking_curves,
+    ranking_curves,
+    recall_ndcg,
+)
+from ml.recommender.interactions import default_cut, load_interactions, split_by_time
+from ml.recommender.model import (
     ItemItemRecommender,
     PopularityRecommender,
     RecParams,
     batch_recommend,
-    default_cut,
-    evaluate_recommender,
-    load,
-    load_interactions,
-    log_recommender,
-    plot_ranking_curves,
     predict_frame,
-    ranking_curves,
-    recall_ndcg,
-    save,
-    split_by_time,
-    user_histories,
 )
+from ml.recommender.persistence import load, log_recommender, save
+from ml.recommender.score import user_histories
 
 T0 = datetime(2026, 1, 1, 20, 0)
 
@@ -273,7 +270,7 @@ def test_mlflow_pyfunc_round_trip(tmp_path) -> None:
     assert out["rank"].tolist() == [i + 1 for recs in expected for i in range(len(recs))]
     assert out["show_id"].tolist() == [s for recs in expected for s, _ in recs]
     np.testing.assert_allclose(out["score"], [x for recs in expected for _, x in recs])
-    # what `ml.serve` uses: the in-memory model behind the pyfunc
+    # what `ml.serving` uses: the in-memory model behind the pyfunc
     inner = loaded.unwrap_python_model().model
     assert inner.recommend(["a1"], 4, "a2") == model.recommend(["a1"], 4, "a2")
     # the signature follows the example (here Array(string)); the model itself also takes
@@ -294,7 +291,10 @@ def test_item_item_beats_popularity_on_the_small_build(built_warehouse, tmp_path
         end = con.execute("select max(event_date) from staging.stg_events__viewing_events")
         last_day: date = end.fetchone()[0]  # type: ignore[index]
         interactions = load_interactions(con, None, last_day)
-        histories = user_histories(con, last_day, window_days=30)
+        version = resolve_version(con, USER_HISTORY, None)
+        histories = user_histories(con, last_day, version)
+        # a day after the last event reads the last built day's histories
+        later = user_histories(con, last_day + timedelta(days=2), version)
     finally:
         con.close()
     assert interactions["user_id"].map(type).eq(str).all()
@@ -312,17 +312,14 @@ def test_item_item_beats_popularity_on_the_small_build(built_warehouse, tmp_path
     assert item_item.recall_at_k > popularity.recall_at_k + 0.05
     assert item_item.ndcg_at_k > popularity.ndcg_at_k
 
-    # the serving rows: one per user, JSON lists most recent first, feature-store columns
-    assert histories["user_id"].is_unique
-    assert {"feature_timestamp", "created_at", "feature_set_version"} <= set(histories.columns)
+    # the feature set's rows: one per user, JSON lists most recent first
+    assert histories["user_id"].is_unique and len(histories) > 100
+    pd.testing.assert_frame_equal(later, histories)
     first = json.loads(histories["recent_shows"].iloc[0])
     assert first and first[0] == histories["last_show_id"].iloc[0]
-    with SqliteOnlineStore(tmp_path / "online.sqlite") as store:
-        materialize(store, HISTORY_FEATURE_SET, histories, ["user_id"])
-        vector = store.get_one(HISTORY_FEATURE_SET, histories["user_id"].iloc[0])
-    assert vector is not None and json.loads(str(vector.values["recent_shows"])) == first
 
     model = ItemItemRecommender().fit(interactions, params)
     batch = batch_recommend(model, histories, k=10)
     assert batch.groupby("user_id").size().max() == 10
     assert set(batch["user_id"]) == set(histories["user_id"])
+    assert batch["user_id"].dtype == np.int64  # user ids stay bigint, as everywhere else

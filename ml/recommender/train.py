@@ -1,55 +1,52 @@
 """The recommender's training and batch steps: warehouse in, registered pyfunc and top-N out.
 
 `train_recommender` splits viewing interactions in time, fits the item-item model
-(`ml.recommend`) on the days before the cut, and evaluates it and the popularity baseline on
+(`ml.recommender.model`) on the days before the cut, and evaluates it and the popularity baseline on
 the "next new show" task after it. The version is registered as ``@challenger`` and judged
 like the churn model, with one extra gate rule: it must beat popularity on recall@k.
 The registered model is the one evaluated (fit before the cut), so its numbers are the
 numbers of what is served; the champion is scored on the same split for the comparison.
 The run also gets recall@k, NDCG@k, catalogue coverage and popularity bias over k for the
-model and the baseline (`ml.recommend.ranking_curves`): as step metrics (``curve.<model>.
+model and the baseline (`ml.recommender.evaluate.ranking_curves`): as step metrics (``curve.<model>.
 <metric>``, step k: line charts in the MLflow UI), as plots, and in the HTML report
 (``<reports>/recommender/v<N>/evaluation.html``, also logged to the run).
 
-`recommend_all` writes every recent viewer's top-k into ``ml.recommendations`` (idempotent per
-as-of day and model version) and refreshes their histories in the online store for serving.
+The version is tagged with the ``recs_user_history`` feature-set version current at training
+time: batch scoring and serving read the histories of that version.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from loopline.settings import Settings
-from loopline.warehouse import RECOMMENDATIONS_TABLE
 from ml.config import RecommenderConfig
-from ml.recommend import (
-    EVENTS_RELATION,
-    HISTORY_FEATURE_SET,
-    ItemItemRecommender,
-    PopularityRecommender,
+from ml.features.definitions import USER_HISTORY, resolve_version
+from ml.recommender.evaluate import (
     RecEvaluation,
-    batch_recommend,
-    default_cut,
     evaluate_recommender,
-    load_interactions,
-    log_recommender,
     plot_ranking_curves,
     ranking_curves,
-    split_by_time,
-    user_histories,
 )
+from ml.recommender.interactions import (
+    EVENTS_RELATION,
+    default_cut,
+    last_day,
+    load_interactions,
+    split_by_time,
+)
+from ml.recommender.model import ItemItemRecommender, PopularityRecommender
+from ml.recommender.persistence import load_recommender, log_recommender
 from ml.registry import (
     CHAMPION,
     RECS_MODEL,
     Decision,
-    alias_version,
     apply_decision,
     configure,
     decide,
@@ -75,47 +72,6 @@ class RecsOutcome:
     baseline: dict[str, float]
     decision: Decision
     report: Path
-
-
-@dataclass(frozen=True)
-class RecsScoreReport:
-    """What one batch-recommendation run wrote."""
-
-    model_version: str
-    as_of: date
-    rows: int
-    users: int
-    table: str
-
-
-@dataclass(frozen=True)
-class LoadedRecommender:
-    """A registered recommender version and the in-memory model behind its pyfunc."""
-
-    version: str
-    model: ItemItemRecommender
-
-
-def load_recommender(settings: Settings, alias: str = CHAMPION) -> LoadedRecommender | None:
-    """The recommender under `alias`, or None if there is none yet."""
-    import mlflow
-
-    client = configure(settings)
-    version = alias_version(client, RECS_MODEL, alias)
-    if version is None:
-        return None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{RECS_MODEL}/{version}")
-    model = pyfunc.unwrap_python_model().model
-    if model is None:
-        raise RuntimeError(f"{RECS_MODEL} v{version} loaded without its model")
-    return LoadedRecommender(version, model)
-
-
-def _last_day(con: Any) -> date:
-    (last,) = con.execute(f"select max(event_date) from {EVENTS_RELATION}").fetchone() or (None,)
-    if last is None:
-        raise ValueError("no viewing events in the warehouse yet; run the line first")
-    return last
 
 
 def _gate_failures(
@@ -201,7 +157,8 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
     from loopline.warehouse import reading
 
     with reading(settings) as con:
-        interactions = load_interactions(con, None, _last_day(con))
+        interactions = load_interactions(con, None, last_day(con))
+        history_version = resolve_version(con, USER_HISTORY, None)
     cut = default_cut(interactions, config.holdout_days)
     train_part, test = split_by_time(interactions, cut)
     model = ItemItemRecommender().fit(train_part, config.params)
@@ -242,6 +199,7 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
                 "lineage.data_window": f"{window[0]}..{window[1]}",
                 "lineage.cut": str(cut),
                 "lineage.source": EVENTS_RELATION,
+                "lineage.history_feature_set_version": history_version,
                 "lineage.git_commit": git_commit(),
                 "training_set.rows": str(len(train_part)),
             }
@@ -267,6 +225,10 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
             pip_requirements=model_requirements(),
         )  # fmt: skip
         version = str(info.registered_model_version)
+        # batch scoring and serving read the histories of this version
+        client.set_model_version_tag(
+            RECS_MODEL, version, "history_feature_set_version", history_version
+        )
         describe_registered_model(client, RECS_MODEL)
         decision = decide(
             RECS_MODEL,
@@ -294,69 +256,4 @@ def train_recommender(settings: Settings, config: RecommenderConfig) -> RecsOutc
         baseline=baseline.metrics(),
         decision=decision,
         report=final,
-    )
-
-
-def materialize_histories(settings: Settings, con: Any, as_of: date | None = None) -> int:
-    """Write every recent viewer's history to the online store; return the rows written."""
-    from ml.config import load_ml_config
-
-    params = load_ml_config(settings.ml_config).recommender.params
-    histories = user_histories(
-        con, as_of or _last_day(con), params.history_window_days, params.max_history
-    )
-    return _write_histories(settings, histories)
-
-
-def _write_histories(settings: Settings, histories: pd.DataFrame) -> int:
-    from ml.online_store import materialize, open_online_store
-
-    if histories.empty:
-        return 0
-    with open_online_store(settings) as store:
-        return materialize(store, HISTORY_FEATURE_SET, histories, ["user_id"]).written
-
-
-def recommend_all(settings: Settings, as_of: date | None, k: int) -> RecsScoreReport | None:
-    """Top-k for every user who watched in the history window, into the warehouse.
-
-    Returns None when no recommender is registered yet.
-    """
-    from loopline.warehouse import ensure, writing
-
-    loaded = load_recommender(settings, CHAMPION)
-    if loaded is None:
-        return None
-    params = loaded.model.params
-    scored_at = datetime.now(UTC).replace(tzinfo=None)
-    with writing(settings) as con:
-        as_of = as_of or _last_day(con)
-        histories = user_histories(con, as_of, params.history_window_days, params.max_history)
-        recs = batch_recommend(loaded.model, histories, k)
-        n = len(recs)
-        table_ = pa.table(
-            {
-                "user_id": pa.array(recs["user_id"].astype(str).tolist(), pa.string()),
-                "as_of_date": pa.array([as_of] * n, pa.date32()),
-                "rank": pa.array(recs["rank"].to_numpy(), pa.int32()),
-                "show_id": pa.array(recs["show_id"].astype(str).tolist(), pa.string()),
-                "score": pa.array(recs["score"].to_numpy(), pa.float64()),
-                "model_name": pa.array([RECS_MODEL] * n, pa.string()),
-                "model_version": pa.array([loaded.version] * n, pa.string()),
-                "scored_at": pa.array([scored_at] * n, pa.timestamp("us")),
-            }
-        )
-        ensure(con, RECOMMENDATIONS_TABLE)
-        con.register("_recs", table_)
-        con.execute("begin transaction")
-        con.execute(
-            f"delete from {RECOMMENDATIONS_TABLE} where as_of_date = ? and model_version = ?",
-            [as_of, loaded.version],
-        )
-        con.execute(f"insert into {RECOMMENDATIONS_TABLE} select * from _recs")
-        con.execute("commit")
-        con.unregister("_recs")
-        _write_histories(settings, histories)  # the same histories the top-k came from
-    return RecsScoreReport(
-        loaded.version, as_of, n, histories["user_id"].nunique(), RECOMMENDATIONS_TABLE
     )

@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from loopline.settings import Settings
 from loopline.warehouse import PREDICTIONS_TABLE
-from ml.features import CHURN
+from ml.churn.model import as_model_input
+from ml.features.definitions import CHURN
 from ml.registry import CHAMPION, CHURN_MODEL, RegistryError, alias_version, configure
-from ml.train import as_model_input
 
 T = TypeVar("T")
 

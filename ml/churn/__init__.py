@@ -1,0 +1,1 @@
+"""The churn model: estimator, evaluation, training pipeline, batch scoring."""

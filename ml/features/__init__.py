@@ -1,0 +1,1 @@
+"""Feature store, Python side: feature-set declarations, training sets, the online store."""

@@ -1,0 +1,1 @@
+"""The show recommender: interactions, model, evaluation, persistence, training, scoring."""
