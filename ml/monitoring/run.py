@@ -1,0 +1,495 @@
+"""`loopline monitor`: measure drift, performance and data quality; store, report, feed back.
+
+`measure` is one monitoring run: it refreshes the outcome marts (predictions now have labels
+they lacked at the last build), rebuilds the churn champion's training set by its lineage
+(`ml.monitoring.reference`), compares it with the latest window of scored features, compares
+the champion's holdout scores with its current scores, judges the performance rules per
+weekly window, summarises the latest validation run, and stores it all
+(``monitoring.monitor_runs``, ``monitoring.feature_drift``, ``monitoring.model_performance``),
+with an HTML report under ``<data_dir>/reports/monitoring/<run>/`` logged to MLflow on a
+run tagged with the champion version. Its `Trigger`, if any, says whether to retrain.
+
+`monitor` is `measure`, then the training run the trigger asks for (`ml.churn.train_churn`,
+judged by the gate and the champion comparison as always), then the trigger's record.
+The Prefect flow (`flows/monitor.py`) runs the same steps as tasks and a training subflow.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.settings import Settings
+from loopline.warehouse import (
+    FEATURE_DRIFT_TABLE,
+    MODEL_PERFORMANCE_TABLE,
+    MONITOR_RUNS_TABLE,
+    PREDICTIONS_TABLE,
+    VALIDATION_RESULTS_TABLE,
+)
+from ml.features import CHURN
+from ml.monitoring.config import MonitoringConfig
+from ml.monitoring.drift_check import (
+    PREDICTION,
+    DriftCheck,
+    compare,
+    latest_window,
+    one_row_per,
+    reference_rows,
+)
+from ml.monitoring.performance import (
+    churn_window_metrics,
+    performance_rows,
+    recommender_window_metrics,
+)
+from ml.monitoring.reference import ChampionReference, champion_reference
+from ml.monitoring.retrain import Trigger, decide_trigger, record_trigger
+from ml.monitoring.rules import FAIL, NO_DATA, PASS
+
+if TYPE_CHECKING:
+    from ml.churn import ChurnOutcome
+
+MONITORING_EXPERIMENT = "loopline-monitoring"
+OUTCOME_MODELS = (
+    "stg_ml__churn_predictions",
+    "stg_ml__recommendations",
+    "fct_churn_prediction_outcomes",
+    "fct_recommendation_outcomes",
+)
+_CHURN_OUTCOMES = "monitoring.fct_churn_prediction_outcomes"
+_RECS_OUTCOMES = "monitoring.fct_recommendation_outcomes"
+_TOP_PLOTS = 6
+
+
+@dataclass(frozen=True, eq=False)
+class MonitorResult:
+    """What one monitoring run measured, stored and decided."""
+
+    run_id: str
+    champion_version: str | None
+    feature_drift: DriftCheck | None
+    prediction_drift: DriftCheck | None
+    performance: pd.DataFrame
+    data_quality: pd.DataFrame
+    trigger: Trigger | None
+    report: Path
+    mlflow_run_id: str | None
+    window: tuple[date, date] | None
+    notes: list[str]
+
+    def count(self, status: str) -> int:
+        """Rules with this status (pass, fail, no_data) in this run."""
+        judged = self.performance[self.performance["status"] != "info"]
+        return int((judged["status"] == status).sum())
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        if self.feature_drift is None:
+            drift = "drift: no churn champion"
+        elif self.feature_drift.drifted:
+            drift = f"drift on {', '.join(self.feature_drift.confirmed)}"
+        else:
+            drift = "no drift"
+        rules = (
+            f"rules {self.count(PASS)} passed, {self.count(FAIL)} failed, "
+            f"{self.count(NO_DATA)} waiting for labels"
+        )
+        if self.trigger is None:
+            action = "no retrain"
+        elif self.trigger.fires:
+            action = "retrain triggered"
+        else:
+            action = "retrain disabled"
+        return f"{drift}; {rules}; {action}"
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """A monitoring run and the training run it triggered, if any."""
+
+    result: MonitorResult
+    retrained: ChurnOutcome | None
+
+
+def _exists(con: Any, relation: str) -> bool:
+    schema, name = relation.split(".")
+    (found,) = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(found)
+
+
+def _frame(con: Any, relation: str, sql: str = "select * from {r}") -> pd.DataFrame:
+    if not _exists(con, relation):
+        return pd.DataFrame()
+    return con.execute(sql.format(r=relation)).df()
+
+
+def data_quality_summary(con: Any) -> pd.DataFrame:
+    """Per asset of the latest validation run: expectations, critical and warning failures."""
+    return _frame(
+        con,
+        VALIDATION_RESULTS_TABLE,
+        """
+        with latest as (select run_id from {r} order by validated_at desc limit 1)
+        select
+            run_id, asset,
+            count(*) as expectations,
+            count(*) filter (where not success and critical) as critical_failed,
+            count(*) filter (where not success and not critical) as warnings
+        from {r} where run_id in (select run_id from latest)
+        group by run_id, asset order by critical_failed desc, warnings desc, asset
+        """,
+    )
+
+
+def _newest_scored_day(con: Any, version: str) -> date | None:
+    if not _exists(con, PREDICTIONS_TABLE):
+        return None
+    (day,) = con.execute(
+        f"select max(as_of_date) from {PREDICTIONS_TABLE} where model_version = ?", [version]
+    ).fetchone() or (None,)
+    return day
+
+
+def _window_end(con: Any, reference: ChampionReference) -> date:
+    scored = _newest_scored_day(con, reference.version)
+    if scored is not None:
+        return scored
+    (day,) = con.execute(
+        f"select max(as_of_date) from {CHURN.relation} where feature_set_version = ?",
+        [reference.feature_set_version],
+    ).fetchone() or (None,)
+    if day is None:
+        raise ValueError(f"no rows of feature set version {reference.feature_set_version!r}")
+    return day
+
+
+def _current_scores(con: Any, version: str, start: date, end: date) -> pd.DataFrame:
+    return con.execute(
+        f"""
+        select user_id, churn_probability from {PREDICTIONS_TABLE}
+        where model_version = ? and as_of_date >= ? and as_of_date <= ?
+        qualify row_number() over (partition by user_id order by as_of_date desc) = 1
+        """,
+        [version, start, end],
+    ).df()
+
+
+def _drift_rows(
+    check: DriftCheck, scope: str, run_id: str, at: datetime, version: str
+) -> pd.DataFrame:
+    rows = check.rows.assign(
+        run_id=run_id,
+        measured_at=at,
+        model_name="loopline-churn",
+        model_version=version,
+        scope=scope,
+    )
+    columns = [
+        "run_id", "measured_at", "model_name", "model_version", "scope", "feature", "aspect",
+        "kind", "test", "statistic", "p_value", "p_adjusted", "effect_name", "effect",
+        "min_effect", "drifted", "is_ignored", "psi", "n_reference", "n_current",
+        "reference_mean", "current_mean", "note",
+    ]  # fmt: skip
+    return rows[columns]
+
+
+def _append(con: Any, table: str, frame: pd.DataFrame) -> None:
+    from loopline.warehouse import ensure
+
+    ensure(con, table)
+    if frame.empty:
+        return
+    con.register("_monitor_rows", frame)
+    try:
+        con.execute(f"insert into {table} by name select * from _monitor_rows")
+    finally:
+        con.unregister("_monitor_rows")
+
+
+def _plots(
+    check: DriftCheck | None, reference: pd.DataFrame, current: pd.DataFrame, out: Path
+) -> list[Path]:
+    from ml.monitoring.report import distribution_plot
+
+    if check is None:
+        return []
+    values = check.rows[check.rows["aspect"] == "values"]
+    ranked = values.sort_values(["drifted", "effect"], ascending=[False, False])
+    names = list(dict.fromkeys(ranked["feature"]))[:_TOP_PLOTS]
+    return [distribution_plot(reference[n], current[n], n, out) for n in names]
+
+
+def measure(
+    settings: Settings,
+    config: MonitoringConfig,
+    *,
+    retrain_enabled: bool = True,
+    refresh_marts: bool = True,
+) -> MonitorResult:
+    """One monitoring run: measure, store, report, log to MLflow; return it with its trigger."""
+    from loopline.warehouse import reading, writing
+
+    started = datetime.now(UTC).replace(tzinfo=None)
+    run_id = f"monitor-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    notes: list[str] = []
+    if refresh_marts:
+        from loopline.dbt import run_dbt
+
+        run_dbt(settings, ["build", "--select", *OUTCOME_MODELS])
+
+    reference: ChampionReference | None = None
+    drift = prediction = None
+    window: tuple[date, date] | None = None
+    ref_rows = cur_rows = pd.DataFrame()
+    with reading(settings) as con:
+        from ml.registry import RegistryError
+
+        try:
+            reference = champion_reference(settings, con)
+        except RegistryError as exc:
+            notes.append(str(exc))
+        if reference is not None:
+            (data_from,) = con.execute(
+                f"select min(as_of_date) from {CHURN.relation} where feature_set_version = ?",
+                [reference.feature_set_version],
+            ).fetchone() or (None,)
+            end = _window_end(con, reference)
+            current = latest_window(
+                con, CHURN.relation, reference.feature_set_version, end,
+                config.drift.window_days, config.drift.entity,
+            )  # fmt: skip
+            start = min(current["as_of_date"]).date() if len(current) else end
+            window = (start, end)
+            ref_rows = reference_rows(
+                reference.frame, "as_of_date", data_from, reference.feature_columns, config.drift
+            )
+            cur_rows = current
+            scores = (
+                _current_scores(con, reference.version, start, end)
+                if _exists(con, PREDICTIONS_TABLE)
+                else pd.DataFrame()
+            )
+        churn_outcomes = _frame(con, _CHURN_OUTCOMES)
+        recs_outcomes = _frame(con, _RECS_OUTCOMES)
+        data_quality = data_quality_summary(con)
+        history = _frame(con, MODEL_PERFORMANCE_TABLE)
+
+    if reference is not None and len(cur_rows):
+        drift = compare(ref_rows, cur_rows, reference.feature_columns, config.drift)
+        if not reference.reproduced:
+            notes.append("the rebuilt training set differs from the logged one (content hash)")
+        if len(scores):
+            from ml.registry import load_sklearn_version
+
+            model = load_sklearn_version(reference.model_name, reference.version)
+            found = reference.holdout[reference.feature_columns].notna().any(axis=1)
+            holdout = one_row_per(
+                reference.holdout[found], config.drift.entity, config.drift.sample_seed
+            )
+            ref_scores = pd.DataFrame(
+                {PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]}
+            )
+            prediction = compare(ref_scores, scores, [PREDICTION], config.drift)
+        else:
+            notes.append(f"no predictions of v{reference.version} yet: prediction drift skipped")
+
+    metrics = [
+        churn_window_metrics(churn_outcomes) if len(churn_outcomes) else pd.DataFrame(),
+        recommender_window_metrics(recs_outcomes) if len(recs_outcomes) else pd.DataFrame(),
+    ]
+    metrics = [m for m in metrics if not m.empty]
+    performance = performance_rows(
+        pd.concat(metrics, ignore_index=True)
+        if metrics
+        else pd.DataFrame(
+            columns=["model", "version", "window_start", "window_end", "metric", "value"]
+        ),
+        config.performance.rules,
+        config.performance.min_rows,
+    ).assign(run_id=run_id, measured_at=started)
+
+    version = reference.version if reference else None
+    trigger = decide_trigger(
+        run_id, "loopline-churn", version, performance,
+        drift.rows if drift else pd.DataFrame(), drift.confirmed if drift else [],
+        config.retrain, retrain_enabled,
+    )  # fmt: skip
+
+    report_path = settings.reports_dir / "monitoring" / run_id / "report.html"
+    recs_version = _champion("loopline-recommender", settings)
+    run_row = {
+        "run_id": run_id,
+        "started_at": started,
+        "model_name": "loopline-churn",
+        "champion_version": version,
+        "recommender_version": recs_version,
+        "reference_rows": len(ref_rows),
+        "reference_reproduced": reference.reproduced if reference else None,
+        "current_window_start": window[0] if window else None,
+        "current_window_end": window[1] if window else None,
+        "current_rows": len(cur_rows),
+        "dataset_drifted": drift.drifted if drift else None,
+        "drifted_features": json.dumps(drift.confirmed if drift else []),
+        "prediction_drifted": prediction.drifted if prediction else None,
+        "rules_failed": 0,
+        "rules_passed": 0,
+        "rules_no_data": 0,
+        "validation_run_id": str(data_quality["run_id"].iloc[0]) if len(data_quality) else None,
+        "validation_critical_failed": int(data_quality["critical_failed"].sum())
+        if len(data_quality)
+        else None,
+        "validation_warnings": int(data_quality["warnings"].sum()) if len(data_quality) else None,
+        "retrain_triggered": bool(trigger and trigger.fires),
+        "report_path": str(report_path),
+    }
+    result = MonitorResult(
+        run_id, version, drift, prediction, performance, data_quality, trigger, report_path,
+        None, window, notes,
+    )  # fmt: skip
+    run_row.update(rules_failed=result.count(FAIL), rules_passed=result.count(PASS),
+                   rules_no_data=result.count(NO_DATA))  # fmt: skip
+
+    all_history = (
+        pd.concat([h for h in (history, performance) if not h.empty], ignore_index=True)
+        if not history.empty
+        else performance
+    )
+    _write_report(result, run_row, reference, ref_rows, cur_rows, all_history, data_quality)
+    mlflow_run_id = _log_mlflow(settings, result, run_row)
+    run_row["mlflow_run_id"] = mlflow_run_id
+    run_row["finished_at"] = datetime.now(UTC).replace(tzinfo=None)
+    with writing(settings) as con:
+        _append(con, MONITOR_RUNS_TABLE, pd.DataFrame([run_row]))
+        if drift is not None and version is not None:
+            _append(
+                con, FEATURE_DRIFT_TABLE, _drift_rows(drift, "features", run_id, started, version)
+            )
+        if prediction is not None and version is not None:
+            _append(
+                con,
+                FEATURE_DRIFT_TABLE,
+                _drift_rows(prediction, "predictions", run_id, started, version),
+            )
+        _append(con, MODEL_PERFORMANCE_TABLE, performance)
+    return MonitorResult(
+        run_id, version, drift, prediction, performance, data_quality, trigger, report_path,
+        mlflow_run_id, window, notes,
+    )  # fmt: skip
+
+
+def _champion(model_name: str, settings: Settings) -> str | None:
+    from ml.registry import CHAMPION, alias_version, configure
+
+    return alias_version(configure(settings), model_name, CHAMPION)
+
+
+def _write_report(
+    result: MonitorResult,
+    run_row: dict[str, Any],
+    reference: ChampionReference | None,
+    ref_rows: pd.DataFrame,
+    cur_rows: pd.DataFrame,
+    history: pd.DataFrame,
+    data_quality: pd.DataFrame,
+) -> Path:
+    from ml.monitoring.report import performance_plots, write_monitoring_report
+
+    if result.trigger is None:
+        retrain = "No retraining: nothing asked for it."
+    elif result.trigger.fires:
+        retrain = (
+            "Retraining triggered: the new version is promoted only if it passes the gate "
+            "and beats the champion on the latest labelled days."
+        )
+    else:
+        retrain = "Retraining is disabled (retrain.enabled or --no-retrain): reported only."
+    summary = {k: v for k, v in run_row.items() if k not in ("report_path",)}
+    summary.update({"notes": "; ".join(result.notes) or "-"})
+    with tempfile.TemporaryDirectory(prefix="loopline-monitor-") as tmp:
+        plots = _plots(result.feature_drift, ref_rows, cur_rows, Path(tmp))
+        charts = performance_plots(history, Path(tmp)) if not history.empty else []
+        return write_monitoring_report(
+            result.report, summary, result.trigger.reasons if result.trigger else [], retrain,
+            result.feature_drift.rows if result.feature_drift else pd.DataFrame(),
+            result.prediction_drift.rows if result.prediction_drift else pd.DataFrame(),
+            plots, result.performance, charts, data_quality,
+            reference.lineage if reference else {},
+        )  # fmt: skip
+
+
+def _log_mlflow(settings: Settings, result: MonitorResult, run_row: dict[str, Any]) -> str:
+    import mlflow
+
+    from ml.registry import CHURN_MODEL, configure, experiment_for
+
+    client = configure(settings)
+    experiment = experiment_for(settings, MONITORING_EXPERIMENT)
+    tags = {
+        "monitor.run_id": result.run_id,
+        "model": CHURN_MODEL,
+        "champion_version": str(result.champion_version),
+        "mlflow.note.content": f"Monitoring run: {result.summary()}",
+    }
+    metrics = {
+        "drifted_features": float(
+            len(result.feature_drift.confirmed) if result.feature_drift else 0
+        ),
+        "dataset_drifted": float(bool(result.feature_drift and result.feature_drift.drifted)),
+        "prediction_drifted": float(
+            bool(result.prediction_drift and result.prediction_drift.drifted)
+        ),
+        "rules_failed": float(run_row["rules_failed"]),
+        "rules_passed": float(run_row["rules_passed"]),
+        "retrain_triggered": float(run_row["retrain_triggered"]),
+    }
+    with mlflow.start_run(experiment_id=experiment, run_name=result.run_id) as run:
+        mlflow.set_tags(tags)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_artifact(str(result.report), "report")
+    if result.champion_version is not None:
+        client.set_model_version_tag(
+            CHURN_MODEL, result.champion_version, "monitoring.last_run_id", run.info.run_id
+        )
+    return str(run.info.run_id)
+
+
+def default_training(settings: Settings) -> Callable[[], ChurnOutcome]:
+    """The ordinary churn training step with `conf/ml.yaml` (what a trigger runs)."""
+    from ml.churn import train_churn
+    from ml.config import load_ml_config
+
+    return lambda: train_churn(settings, load_ml_config(settings.ml_config).churn)
+
+
+def monitor(
+    settings: Settings,
+    config: MonitoringConfig,
+    *,
+    retrain: bool = True,
+    train: Callable[[], ChurnOutcome] | None = None,
+    refresh_marts: bool = True,
+) -> MonitorOutcome:
+    """`measure`, then the training the trigger asks for, then the trigger's record."""
+    result = measure(settings, config, retrain_enabled=retrain, refresh_marts=refresh_marts)
+    outcome = None
+    if result.trigger is not None:
+        if result.trigger.fires:
+            try:
+                outcome = (train or default_training(settings))()
+            except Exception as exc:
+                record_trigger(settings, result.trigger, error=str(exc))
+                raise
+        record_trigger(settings, result.trigger, outcome.decision if outcome else None)
+    return MonitorOutcome(result, outcome)
