@@ -2,7 +2,8 @@
 
 Thin by design: each task wraps one step; the flow only sequences them: simulate the
 sources, the line (ingest, dbt build, online features), then the loop's training
-(evaluate, register, gate) and batch scoring. Later work adds validation and monitoring.
+(evaluate, register, gate), batch scoring, then validation (Great Expectations) and the
+monitor, which retrains when drift or a failed rule asks for it.
 
 Each step prints one phase line (what it did, how long it took) and a bar while it runs;
 the flow returns a short "where to look" table that fits an 80-column terminal.
@@ -78,6 +79,7 @@ def _quiet_mlflow() -> None:
 def loopline_demo(params: DemoParams) -> dict[str, str]:
     """Sequence every step that exists so far; return where a person should look."""
     from flows.line import LineParams, line
+    from flows.monitor import MonitorFlowParams, monitor_models
     from flows.score import ScoreFlowParams, batch_score
     from flows.train import TrainFlowParams, train_models
 
@@ -88,11 +90,27 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
     line(LineParams())
     trained = train_models(TrainFlowParams())
     batch_score(ScoreFlowParams())
+    checked = validate_task()
+    monitored = monitor_models(MonitorFlowParams())
     churn = trained.get("churn", {})
     recs = trained.get("recommender", {})
     assert isinstance(churn, dict) and isinstance(recs, dict)
-    phase("demo", "done: simulate, the line, training, scoring", time.perf_counter() - started)
-    return where_to_look(settings, sim, churn, recs)
+    phase("demo", "done: the line, training, scoring, validation, monitoring",
+          time.perf_counter() - started)  # fmt: skip
+    return where_to_look(settings, sim, churn, recs, checked, monitored)
+
+
+@task(name="validate")
+def validate_task() -> str:
+    """Run every Great Expectations suite; return one summary line (printed as a phase)."""
+    from expectations.run import validate
+
+    started = time.perf_counter()
+    report = validate(get_settings())
+    failed = report.failed_suites()
+    line = f"{len(report.suites)} suites, {len(failed)} failed a critical expectation"
+    phase("validate", line, time.perf_counter() - started, ok=not failed)
+    return line
 
 
 def where_to_look(
@@ -100,6 +118,8 @@ def where_to_look(
     sim: dict[str, object],
     churn: dict[str, object],
     recs: dict[str, object],
+    validation: str = "not run",
+    monitoring: dict[str, object] | None = None,
 ) -> dict[str, str]:
     """Short labels, paths relative to the repo root: one line each at 80 columns."""
     bayes = churn.get("bayes_auc")
@@ -121,6 +141,8 @@ def where_to_look(
         "recommender": f"v{recs.get('version')} recall@10 {recall:.3f} (popularity {popular:.3f})",
         "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",
         "UIs": "make up  (Prefect, MLflow, dbt docs, API: prints each URL)",
-        "validation": "nothing yet (data validation: a later issue)",
-        "monitoring": "nothing yet (drift and rules: a later issue)",
+        "validation": f"{validation}; monitoring.validation_results",
+        "data docs": shown(settings.data_dir / "gx" / "data_docs" / "index.html"),
+        "monitoring": str((monitoring or {}).get("summary", "not run")),
+        "monitor report": shown(str((monitoring or {}).get("report", "-"))),
     }
