@@ -588,7 +588,9 @@ def promote(
 def monitor(
     retrain: Annotated[
         bool,
-        typer.Option(help="Retrain when a rule fails or drift is confirmed (conf/monitoring.yaml)."),
+        typer.Option(
+            help="Retrain when a rule fails or drift is confirmed (conf/monitoring.yaml)."
+        ),
     ] = True,
 ) -> None:
     """Check drift, performance rules and data quality; retrain the churn model if they say so."""

@@ -46,7 +46,9 @@ def monitored(built_warehouse, tmp_path_factory) -> dict[str, Any]:
 
 def test_a_run_writes_its_tables_and_judges_labelled_windows(monitored) -> None:
     settings, result = monitored["settings"], monitored["outcome"].result
-    runs = query(settings, "select run_id, champion_version, report_path from monitoring.monitor_runs")
+    runs = query(
+        settings, "select run_id, champion_version, report_path from monitoring.monitor_runs"
+    )
     assert runs == [(result.run_id, "1", str(result.report))]
     drift = query(
         settings,
@@ -101,7 +103,9 @@ def test_the_run_is_logged_to_mlflow_and_linked_to_the_champion(monitored) -> No
 def test_with_retraining_off_a_trigger_is_recorded_but_nothing_trains(monitored) -> None:
     settings, outcome = monitored["settings"], monitored["outcome"]
     assert outcome.retrained is None
-    versions = query(settings, "select count(*) from ml.model_decisions where model_name = 'loopline-churn'")
+    versions = query(
+        settings, "select count(*) from ml.model_decisions where model_name = 'loopline-churn'"
+    )
     assert versions == [(1,)]
     triggers = query(settings, "select action, reasons from monitoring.retrain_triggers")
     if outcome.result.trigger is None:

@@ -23,13 +23,8 @@ LATER = (date(2026, 2, 9), date(2026, 2, 15))
 
 def metrics(window: tuple[date, date], values: dict[str, float], model: str = "churn",
             version: str = "1") -> pd.DataFrame:  # fmt: skip
-    return pd.DataFrame(
-        [
-            {"model": model, "version": version, "window_start": window[0],
-             "window_end": window[1], "metric": k, "value": v}
-            for k, v in values.items()
-        ]  # fmt: skip
-    )
+    keys = {"model": model, "version": version, "window_start": window[0], "window_end": window[1]}
+    return pd.DataFrame([{**keys, "metric": k, "value": v} for k, v in values.items()])
 
 
 def test_accuracy_above_80_percent_passes_at_0_81_and_fails_at_0_79() -> None:
