@@ -66,6 +66,9 @@ class DriftConfig(BaseModel):
     entity: str = "user_id"
     sample_seed: int = 0
     warmup_days: int = Field(30, ge=0, description="reference days skipped after the data's first")
+    min_served_rows: int = Field(
+        100, ge=1, description="served requests needed before the prediction log is compared"
+    )
 
 
 class RetrainConfig(BaseModel):

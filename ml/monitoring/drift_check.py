@@ -10,9 +10,11 @@ grows with the calendar by construction) are tested and shown but never confirm 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -77,6 +79,33 @@ def latest_window(
         [feature_set_version, end - timedelta(days=window_days), end],
     ).df()
     return as_model_input(frame)
+
+
+def served_window(
+    folder: Path, version: str, columns: Sequence[str], window_days: int, entity: str
+) -> pd.DataFrame:
+    """Churn requests `version` answered in the newest `window_days` days of the API's
+    prediction log (``<folder>/date=YYYY-MM-DD/*.jsonl``, written by `ml.serve`): the features
+    it scored, one row per user (the latest request; requests by features alone count each)."""
+    days = sorted(p for p in folder.glob("date=*") if p.is_dir())[-window_days:]
+    records = []
+    for day in days:
+        for path in sorted(day.glob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                item = json.loads(line) if line.strip() else {}
+                if item.get("endpoint") == "churn" and str(item.get("model_version")) == version:
+                    records.append(
+                        {entity: item.get("user_id"), "logged_at": item.get("logged_at"),
+                         **{c: (item.get("features") or {}).get(c) for c in columns}}
+                    )  # fmt: skip
+    frame = pd.DataFrame(records, columns=[entity, "logged_at", *columns])
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("logged_at", kind="stable")
+    by_user = frame[frame[entity].notna()].drop_duplicates(entity, keep="last")
+    rows = pd.concat([by_user, frame[frame[entity].isna()]], ignore_index=True)
+    # the log holds JSON values: numbers as float, the rest as text (as the model reads them)
+    return as_model_input(rows.infer_objects())
 
 
 def compare(

@@ -103,6 +103,7 @@ def write_monitoring_report(
     retrain: str,
     drift: pd.DataFrame,
     prediction_drift: pd.DataFrame,
+    served_drift: pd.DataFrame,
     distributions: Sequence[Path],
     performance: pd.DataFrame,
     performance_charts: Sequence[Path],
@@ -121,6 +122,9 @@ def write_monitoring_report(
         ("Distributions (drifted features first, then the largest effects)", images(distributions)),
         ("Prediction drift (churn probability: holdout scores vs the current window)",
          table(_rows(prediction_drift, DRIFT_COLUMNS))),
+        ("Served requests (the API's prediction log) vs the reference",
+         table(_rows(served_drift, DRIFT_COLUMNS)) if len(served_drift)
+         else "<p>Too few requests in the window to compare (drift.min_served_rows).</p>"),
         ("Performance over time", images(performance_charts)),
         ("Performance rules, every window", table(_rows(performance, [
             "model", "version", "window_start", "window_end", "metric", "value", "comparison",

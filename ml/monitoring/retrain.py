@@ -90,13 +90,14 @@ def decide_trigger(
             )
     if config.on_drift and confirmed:
         rows = drift_rows[drift_rows["drifted"] & drift_rows["feature"].isin(confirmed)]
+        rows = rows if "scope" in rows else rows.assign(scope="features")
         names = ", ".join(confirmed)
         reasons.append(
             f"drift: {len(confirmed)} feature(s) of v{champion_version} drifted: {names}"
         )
         evidence["drifted_features"] = _records(
             rows,
-            ["feature", "aspect", "test", "statistic", "p_adjusted", "effect_name", "effect",
+            ["scope", "feature", "aspect", "test", "statistic", "p_adjusted", "effect_name", "effect",
              "min_effect", "psi", "reference_mean", "current_mean"],
         )  # fmt: skip
     if not reasons:

@@ -20,7 +20,7 @@ import json
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from ml.monitoring.drift_check import (
     latest_window,
     one_row_per,
     reference_rows,
+    served_window,
 )
 from ml.monitoring.performance import (
     churn_window_metrics,
@@ -53,7 +54,7 @@ from ml.monitoring.performance import (
 )
 from ml.monitoring.reference import ChampionReference, champion_reference
 from ml.monitoring.retrain import Trigger, decide_trigger, record_trigger
-from ml.monitoring.rules import FAIL, NO_DATA, PASS
+from ml.monitoring.rules import FAIL, METRIC_COLUMNS, NO_DATA, PASS
 
 if TYPE_CHECKING:
     from ml.churn import ChurnOutcome
@@ -70,14 +71,16 @@ _RECS_OUTCOMES = "monitoring.fct_recommendation_outcomes"
 _TOP_PLOTS = 6
 
 
+FEATURES, SERVED, PREDICTIONS = "features", "served", "predictions"
+
+
 @dataclass(frozen=True, eq=False)
 class MonitorResult:
     """What one monitoring run measured, stored and decided."""
 
     run_id: str
     champion_version: str | None
-    feature_drift: DriftCheck | None
-    prediction_drift: DriftCheck | None
+    drift: dict[str, DriftCheck]  # by scope: features, served (the API's log), predictions
     performance: pd.DataFrame
     data_quality: pd.DataFrame
     trigger: Trigger | None
@@ -85,6 +88,23 @@ class MonitorResult:
     mlflow_run_id: str | None
     window: tuple[date, date] | None
     notes: list[str]
+
+    @property
+    def feature_drift(self) -> DriftCheck | None:
+        """The champion's training set against the latest window of scored features."""
+        return self.drift.get(FEATURES)
+
+    @property
+    def prediction_drift(self) -> DriftCheck | None:
+        """The champion's holdout scores against its scores in the latest window."""
+        return self.drift.get(PREDICTIONS)
+
+    @property
+    def confirmed(self) -> list[str]:
+        """Features with drift confirmed in the scored window or in the served requests."""
+        names = [n for scope in (FEATURES, SERVED) if scope in self.drift
+                 for n in self.drift[scope].confirmed]  # fmt: skip
+        return list(dict.fromkeys(names))
 
     def count(self, status: str) -> int:
         """Rules with this status (pass, fail, no_data) in this run."""
@@ -95,8 +115,8 @@ class MonitorResult:
         """One line for the terminal."""
         if self.feature_drift is None:
             drift = "drift: no churn champion"
-        elif self.feature_drift.drifted:
-            drift = f"drift on {', '.join(self.feature_drift.confirmed)}"
+        elif self.confirmed:
+            drift = f"drift on {', '.join(self.confirmed)}"
         else:
             drift = "no drift"
         rules = (
@@ -231,6 +251,28 @@ def _plots(
     return [distribution_plot(reference[n], current[n], n, out) for n in names]
 
 
+def _prediction_reference(reference: ChampionReference, config: MonitoringConfig) -> pd.DataFrame:
+    """The champion's scores on its holdout rows (one per user) that found a feature row."""
+    from ml.registry import load_sklearn_version
+
+    model = load_sklearn_version(reference.model_name, reference.version)
+    found = reference.holdout[reference.feature_columns].notna().any(axis=1)
+    holdout = one_row_per(reference.holdout[found], config.drift.entity, config.drift.sample_seed)
+    return pd.DataFrame({PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]})
+
+
+def _served(settings: Settings, reference: ChampionReference, config: MonitoringConfig,
+            ref_rows: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    served = served_window(
+        settings.data_dir / "predictions" / "serving", reference.version,
+        reference.feature_columns, config.drift.window_days, config.drift.entity,
+    )  # fmt: skip
+    for column in reference.feature_columns:  # JSON nulls must not turn a number into text
+        if column in served and pd.api.types.is_numeric_dtype(ref_rows[column]):
+            served[column] = pd.to_numeric(served[column], errors="coerce")
+    return served
+
+
 def measure(
     settings: Settings,
     config: MonitoringConfig,
@@ -239,7 +281,8 @@ def measure(
     refresh_marts: bool = True,
 ) -> MonitorResult:
     """One monitoring run: measure, store, report, log to MLflow; return it with its trigger."""
-    from loopline.warehouse import reading, writing
+    from loopline.warehouse import reading
+    from ml.registry import RegistryError
 
     started = datetime.now(UTC).replace(tzinfo=None)
     run_id = f"monitor-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -250,12 +293,9 @@ def measure(
         run_dbt(settings, ["build", "--select", *OUTCOME_MODELS])
 
     reference: ChampionReference | None = None
-    drift = prediction = None
     window: tuple[date, date] | None = None
-    ref_rows = cur_rows = pd.DataFrame()
+    ref_rows = cur_rows = scores = pd.DataFrame()
     with reading(settings) as con:
-        from ml.registry import RegistryError
-
         try:
             reference = champion_reference(settings, con)
         except RegistryError as exc:
@@ -266,42 +306,36 @@ def measure(
                 [reference.feature_set_version],
             ).fetchone() or (None,)
             end = _window_end(con, reference)
-            current = latest_window(
+            cur_rows = latest_window(
                 con, CHURN.relation, reference.feature_set_version, end,
                 config.drift.window_days, config.drift.entity,
             )  # fmt: skip
-            start = min(current["as_of_date"]).date() if len(current) else end
-            window = (start, end)
+            window = (min(cur_rows["as_of_date"]).date() if len(cur_rows) else end, end)
             ref_rows = reference_rows(
                 reference.frame, "as_of_date", data_from, reference.feature_columns, config.drift
             )
-            cur_rows = current
-            scores = (
-                _current_scores(con, reference.version, start, end)
-                if _exists(con, PREDICTIONS_TABLE)
-                else pd.DataFrame()
-            )
+            if _exists(con, PREDICTIONS_TABLE):
+                scores = _current_scores(con, reference.version, *window)
         churn_outcomes = _frame(con, _CHURN_OUTCOMES)
         recs_outcomes = _frame(con, _RECS_OUTCOMES)
         data_quality = data_quality_summary(con)
         history = _frame(con, MODEL_PERFORMANCE_TABLE)
 
+    drift: dict[str, DriftCheck] = {}
     if reference is not None and len(cur_rows):
-        drift = compare(ref_rows, cur_rows, reference.feature_columns, config.drift)
+        columns = reference.feature_columns
+        drift[FEATURES] = compare(ref_rows, cur_rows, columns, config.drift)
         if not reference.reproduced:
             notes.append("the rebuilt training set differs from the logged one (content hash)")
+        served = _served(settings, reference, config, ref_rows)
+        if len(served) >= config.drift.min_served_rows:
+            drift[SERVED] = compare(ref_rows, served, columns, config.drift)
+        else:
+            notes.append(f"{len(served)} served requests of v{reference.version} in the window: "
+                         f"fewer than {config.drift.min_served_rows}, not compared")  # fmt: skip
         if len(scores):
-            from ml.registry import load_sklearn_version
-
-            model = load_sklearn_version(reference.model_name, reference.version)
-            found = reference.holdout[reference.feature_columns].notna().any(axis=1)
-            holdout = one_row_per(
-                reference.holdout[found], config.drift.entity, config.drift.sample_seed
-            )
-            ref_scores = pd.DataFrame(
-                {PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]}
-            )
-            prediction = compare(ref_scores, scores, [PREDICTION], config.drift)
+            ref_scores = _prediction_reference(reference, config)
+            drift[PREDICTIONS] = compare(ref_scores, scores, [PREDICTION], config.drift)
         else:
             notes.append(f"no predictions of v{reference.version} yet: prediction drift skipped")
 
@@ -311,82 +345,87 @@ def measure(
     ]
     metrics = [m for m in metrics if not m.empty]
     performance = performance_rows(
-        pd.concat(metrics, ignore_index=True)
-        if metrics
-        else pd.DataFrame(
-            columns=["model", "version", "window_start", "window_end", "metric", "value"]
-        ),
+        pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=METRIC_COLUMNS),
         config.performance.rules,
         config.performance.min_rows,
     ).assign(run_id=run_id, measured_at=started)
 
     version = reference.version if reference else None
+    judged = [drift[s].rows.assign(scope=s) for s in (FEATURES, SERVED) if s in drift]
+    result = MonitorResult(
+        run_id, version, drift, performance, data_quality, None,
+        settings.reports_dir / "monitoring" / run_id / "report.html", None, window, notes,
+    )  # fmt: skip
     trigger = decide_trigger(
         run_id, "loopline-churn", version, performance,
-        drift.rows if drift else pd.DataFrame(), drift.confirmed if drift else [],
+        pd.concat(judged, ignore_index=True) if judged else pd.DataFrame(), result.confirmed,
         config.retrain, retrain_enabled,
     )  # fmt: skip
+    result = replace(result, trigger=trigger)
+    run_row = _run_row(settings, result, started, len(ref_rows), len(cur_rows), reference)
 
-    report_path = settings.reports_dir / "monitoring" / run_id / "report.html"
-    recs_version = _champion("loopline-recommender", settings)
-    run_row = {
-        "run_id": run_id,
+    parts = [h for h in (history, performance) if not h.empty]
+    all_history = pd.concat(parts, ignore_index=True) if parts else performance
+    _write_report(result, run_row, reference, ref_rows, cur_rows, all_history, data_quality)
+    result = replace(result, mlflow_run_id=_log_mlflow(settings, result, run_row))
+    run_row.update(mlflow_run_id=result.mlflow_run_id,
+                   finished_at=datetime.now(UTC).replace(tzinfo=None))  # fmt: skip
+    _store(settings, result, run_row, started)
+    return result
+
+
+def _run_row(
+    settings: Settings,
+    result: MonitorResult,
+    started: datetime,
+    reference_rows: int,
+    current_rows: int,
+    reference: ChampionReference | None,
+) -> dict[str, Any]:
+    quality = result.data_quality
+    window = result.window
+    prediction = result.prediction_drift
+    return {
+        "run_id": result.run_id,
         "started_at": started,
         "model_name": "loopline-churn",
-        "champion_version": version,
-        "recommender_version": recs_version,
-        "reference_rows": len(ref_rows),
+        "champion_version": result.champion_version,
+        "recommender_version": _champion("loopline-recommender", settings),
+        "reference_rows": reference_rows,
         "reference_reproduced": reference.reproduced if reference else None,
         "current_window_start": window[0] if window else None,
         "current_window_end": window[1] if window else None,
-        "current_rows": len(cur_rows),
-        "dataset_drifted": drift.drifted if drift else None,
-        "drifted_features": json.dumps(drift.confirmed if drift else []),
+        "current_rows": current_rows,
+        "dataset_drifted": bool(result.confirmed) if result.feature_drift else None,
+        "drifted_features": json.dumps(result.confirmed),
         "prediction_drifted": prediction.drifted if prediction else None,
-        "rules_failed": 0,
-        "rules_passed": 0,
-        "rules_no_data": 0,
-        "validation_run_id": str(data_quality["run_id"].iloc[0]) if len(data_quality) else None,
-        "validation_critical_failed": int(data_quality["critical_failed"].sum())
-        if len(data_quality)
+        "rules_failed": result.count(FAIL),
+        "rules_passed": result.count(PASS),
+        "rules_no_data": result.count(NO_DATA),
+        "validation_run_id": str(quality["run_id"].iloc[0]) if len(quality) else None,
+        "validation_critical_failed": int(quality["critical_failed"].sum())
+        if len(quality)
         else None,
-        "validation_warnings": int(data_quality["warnings"].sum()) if len(data_quality) else None,
-        "retrain_triggered": bool(trigger and trigger.fires),
-        "report_path": str(report_path),
+        "validation_warnings": int(quality["warnings"].sum()) if len(quality) else None,
+        "retrain_triggered": bool(result.trigger and result.trigger.fires),
+        "report_path": str(result.report),
     }
-    result = MonitorResult(
-        run_id, version, drift, prediction, performance, data_quality, trigger, report_path,
-        None, window, notes,
-    )  # fmt: skip
-    run_row.update(rules_failed=result.count(FAIL), rules_passed=result.count(PASS),
-                   rules_no_data=result.count(NO_DATA))  # fmt: skip
 
-    all_history = (
-        pd.concat([h for h in (history, performance) if not h.empty], ignore_index=True)
-        if not history.empty
-        else performance
-    )
-    _write_report(result, run_row, reference, ref_rows, cur_rows, all_history, data_quality)
-    mlflow_run_id = _log_mlflow(settings, result, run_row)
-    run_row["mlflow_run_id"] = mlflow_run_id
-    run_row["finished_at"] = datetime.now(UTC).replace(tzinfo=None)
+
+def _store(
+    settings: Settings, result: MonitorResult, run_row: dict[str, Any], at: datetime
+) -> None:
+    from loopline.warehouse import writing
+
     with writing(settings) as con:
         _append(con, MONITOR_RUNS_TABLE, pd.DataFrame([run_row]))
-        if drift is not None and version is not None:
-            _append(
-                con, FEATURE_DRIFT_TABLE, _drift_rows(drift, "features", run_id, started, version)
-            )
-        if prediction is not None and version is not None:
-            _append(
-                con,
-                FEATURE_DRIFT_TABLE,
-                _drift_rows(prediction, "predictions", run_id, started, version),
-            )
-        _append(con, MODEL_PERFORMANCE_TABLE, performance)
-    return MonitorResult(
-        run_id, version, drift, prediction, performance, data_quality, trigger, report_path,
-        mlflow_run_id, window, notes,
-    )  # fmt: skip
+        version = result.champion_version
+        for scope, check in result.drift.items():
+            if version is not None:
+                _append(
+                    con, FEATURE_DRIFT_TABLE, _drift_rows(check, scope, result.run_id, at, version)
+                )
+        _append(con, MODEL_PERFORMANCE_TABLE, result.performance)
 
 
 def _champion(model_name: str, settings: Settings) -> str | None:
@@ -424,6 +463,7 @@ def _write_report(
             result.report, summary, result.trigger.reasons if result.trigger else [], retrain,
             result.feature_drift.rows if result.feature_drift else pd.DataFrame(),
             result.prediction_drift.rows if result.prediction_drift else pd.DataFrame(),
+            result.drift[SERVED].rows if SERVED in result.drift else pd.DataFrame(),
             plots, result.performance, charts, data_quality,
             reference.lineage if reference else {},
         )  # fmt: skip
@@ -443,10 +483,8 @@ def _log_mlflow(settings: Settings, result: MonitorResult, run_row: dict[str, An
         "mlflow.note.content": f"Monitoring run: {result.summary()}",
     }
     metrics = {
-        "drifted_features": float(
-            len(result.feature_drift.confirmed) if result.feature_drift else 0
-        ),
-        "dataset_drifted": float(bool(result.feature_drift and result.feature_drift.drifted)),
+        "drifted_features": float(len(result.confirmed)),
+        "dataset_drifted": float(bool(result.confirmed)),
         "prediction_drifted": float(
             bool(result.prediction_drift and result.prediction_drift.drifted)
         ),

@@ -40,8 +40,42 @@ def monitored(built_warehouse, tmp_path_factory) -> dict[str, Any]:
     score_churn(settings, LABELLED_DAY)
     recommend_all(settings, None, 10)
     recommend_all(settings, date(2026, 2, 1), 10)
+    served = write_prediction_log(settings)
     outcome = monitor(settings, load_monitoring_config(), retrain=False)
-    return {"settings": settings, "outcome": outcome}
+    return {"settings": settings, "outcome": outcome, "served": served}
+
+
+def write_prediction_log(settings: Any) -> int:
+    """Churn requests as the API logs them (ml.serve's own writer): the newest day's features
+    of every user, answered by v1; returns how many."""
+    from datetime import UTC, datetime
+
+    from loopline.warehouse import reading
+    from ml.registry import configure, version_tags
+    from ml.serve import PredictionLog
+
+    columns = json.loads(
+        version_tags(configure(settings), "loopline-churn", "1")["feature_columns"]
+    )
+    with reading(settings) as con:
+        rows = con.execute(
+            "select * from features.fs_churn__user_daily "
+            "where as_of_date = (select max(as_of_date) from features.fs_churn__user_daily)"
+        ).df()
+    log = PredictionLog(settings.data_dir / "predictions" / "serving")
+    for row in rows.to_dict("records"):
+        log.put(
+            {
+                "logged_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+                "endpoint": "churn", "model_name": "loopline-churn", "model_version": "1",
+                "user_id": int(row["user_id"]), "churn_probability": 0.1,
+                "features_from": "online_store",
+                "features": {c: (None if row[c] is None or row[c] != row[c] else row[c])
+                             for c in columns},
+            }
+        )  # fmt: skip
+    log.close()
+    return len(rows)
 
 
 def test_a_run_writes_its_tables_and_judges_labelled_windows(monitored) -> None:
@@ -56,6 +90,8 @@ def test_a_run_writes_its_tables_and_judges_labelled_windows(monitored) -> None:
     )
     assert drift[0][0] == "features" and drift[0][1] > 15
     assert drift[1] == ("predictions", 1)
+    # the API's prediction log is compared too: the same features as the scored window
+    assert monitored["served"] > 100 and drift[2] == ("served", drift[0][1])
     statuses = dict(
         query(
             settings,
