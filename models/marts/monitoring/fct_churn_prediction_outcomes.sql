@@ -3,7 +3,7 @@
     The outcome is the churn label the model was trained on (label_churn__user_daily, not
     restated here): it exists once the user's whole label window has been observed, so
     `has_outcome` turns true about a month after the prediction. Windows are ISO weeks of
-    the as-of day (Monday first), the unit the performance rules are judged per.
+    the as-of day (macro performance_window), the unit the performance rules are judged per.
 -#}
 
 with
@@ -29,8 +29,7 @@ joined as (
         predictions.user_id,
         predictions.as_of_date,
         -- window
-        date_trunc('week', predictions.as_of_date)::date as window_start,
-        (date_trunc('week', predictions.as_of_date) + interval 6 day)::date as window_end,
+        {{ performance_window('predictions.as_of_date') }},
         -- prediction
         predictions.feature_set_version,
         predictions.churn_probability,

@@ -141,36 +141,39 @@ started_counts as (
 
 ),
 
-model_hits as (
+shown as (
 
+    -- every list shown: the model's (per version) and the popularity baseline's
     select
-        recommendations.user_id,
-        recommendations.as_of_date,
-        recommendations.model_version,
-        count(started.show_id) as hits
+        user_id,
+        as_of_date,
+        model_version,
+        show_id
     from recommendations
-    inner join started
-        on
-            recommendations.user_id = started.user_id
-            and recommendations.as_of_date = started.as_of_date
-            and recommendations.show_id = started.show_id
-    group by recommendations.user_id, recommendations.as_of_date, recommendations.model_version
+    union all
+    select
+        user_id,
+        as_of_date,
+        null as model_version,
+        show_id
+    from popular_lists
 
 ),
 
-popularity_hits as (
+hits as (
 
     select
-        popular_lists.user_id,
-        popular_lists.as_of_date,
+        shown.user_id,
+        shown.as_of_date,
+        shown.model_version,
         count(started.show_id) as hits
-    from popular_lists
+    from shown
     inner join started
         on
-            popular_lists.user_id = started.user_id
-            and popular_lists.as_of_date = started.as_of_date
-            and popular_lists.show_id = started.show_id
-    group by popular_lists.user_id, popular_lists.as_of_date
+            shown.user_id = started.user_id
+            and shown.as_of_date = started.as_of_date
+            and shown.show_id = started.show_id
+    group by shown.user_id, shown.as_of_date, shown.model_version
 
 ),
 
@@ -183,8 +186,7 @@ joined as (
         lists.user_id,
         lists.as_of_date,
         -- window
-        date_trunc('week', lists.as_of_date)::date as window_start,
-        (date_trunc('week', lists.as_of_date) + interval 6 day)::date as window_end,
+        {{ performance_window('lists.as_of_date') }},
         -- outcome
         lists.as_of_date + {{ outcome_days }} <= data_bounds.data_through as has_outcome,
         coalesce(started_counts.started_shows, 0)::bigint as started_shows,
@@ -196,15 +198,16 @@ joined as (
         on
             lists.user_id = started_counts.user_id
             and lists.as_of_date = started_counts.as_of_date
-    left join model_hits
+    left join hits as model_hits
         on
             lists.user_id = model_hits.user_id
             and lists.as_of_date = model_hits.as_of_date
             and lists.model_version = model_hits.model_version
-    left join popularity_hits
+    left join hits as popularity_hits
         on
             lists.user_id = popularity_hits.user_id
             and lists.as_of_date = popularity_hits.as_of_date
+            and popularity_hits.model_version is null
 
 ),
 

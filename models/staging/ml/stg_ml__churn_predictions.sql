@@ -1,28 +1,13 @@
 {#-
     Churn scores as batch scoring wrote them (ml/score.py): one row per user per as-of day per
-    model version. Until scoring has run once the source table does not exist, and this view
-    is empty with the same columns.
+    model version. Empty, with the same columns, until scoring has run once.
 -#}
 
 with
 
 source as (
 
-    {% if relation_exists('ml', 'churn_predictions') %}
-        select * from {{ source('ml', 'churn_predictions') }}
-    {% else %}
-        select
-            null as user_id,
-            null as as_of_date,
-            null as churn_probability,
-            null as is_high_risk,
-            null as threshold,
-            null as model_name,
-            null as model_version,
-            null as feature_set_version,
-            null as scored_at
-        where false
-    {% endif %}
+    {{ source_or_empty('ml', 'churn_predictions') }}
 
 ),
 

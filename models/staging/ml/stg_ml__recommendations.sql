@@ -7,20 +7,7 @@ with
 
 source as (
 
-    {% if relation_exists('ml', 'recommendations') %}
-        select * from {{ source('ml', 'recommendations') }}
-    {% else %}
-        select
-            null as user_id,
-            null as as_of_date,
-            null as rank,
-            null as show_id,
-            null as score,
-            null as model_name,
-            null as model_version,
-            null as scored_at
-        where false
-    {% endif %}
+    {{ source_or_empty('ml', 'recommendations') }}
 
 ),
 
