@@ -35,6 +35,7 @@ from loopline.warehouse import (
     MONITOR_RUNS_TABLE,
     PREDICTIONS_TABLE,
     VALIDATION_RESULTS_TABLE,
+    NoWarehouseError,
 )
 from ml.features import CHURN
 from ml.monitoring.config import MonitoringConfig
@@ -284,6 +285,8 @@ def measure(
     from loopline.warehouse import reading
     from ml.registry import RegistryError
 
+    if not settings.resolved_warehouse_path.exists():
+        raise NoWarehouseError(settings.resolved_warehouse_path)
     started = datetime.now(UTC).replace(tzinfo=None)
     run_id = f"monitor-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     notes: list[str] = []

@@ -149,3 +149,26 @@ def test_with_retraining_off_a_trigger_is_recorded_but_nothing_trains(monitored)
     else:
         assert [t[0] for t in triggers] == ["disabled"]
         assert json.loads(triggers[0][1]) == outcome.result.trigger.reasons
+
+
+def test_the_command_runs_the_same_step_and_says_where_the_report_is(monitored, monkeypatch):
+    """`loopline monitor --no-retrain`: one more run in the tables, the report path printed."""
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+    from loopline.settings import get_settings
+
+    settings = monitored["settings"]
+    monkeypatch.setenv("LOOPLINE_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["monitor", "--no-retrain"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.output and "monitoring" in result.output
+    runs = query(settings, "select count(*), count(distinct run_id) from monitoring.monitor_runs")
+    assert runs == [(2, 2)]
+    assert query(
+        settings, "select count(*) from ml.model_decisions where model_name = 'loopline-churn'"
+    ) == [(1,)]
