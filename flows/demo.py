@@ -108,9 +108,26 @@ def validate_task() -> str:
     started = time.perf_counter()
     report = validate(get_settings())
     failed = report.failed_suites()
-    line = f"{len(report.suites)} suites, {len(failed)} failed a critical expectation"
+    line = f"{len(report.suites)} suites, {len(failed)} failed a critical check"
     phase("validate", line, time.perf_counter() - started, ok=not failed)
     return line
+
+
+def _monitoring_line(monitored: dict[str, object]) -> str:
+    """e.g. ``drift in 2 features, 0 rules failed; retrained v3: kept``."""
+    if "summary" not in monitored:
+        return "not run"
+    retrained = monitored.get("retrained") or {}
+    assert isinstance(retrained, dict)
+    if retrained:
+        action = "promoted" if retrained.get("promoted") else "kept"
+        after = f"retrained v{retrained.get('version')}: {action}"
+    else:
+        after = "no retrain"
+    return (
+        f"drift in {monitored.get('drifted')} features, "
+        f"{monitored.get('rules_failed')} rules failed; {after}"
+    )
 
 
 def where_to_look(
@@ -141,8 +158,9 @@ def where_to_look(
         "recommender": f"v{recs.get('version')} recall@10 {recall:.3f} (popularity {popular:.3f})",
         "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",
         "UIs": "make up  (Prefect, MLflow, dbt docs, API: prints each URL)",
-        "validation": f"{validation}; monitoring.validation_results",
-        "data docs": shown(settings.data_dir / "gx" / "data_docs" / "index.html"),
-        "monitoring": str((monitoring or {}).get("summary", "not run")),
-        "monitor report": shown(str((monitoring or {}).get("report", "-"))),
+        "validation": validation,
+        "data docs": shown(settings.data_dir / "gx" / "data_docs" / "index.html")
+        + "; monitoring.validation_results",
+        "monitoring": _monitoring_line(monitoring or {}),
+        "drift report": shown(str((monitoring or {}).get("report", "not run"))),
     }

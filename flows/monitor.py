@@ -44,6 +44,8 @@ def measure_task(retrain: bool) -> dict[str, object]:
     return {
         "run_id": result.run_id,
         "summary": result.summary(),
+        "drifted": len(result.confirmed),
+        "rules_failed": result.count("fail"),
         "report": str(result.report),
         "trigger": trigger,
     }

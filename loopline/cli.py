@@ -594,17 +594,19 @@ def monitor(
     ] = True,
 ) -> None:
     """Check drift, performance rules and data quality; retrain the churn model if they say so."""
+    from loopline.progress import phase
     from ml.monitoring.config import MonitoringConfigError, load_monitoring_config
     from ml.monitoring.run import monitor as run_monitor
 
     settings = _settings()
+    started = time.perf_counter()
     try:
         config = load_monitoring_config(settings.monitoring_config)
         outcome = run_monitor(settings, config, retrain=retrain)
     except (MonitoringConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     result = outcome.result
-    console.print(f"monitor:   {result.summary()}")
+    phase("monitor", result.summary(), time.perf_counter() - started, ok=result.trigger is None)
     for reason in result.trigger.reasons if result.trigger else []:
         console.print(f"  {reason}")
     if outcome.retrained is not None:

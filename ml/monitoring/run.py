@@ -61,6 +61,12 @@ if TYPE_CHECKING:
     from ml.churn import ChurnOutcome
 
 MONITORING_EXPERIMENT = "loopline-monitoring"
+EXPERIMENT_DESCRIPTION = (
+    "One run per `loopline monitor`: how many features drifted, whether the scores drifted, "
+    "the performance rules passed and failed, whether retraining was triggered, and the HTML "
+    "report. Each run is tagged with the churn champion version it judged; the version carries "
+    "monitoring.last_run_id back."
+)
 OUTCOME_MODELS = (
     "stg_ml__churn_predictions",
     "stg_ml__recommendations",
@@ -288,7 +294,7 @@ def measure(
     if not settings.resolved_warehouse_path.exists():
         raise NoWarehouseError(settings.resolved_warehouse_path)
     started = datetime.now(UTC).replace(tzinfo=None)
-    run_id = f"monitor-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = f"mon-{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     notes: list[str] = []
     if refresh_marts:
         from loopline.dbt import run_dbt
@@ -475,15 +481,17 @@ def _write_report(
 def _log_mlflow(settings: Settings, result: MonitorResult, run_row: dict[str, Any]) -> str:
     import mlflow
 
-    from ml.registry import CHURN_MODEL, configure, experiment_for
+    from ml.registry import CHURN_MODEL, DESCRIPTION_TAG, configure, experiment_for
 
     client = configure(settings)
     experiment = experiment_for(settings, MONITORING_EXPERIMENT)
+    if client.get_experiment(experiment).tags.get(DESCRIPTION_TAG) is None:
+        client.set_experiment_tag(experiment, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
     tags = {
         "monitor.run_id": result.run_id,
         "model": CHURN_MODEL,
         "champion_version": str(result.champion_version),
-        "mlflow.note.content": f"Monitoring run: {result.summary()}",
+        DESCRIPTION_TAG: f"Monitoring run: {result.summary()}",
     }
     metrics = {
         "drifted_features": float(len(result.confirmed)),

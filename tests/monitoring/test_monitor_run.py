@@ -128,7 +128,8 @@ def test_the_run_is_logged_to_mlflow_and_linked_to_the_champion(monitored) -> No
     client = configure(settings)
     run = client.get_run(result.mlflow_run_id)
     assert run.data.tags["champion_version"] == "1"
-    assert mlflow.get_experiment_by_name(MONITORING_EXPERIMENT) is not None
+    experiment = mlflow.get_experiment_by_name(MONITORING_EXPERIMENT)
+    assert experiment is not None and experiment.tags.get("mlflow.note.content")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "report")} == {
         "report/report.html"
     }
