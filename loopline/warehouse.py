@@ -6,8 +6,8 @@ owns the DDL of the tables Python (not dbt) writes.
 - `open_warehouse` opens the warehouse as in-process dbt does (DuckDB refuses a second
   connection to one file with another configuration in the same process); `reading` and
   `writing` wrap it in a context, `writing` under the writer lock.
-- `ensure` creates the Python-written tables (`ml.*`, `monitoring.validation_results`) from
-  `TABLES`, so each is declared once here and nowhere else.
+- `ensure` creates the Python-written tables (`ml.*`, `monitoring.validation_results`, the
+  monitor's `monitoring.*`) from `TABLES`, so each is declared once here and nowhere else.
 - Source databases (SQLite, Postgres) are attached with `attach_source`, their scanners loaded
   from pip packages (no download at run time).
 """
