@@ -2,9 +2,11 @@
 
 Thin by design: each task wraps one step; the flow only sequences them: simulate the
 sources, the line (ingest, dbt build, online features), then the loop's training
-(evaluate, register, gate) and batch scoring. The simulator is the demo's source: this
-flow runs the simulated vendor's catalogue API for the line to extract from; nothing
-else imports the simulator.
+(evaluate, register, gate), batch scoring, then validation of what scoring wrote (the
+line already audited what it built before publishing it) and the monitor, which retrains
+when drift or a failed rule asks for it. The simulator is the demo's source: this flow runs
+the simulated vendor's catalogue API for the line to extract from; nothing else imports
+the simulator.
 
 Each step prints one phase line (what it did, how long it took) and a bar while it runs;
 the flow returns a short "where to look" table that fits an 80-column terminal.
@@ -71,6 +73,7 @@ def _quiet_mlflow() -> None:
 def loopline_demo(params: DemoParams) -> dict[str, str]:
     """Sequence every step that exists so far; return where a person should look."""
     from flows.line import LineParams, line
+    from flows.monitor import MonitorFlowParams, monitor_models
     from flows.score import ScoreFlowParams, batch_score
     from flows.train import TrainFlowParams, train_models
     from loopline.simulate.run import catalogue_dir
@@ -84,11 +87,48 @@ def loopline_demo(params: DemoParams) -> dict[str, str]:
         line(LineParams(catalogue_url=vendor.url))
     trained = train_models(TrainFlowParams())
     batch_score(ScoreFlowParams())
+    checked = validate_task()
+    monitored = monitor_models(MonitorFlowParams())
     churn = trained.get("churn", {})
     recs = trained.get("recommender", {})
     assert isinstance(churn, dict) and isinstance(recs, dict)
-    phase("demo", "done: simulate, the line, training, scoring", time.perf_counter() - started)
-    return where_to_look(settings, sim, churn, recs)
+    phase("demo", "done: the line, training, scoring, validation, monitoring",
+          time.perf_counter() - started)  # fmt: skip
+    return where_to_look(settings, sim, churn, recs, checked, monitored)
+
+
+@task(name="validate")
+def validate_task() -> str:
+    """Run the prediction suites (the line audited the rest before publishing it); return
+    one summary line (printed as a phase)."""
+    from expectations.run import validate
+
+    started = time.perf_counter()
+    report = validate(get_settings(), ["ml"], lines="problems")
+    failed = report.failed_suites()
+    line = (
+        f"{len(report.suites)} prediction suites, {len(failed)} failed a critical check "
+        "(the line's audit checked the rest)"
+    )
+    phase("validate", line, time.perf_counter() - started, ok=not failed)
+    return line
+
+
+def _monitoring_line(monitored: dict[str, object]) -> str:
+    """e.g. ``drift in 2 features, 0 rules failed; retrained v3: kept``."""
+    if "summary" not in monitored:
+        return "not run"
+    retrained = monitored.get("retrained") or {}
+    assert isinstance(retrained, dict)
+    if retrained:
+        action = "promoted" if retrained.get("promoted") else "kept"
+        after = f"retrained v{retrained.get('version')}: {action}"
+    else:
+        after = "no retrain"
+    return (
+        f"drift in {monitored.get('drifted')} features, "
+        f"{monitored.get('rules_failed')} rules failed; {after}"
+    )
 
 
 def where_to_look(
@@ -96,6 +136,8 @@ def where_to_look(
     sim: dict[str, object],
     churn: dict[str, object],
     recs: dict[str, object],
+    validation: str = "not run",
+    monitoring: dict[str, object] | None = None,
 ) -> dict[str, str]:
     """Short labels, paths relative to the repo root: one line each at 80 columns."""
     bayes = churn.get("bayes_auc")
@@ -117,6 +159,9 @@ def where_to_look(
         "recommender": f"v{recs.get('version')} recall@10 {recall:.3f} (popularity {popular:.3f})",
         "predictions": "ml.churn_predictions, ml.recommendations, ml.model_decisions",
         "UIs": "make up  (Prefect, MLflow, dbt docs, API: prints each URL)",
-        "validation": "loopline validate (GX suites; not run by the demo)",
-        "monitoring": "not built yet (drift and rules)",
+        "validation": validation,
+        "data docs": shown(settings.data_dir / "gx" / "data_docs" / "index.html")
+        + "; monitoring.validation_results",
+        "monitoring": _monitoring_line(monitoring or {}),
+        "drift report": shown(str((monitoring or {}).get("report", "not run"))),
     }

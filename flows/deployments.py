@@ -1,4 +1,5 @@
-"""Prefect deployments of the flows: the line hourly, training weekly, scoring daily.
+"""Prefect deployments of the flows: the line hourly, training weekly, scoring and monitoring
+daily.
 
     make up            # the Prefect server, and this module served beside it (`deployments`)
 
@@ -19,6 +20,7 @@ from prefect.deployments.runner import RunnerDeployment
 
 from flows.demo import loopline_demo
 from flows.line import line
+from flows.monitor import monitor_models
 from flows.score import batch_score
 from flows.train import train_models
 
@@ -50,6 +52,12 @@ def deployments() -> list[RunnerDeployment]:
             cron="0 5 * * *",
             tags=["loop"],
             description="Churn scores and top-N recommendations for every active user.",
+        ),
+        monitor_models.to_deployment(
+            "monitor",
+            cron="0 6 * * *",
+            tags=["loop"],
+            description="Drift, performance rules and data quality; retrain when they say so.",
         ),
         loopline_demo.to_deployment(
             "demo",

@@ -52,6 +52,7 @@ def train_churn_model() -> dict[str, object]:
         "roc_auc": outcome.metrics["holdout_roc_auc"],
         "bayes_auc": outcome.bayes_auc,
         "report": str(outcome.report),
+        "decision": outcome.decision,  # the monitor records it with its retrain trigger
     }
 
 

@@ -562,9 +562,34 @@ def _not_yet(issue: int | None, what: str) -> None:
 
 
 @app.command()
-def monitor() -> None:
-    """Check model performance rules and data drift."""
-    _not_yet(None, "monitor")
+def monitor(
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            help="Retrain when a rule fails or drift is confirmed (conf/monitoring.yaml)."
+        ),
+    ] = True,
+) -> None:
+    """Check drift, performance rules and data quality; retrain the churn model if they say so."""
+    from loopline.progress import phase
+    from ml.monitoring.config import MonitoringConfigError, load_monitoring_config
+    from ml.monitoring.run import monitor as run_monitor
+
+    settings = _settings()
+    started = time.perf_counter()
+    try:
+        config = load_monitoring_config(settings.monitoring_config)
+        outcome = run_monitor(settings, config, retrain=retrain)
+    except (MonitoringConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    result = outcome.result
+    phase("monitor", result.summary(), time.perf_counter() - started, ok=result.trigger is None)
+    for reason in result.trigger.reasons if result.trigger else []:
+        console.print(f"  {reason}")
+    if outcome.retrained is not None:
+        console.print(f"  retrained: {outcome.retrained.decision.summary()}")
+    console.print("results:   monitoring.monitor_runs, feature_drift, model_performance")
+    console.print(f"report:    {_shown(result.report)}")
 
 
 @app.command()

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     ml_config: Path | None = Field(
         None, description="ML configuration (training, gate, promotion); default conf/ml.yaml."
     )
+    monitoring_config: Path | None = Field(
+        None, description="Monitoring rules, drift and retraining; default conf/monitoring.yaml."
+    )
 
     # -- warehouse resources -------------------------------------------------------
     duckdb_threads: int = Field(2, ge=1)

@@ -6,8 +6,8 @@ owns the DDL of the tables Python (not dbt) writes.
 - `open_warehouse` opens the warehouse as in-process dbt does (DuckDB refuses a second
   connection to one file with another configuration in the same process); `reading` and
   `writing` wrap it in a context, `writing` under the writer lock.
-- `ensure` creates the Python-written tables (`ml.*`, `monitoring.validation_results`) from
-  `TABLES`, so each is declared once here and nowhere else.
+- `ensure` creates the Python-written tables (`ml.*`, `monitoring.validation_results`, the
+  monitor's `monitoring.*`) from `TABLES`, so each is declared once here and nowhere else.
 - Source databases (SQLite, Postgres) are attached with `attach_source`, their scanners loaded
   from pip packages (no download at run time).
 """
@@ -239,6 +239,10 @@ RECOMMENDATIONS_TABLE = "ml.recommendations"
 DECISIONS_TABLE = "ml.model_decisions"
 VALIDATION_RESULTS_TABLE = "monitoring.validation_results"
 PUBLICATIONS_TABLE = "monitoring.publications"
+MONITOR_RUNS_TABLE = "monitoring.monitor_runs"
+FEATURE_DRIFT_TABLE = "monitoring.feature_drift"
+MODEL_PERFORMANCE_TABLE = "monitoring.model_performance"
+RETRAIN_TRIGGERS_TABLE = "monitoring.retrain_triggers"
 
 TABLES: dict[str, str] = {
     PREDICTIONS_TABLE: """(
@@ -281,6 +285,87 @@ TABLES: dict[str, str] = {
         dropped integer not null,          -- views of deleted models dropped
         validation_run_id varchar,         -- the audit that allowed it (validation_results)
         published_at timestamp not null
+    )""",
+    # written by `loopline monitor` (ml/monitoring/), one run at a time under the writer lock
+    MONITOR_RUNS_TABLE: """(
+        run_id varchar not null,
+        started_at timestamp not null,
+        finished_at timestamp not null,
+        model_name varchar,
+        champion_version varchar,
+        recommender_version varchar,
+        reference_rows bigint,
+        reference_reproduced boolean,    -- rebuilt training set has the logged content hash
+        current_window_start date,
+        current_window_end date,
+        current_rows bigint,
+        dataset_drifted boolean,         -- confirmed on a feature that is not ignored
+        drifted_features varchar,        -- JSON list
+        prediction_drifted boolean,
+        rules_failed bigint,
+        rules_passed bigint,
+        rules_no_data bigint,
+        validation_run_id varchar,       -- the latest monitoring.validation_results run
+        validation_critical_failed bigint,
+        validation_warnings bigint,
+        retrain_triggered boolean,
+        report_path varchar,
+        mlflow_run_id varchar
+    )""",
+    FEATURE_DRIFT_TABLE: """(
+        run_id varchar not null,
+        measured_at timestamp not null,
+        model_name varchar not null,
+        model_version varchar not null,
+        scope varchar not null,          -- features | predictions
+        feature varchar not null,
+        aspect varchar not null,         -- values | null_rate
+        kind varchar,
+        test varchar,
+        statistic double,
+        p_value double,
+        p_adjusted double,
+        effect_name varchar,
+        effect double,
+        min_effect double,
+        drifted boolean,
+        is_ignored boolean,
+        psi double,
+        n_reference bigint,
+        n_current bigint,
+        reference_mean double,
+        current_mean double,
+        note varchar
+    )""",
+    MODEL_PERFORMANCE_TABLE: """(
+        run_id varchar not null,
+        measured_at timestamp not null,
+        model varchar not null,          -- churn | recommender
+        version varchar not null,
+        window_start date not null,
+        window_end date not null,
+        metric varchar not null,
+        value double,
+        comparison varchar,              -- >= | <= (null: no rule, status info)
+        threshold double,
+        baseline_metric varchar,         -- the metric a rule compares with (at_least)
+        n_rows bigint,
+        status varchar not null,         -- pass | fail | no_data | info
+        rule varchar
+    )""",
+    RETRAIN_TRIGGERS_TABLE: """(
+        run_id varchar not null,
+        triggered_at timestamp not null,
+        model_name varchar not null,
+        champion_version varchar,
+        reasons varchar not null,        -- JSON list of one-line reasons
+        evidence varchar not null,       -- JSON: failed rules and drifted features, with numbers
+        action varchar not null,         -- retrained | disabled | failed
+        new_version varchar,
+        decision varchar,                -- promoted | kept (the registry's, ml.model_decisions)
+        decision_reason varchar,
+        promoted boolean,
+        training_run_id varchar
     )""",
 }
 

@@ -62,7 +62,7 @@ def test_bad_scenario_option_is_a_clear_error(data_dir):
 
 
 def test_unbuilt_command_says_so(data_dir):
-    result = runner.invoke(app, ["monitor"])
+    result = runner.invoke(app, ["stream"])
     assert result.exit_code == 2
     assert "not built yet" in result.output
 
@@ -75,6 +75,7 @@ def test_unbuilt_command_says_so(data_dir):
         (["score"], "no @champion yet"),
         (["promote"], "pass --rollback"),
         (["promote", "--rollback"], "no previous champion"),
+        (["monitor"], "loopline build"),
     ],
 )
 def test_loop_commands_explain_what_is_missing(data_dir, args, message):

@@ -11,7 +11,10 @@ import pytest
 from flows.demo import DemoParams, loopline_demo
 from loopline.settings import get_settings
 
-PHASES = ("simulate", "ingest", "build", "online", "train", "score", "recommend", "demo")
+PHASES = (
+    "simulate", "ingest", "build", "online", "train", "score", "recommend", "validate",
+    "monitor", "demo",
+)  # fmt: skip
 PREFECT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| (DEBUG|INFO) ")
 
 
@@ -38,10 +41,12 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
     out, err = capfd.readouterr()
     # Prefect's own INFO lines are silenced by `make demo` (PREFECT_LOGGING_*): the rest is ours
     ours = [line for line in (out + err).splitlines() if not PREFECT_LINE.match(line)]
-    assert len(ours) <= 20, "\n".join(ours)
+    # one line per step; validation adds one per suite (expectations.run)
+    steps = [line for line in ours if line.split()[1:2] != ["validate"]]
+    assert len(steps) <= 24, "\n".join(ours)
     shown = [line.split()[1] for line in ours if line[:1] in "✓!"]
     assert [p for p in PHASES if p in shown] == list(PHASES), "\n".join(ours)
-    assert shown.count("train") == 2
+    assert shown.count("train") >= 2  # the monitor may retrain the churn model
     for noise in ("UnicodeDecodeError", "Traceback", "Running with dbt", "OK created", '{"'):
         assert noise not in out + err
     # expected rejects: counted in the warehouse, reported under the build line
@@ -62,14 +67,30 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
             "select count(distinct user_id) from ml.recommendations"
         ).fetchone()
         decisions = con.execute("select model_name, action from ml.model_decisions").fetchall()
+        (monitor_runs,) = con.execute("select count(*) from monitoring.monitor_runs").fetchone()
+        retrains = (
+            con.execute(
+                "select count(*) filter (where action = 'retrained') from monitoring.retrain_triggers"
+            ).fetchone()[0]
+            if con.execute(
+                "select count(*) from information_schema.tables where table_name = 'retrain_triggers'"
+            ).fetchone()[0]
+            else 0
+        )
     finally:
         con.close()
     assert users > 250
     # the loop ran too: both models registered and promoted, every active user scored
-    assert sorted(decisions) == [
+    assert decisions[:2] == [
         ("loopline-churn", "promoted"),
         ("loopline-recommender", "promoted"),
     ]
+    # then validation and the monitor, which retrains the churn model when it finds drift
+    # (this 45-day company's training days all fall in the 30-day warm-up: it does)
+    assert len(decisions) == 2 + retrains and monitor_runs == 1
+    assert re.fullmatch(r"\d+ suites, \d+ failed a critical check", where["validation"])
+    assert where["monitoring"].startswith("drift in ")
+    assert Path(where["drift report"]).exists()
     assert scored > 250 and recommended > 250
     assert where["churn model"].startswith("v1 ROC AUC") and "Bayes-optimal" in where["churn model"]
     assert "popularity" in where["recommender"]

@@ -10,7 +10,10 @@ from prefect.client.orchestration import get_client
 
 from flows.deployments import deployments
 
-NAMES = ["loopline-line/line", "loopline-train/train", "loopline-score/score", "loopline-demo/demo"]
+NAMES = [
+    "loopline-line/line", "loopline-train/train", "loopline-score/score",
+    "loopline-monitor/monitor", "loopline-demo/demo",
+]  # fmt: skip
 START = datetime(2031, 3, 2, tzinfo=UTC)  # eight days from here hold one Monday or two
 WINDOW = timedelta(days=8)
 
@@ -73,6 +76,14 @@ def test_scoring_runs_daily_on_fresh_data(planned) -> None:
     for at in score:
         before = [t for t in line if t < at]
         assert before and at - before[-1] <= timedelta(hours=1), at  # the line ran just before
+
+
+def test_monitoring_runs_daily_after_that_days_scoring(planned) -> None:
+    monitor, score = planned["loopline-monitor/monitor"], planned["loopline-score/score"]
+    assert len({t.date() for t in monitor}) == len(monitor) == 8  # once per UTC day
+    for at in monitor:
+        same_day = [t for t in score if t.date() == at.date()]
+        assert same_day and same_day[0] < at, at  # judges the scores written that morning
 
 
 def test_training_runs_weekly_after_the_line_and_before_that_days_scoring(planned) -> None:

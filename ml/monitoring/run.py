@@ -1,0 +1,544 @@
+"""`loopline monitor`: measure drift, performance and data quality; store, report, feed back.
+
+`measure` is one monitoring run: it refreshes the outcome marts (predictions now have labels
+they lacked at the last build), rebuilds the churn champion's training set by its lineage
+(`ml.monitoring.reference`), compares it with the latest window of scored features, compares
+the champion's holdout scores with its current scores, judges the performance rules per
+weekly window, summarises the latest validation run, and stores it all
+(``monitoring.monitor_runs``, ``monitoring.feature_drift``, ``monitoring.model_performance``),
+with an HTML report under ``<data_dir>/reports/monitoring/<run>/`` logged to MLflow on a
+run tagged with the champion version. Its `Trigger`, if any, says whether to retrain.
+
+`monitor` is `measure`, then the training run the trigger asks for (`ml.churn.train_churn`,
+judged by the gate and the champion comparison as always), then the trigger's record.
+The Prefect flow (`flows/monitor.py`) runs the same steps as tasks and a training subflow.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.settings import Settings
+from loopline.warehouse import (
+    FEATURE_DRIFT_TABLE,
+    MODEL_PERFORMANCE_TABLE,
+    MONITOR_RUNS_TABLE,
+    PREDICTIONS_TABLE,
+    VALIDATION_RESULTS_TABLE,
+    NoWarehouseError,
+)
+from ml.features.definitions import CHURN
+from ml.monitoring.config import MonitoringConfig
+from ml.monitoring.drift_check import (
+    PREDICTION,
+    DriftCheck,
+    compare,
+    latest_window,
+    one_row_per,
+    reference_rows,
+    served_window,
+)
+from ml.monitoring.performance import (
+    churn_window_metrics,
+    performance_rows,
+    recommender_window_metrics,
+)
+from ml.monitoring.reference import ChampionReference, champion_reference
+from ml.monitoring.retrain import Trigger, decide_trigger, record_trigger
+from ml.monitoring.rules import FAIL, METRIC_COLUMNS, NO_DATA, PASS
+
+if TYPE_CHECKING:
+    from ml.churn.train import ChurnOutcome
+
+MONITORING_EXPERIMENT = "loopline-monitoring"
+EXPERIMENT_DESCRIPTION = (
+    "One run per `loopline monitor`: how many features drifted, whether the scores drifted, "
+    "the performance rules passed and failed, whether retraining was triggered, and the HTML "
+    "report. Each run is tagged with the churn champion version it judged; the version carries "
+    "monitoring.last_run_id back."
+)
+OUTCOME_MODELS = (
+    "stg_ml__churn_predictions",
+    "stg_ml__recommendations",
+    "fct_churn_prediction_outcomes",
+    "fct_recommendation_outcomes",
+)
+_CHURN_OUTCOMES = "monitoring.fct_churn_prediction_outcomes"
+_RECS_OUTCOMES = "monitoring.fct_recommendation_outcomes"
+_TOP_PLOTS = 6
+
+
+FEATURES, SERVED, PREDICTIONS = "features", "served", "predictions"
+
+
+@dataclass(frozen=True, eq=False)
+class MonitorResult:
+    """What one monitoring run measured, stored and decided."""
+
+    run_id: str
+    champion_version: str | None
+    drift: dict[str, DriftCheck]  # by scope: features, served (the API's log), predictions
+    performance: pd.DataFrame
+    data_quality: pd.DataFrame
+    trigger: Trigger | None
+    report: Path
+    mlflow_run_id: str | None
+    window: tuple[date, date] | None
+    notes: list[str]
+
+    @property
+    def feature_drift(self) -> DriftCheck | None:
+        """The champion's training set against the latest window of scored features."""
+        return self.drift.get(FEATURES)
+
+    @property
+    def prediction_drift(self) -> DriftCheck | None:
+        """The champion's holdout scores against its scores in the latest window."""
+        return self.drift.get(PREDICTIONS)
+
+    @property
+    def confirmed(self) -> list[str]:
+        """Features with drift confirmed in the scored window or in the served requests."""
+        names = [n for scope in (FEATURES, SERVED) if scope in self.drift
+                 for n in self.drift[scope].confirmed]  # fmt: skip
+        return list(dict.fromkeys(names))
+
+    def count(self, status: str) -> int:
+        """Rules with this status (pass, fail, no_data) in this run."""
+        judged = self.performance[self.performance["status"] != "info"]
+        return int((judged["status"] == status).sum())
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        if self.feature_drift is None:
+            drift = "drift: no churn champion"
+        elif self.confirmed:
+            drift = f"drift on {', '.join(self.confirmed)}"
+        else:
+            drift = "no drift"
+        rules = (
+            f"rules {self.count(PASS)} passed, {self.count(FAIL)} failed, "
+            f"{self.count(NO_DATA)} waiting for labels"
+        )
+        if self.trigger is None:
+            action = "no retrain"
+        elif self.trigger.fires:
+            action = "retrain triggered"
+        else:
+            action = "retrain disabled"
+        return f"{drift}; {rules}; {action}"
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """A monitoring run and the training run it triggered, if any."""
+
+    result: MonitorResult
+    retrained: ChurnOutcome | None
+
+
+def _exists(con: Any, relation: str) -> bool:
+    schema, name = relation.split(".")
+    (found,) = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(found)
+
+
+def _frame(con: Any, relation: str, sql: str = "select * from {r}") -> pd.DataFrame:
+    if not _exists(con, relation):
+        return pd.DataFrame()
+    return con.execute(sql.format(r=relation)).df()
+
+
+def data_quality_summary(con: Any) -> pd.DataFrame:
+    """Per asset of the latest validation run: expectations, critical and warning failures."""
+    return _frame(
+        con,
+        VALIDATION_RESULTS_TABLE,
+        """
+        with latest as (select run_id from {r} order by validated_at desc limit 1)
+        select
+            run_id, asset,
+            count(*) as expectations,
+            count(*) filter (where not success and critical) as critical_failed,
+            count(*) filter (where not success and not critical) as warnings
+        from {r} where run_id in (select run_id from latest)
+        group by run_id, asset order by critical_failed desc, warnings desc, asset
+        """,
+    )
+
+
+def _newest_scored_day(con: Any, version: str) -> date | None:
+    if not _exists(con, PREDICTIONS_TABLE):
+        return None
+    (day,) = con.execute(
+        f"select max(as_of_date) from {PREDICTIONS_TABLE} where model_version = ?", [version]
+    ).fetchone() or (None,)
+    return day
+
+
+def _window_end(con: Any, reference: ChampionReference) -> date:
+    scored = _newest_scored_day(con, reference.version)
+    if scored is not None:
+        return scored
+    (day,) = con.execute(
+        f"select max(as_of_date) from {CHURN.relation} where feature_set_version = ?",
+        [reference.feature_set_version],
+    ).fetchone() or (None,)
+    if day is None:
+        raise ValueError(f"no rows of feature set version {reference.feature_set_version!r}")
+    return day
+
+
+def _current_scores(con: Any, version: str, start: date, end: date) -> pd.DataFrame:
+    return con.execute(
+        f"""
+        select user_id, churn_probability from {PREDICTIONS_TABLE}
+        where model_version = ? and as_of_date >= ? and as_of_date <= ?
+        qualify row_number() over (partition by user_id order by as_of_date desc) = 1
+        """,
+        [version, start, end],
+    ).df()
+
+
+def _drift_rows(
+    check: DriftCheck, scope: str, run_id: str, at: datetime, version: str
+) -> pd.DataFrame:
+    rows = check.rows.assign(
+        run_id=run_id,
+        measured_at=at,
+        model_name="loopline-churn",
+        model_version=version,
+        scope=scope,
+    )
+    columns = [
+        "run_id", "measured_at", "model_name", "model_version", "scope", "feature", "aspect",
+        "kind", "test", "statistic", "p_value", "p_adjusted", "effect_name", "effect",
+        "min_effect", "drifted", "is_ignored", "psi", "n_reference", "n_current",
+        "reference_mean", "current_mean", "note",
+    ]  # fmt: skip
+    return rows[columns]
+
+
+def _append(con: Any, table: str, frame: pd.DataFrame) -> None:
+    from loopline.warehouse import ensure
+
+    ensure(con, table)
+    if frame.empty:
+        return
+    con.register("_monitor_rows", frame)
+    try:
+        con.execute(f"insert into {table} by name select * from _monitor_rows")
+    finally:
+        con.unregister("_monitor_rows")
+
+
+def _plots(
+    check: DriftCheck | None, reference: pd.DataFrame, current: pd.DataFrame, out: Path
+) -> list[Path]:
+    from ml.monitoring.report import distribution_plot
+
+    if check is None:
+        return []
+    values = check.rows[check.rows["aspect"] == "values"]
+    ranked = values.sort_values(["drifted", "effect"], ascending=[False, False])
+    names = list(dict.fromkeys(ranked["feature"]))[:_TOP_PLOTS]
+    return [distribution_plot(reference[n], current[n], n, out) for n in names]
+
+
+def _prediction_reference(reference: ChampionReference, config: MonitoringConfig) -> pd.DataFrame:
+    """The champion's scores on its holdout rows (one per user) that found a feature row."""
+    from ml.registry import load_sklearn_version
+
+    model = load_sklearn_version(reference.model_name, reference.version)
+    found = reference.holdout[reference.feature_columns].notna().any(axis=1)
+    holdout = one_row_per(reference.holdout[found], config.drift.entity, config.drift.sample_seed)
+    return pd.DataFrame({PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]})
+
+
+def _served(settings: Settings, reference: ChampionReference, config: MonitoringConfig,
+            ref_rows: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    served = served_window(
+        settings.data_dir / "predictions" / "serving", reference.version,
+        reference.feature_columns, config.drift.window_days, config.drift.entity,
+    )  # fmt: skip
+    for column in reference.feature_columns:  # JSON nulls must not turn a number into text
+        if column in served and pd.api.types.is_numeric_dtype(ref_rows[column]):
+            served[column] = pd.to_numeric(served[column], errors="coerce")
+    return served
+
+
+def measure(
+    settings: Settings,
+    config: MonitoringConfig,
+    *,
+    retrain_enabled: bool = True,
+    refresh_marts: bool = True,
+) -> MonitorResult:
+    """One monitoring run: measure, store, report, log to MLflow; return it with its trigger."""
+    from loopline.warehouse import reading
+    from ml.registry import RegistryError
+
+    if not settings.resolved_warehouse_path.exists():
+        raise NoWarehouseError(settings.resolved_warehouse_path)
+    started = datetime.now(UTC).replace(tzinfo=None)
+    run_id = f"mon-{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    notes: list[str] = []
+    if refresh_marts:
+        from loopline.dbt import run_dbt
+
+        run_dbt(settings, ["build", "--select", *OUTCOME_MODELS])
+
+    reference: ChampionReference | None = None
+    window: tuple[date, date] | None = None
+    ref_rows = cur_rows = scores = pd.DataFrame()
+    with reading(settings) as con:
+        try:
+            reference = champion_reference(settings, con)
+        except RegistryError as exc:
+            notes.append(str(exc))
+        if reference is not None:
+            (data_from,) = con.execute(
+                f"select min(as_of_date) from {CHURN.relation} where feature_set_version = ?",
+                [reference.feature_set_version],
+            ).fetchone() or (None,)
+            end = _window_end(con, reference)
+            cur_rows = latest_window(
+                con, CHURN.relation, reference.feature_set_version, end,
+                config.drift.window_days, config.drift.entity,
+            )  # fmt: skip
+            window = (min(cur_rows["as_of_date"]).date() if len(cur_rows) else end, end)
+            ref_rows = reference_rows(
+                reference.frame, "as_of_date", data_from, reference.feature_columns, config.drift
+            )
+            if _exists(con, PREDICTIONS_TABLE):
+                scores = _current_scores(con, reference.version, *window)
+        churn_outcomes = _frame(con, _CHURN_OUTCOMES)
+        recs_outcomes = _frame(con, _RECS_OUTCOMES)
+        data_quality = data_quality_summary(con)
+        history = _frame(con, MODEL_PERFORMANCE_TABLE)
+
+    drift: dict[str, DriftCheck] = {}
+    if reference is not None and len(cur_rows):
+        columns = reference.feature_columns
+        drift[FEATURES] = compare(ref_rows, cur_rows, columns, config.drift)
+        if not reference.reproduced:
+            notes.append("the rebuilt training set differs from the logged one (content hash)")
+        served = _served(settings, reference, config, ref_rows)
+        if len(served) >= config.drift.min_served_rows:
+            drift[SERVED] = compare(ref_rows, served, columns, config.drift)
+        else:
+            notes.append(f"{len(served)} served requests of v{reference.version} in the window: "
+                         f"fewer than {config.drift.min_served_rows}, not compared")  # fmt: skip
+        if len(scores):
+            ref_scores = _prediction_reference(reference, config)
+            drift[PREDICTIONS] = compare(ref_scores, scores, [PREDICTION], config.drift)
+        else:
+            notes.append(f"no predictions of v{reference.version} yet: prediction drift skipped")
+
+    metrics = [
+        churn_window_metrics(churn_outcomes) if len(churn_outcomes) else pd.DataFrame(),
+        recommender_window_metrics(recs_outcomes) if len(recs_outcomes) else pd.DataFrame(),
+    ]
+    metrics = [m for m in metrics if not m.empty]
+    performance = performance_rows(
+        pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=METRIC_COLUMNS),
+        config.performance.rules,
+        config.performance.min_rows,
+    ).assign(run_id=run_id, measured_at=started)
+
+    version = reference.version if reference else None
+    judged = [drift[s].rows.assign(scope=s) for s in (FEATURES, SERVED) if s in drift]
+    result = MonitorResult(
+        run_id, version, drift, performance, data_quality, None,
+        settings.reports_dir / "monitoring" / run_id / "report.html", None, window, notes,
+    )  # fmt: skip
+    trigger = decide_trigger(
+        run_id, "loopline-churn", version, performance,
+        pd.concat(judged, ignore_index=True) if judged else pd.DataFrame(), result.confirmed,
+        config.retrain, retrain_enabled,
+    )  # fmt: skip
+    result = replace(result, trigger=trigger)
+    run_row = _run_row(settings, result, started, len(ref_rows), len(cur_rows), reference)
+
+    parts = [h for h in (history, performance) if not h.empty]
+    all_history = pd.concat(parts, ignore_index=True) if parts else performance
+    _write_report(result, run_row, reference, ref_rows, cur_rows, all_history, data_quality)
+    result = replace(result, mlflow_run_id=_log_mlflow(settings, result, run_row))
+    run_row.update(mlflow_run_id=result.mlflow_run_id,
+                   finished_at=datetime.now(UTC).replace(tzinfo=None))  # fmt: skip
+    _store(settings, result, run_row, started)
+    return result
+
+
+def _run_row(
+    settings: Settings,
+    result: MonitorResult,
+    started: datetime,
+    reference_rows: int,
+    current_rows: int,
+    reference: ChampionReference | None,
+) -> dict[str, Any]:
+    quality = result.data_quality
+    window = result.window
+    prediction = result.prediction_drift
+    return {
+        "run_id": result.run_id,
+        "started_at": started,
+        "model_name": "loopline-churn",
+        "champion_version": result.champion_version,
+        "recommender_version": _champion("loopline-recommender", settings),
+        "reference_rows": reference_rows,
+        "reference_reproduced": reference.reproduced if reference else None,
+        "current_window_start": window[0] if window else None,
+        "current_window_end": window[1] if window else None,
+        "current_rows": current_rows,
+        "dataset_drifted": bool(result.confirmed) if result.feature_drift else None,
+        "drifted_features": json.dumps(result.confirmed),
+        "prediction_drifted": prediction.drifted if prediction else None,
+        "rules_failed": result.count(FAIL),
+        "rules_passed": result.count(PASS),
+        "rules_no_data": result.count(NO_DATA),
+        "validation_run_id": str(quality["run_id"].iloc[0]) if len(quality) else None,
+        "validation_critical_failed": int(quality["critical_failed"].sum())
+        if len(quality)
+        else None,
+        "validation_warnings": int(quality["warnings"].sum()) if len(quality) else None,
+        "retrain_triggered": bool(result.trigger and result.trigger.fires),
+        "report_path": str(result.report),
+    }
+
+
+def _store(
+    settings: Settings, result: MonitorResult, run_row: dict[str, Any], at: datetime
+) -> None:
+    from loopline.warehouse import writing
+
+    with writing(settings) as con:
+        _append(con, MONITOR_RUNS_TABLE, pd.DataFrame([run_row]))
+        version = result.champion_version
+        for scope, check in result.drift.items():
+            if version is not None:
+                _append(
+                    con, FEATURE_DRIFT_TABLE, _drift_rows(check, scope, result.run_id, at, version)
+                )
+        _append(con, MODEL_PERFORMANCE_TABLE, result.performance)
+
+
+def _champion(model_name: str, settings: Settings) -> str | None:
+    from ml.registry import CHAMPION, alias_version, configure
+
+    return alias_version(configure(settings), model_name, CHAMPION)
+
+
+def _write_report(
+    result: MonitorResult,
+    run_row: dict[str, Any],
+    reference: ChampionReference | None,
+    ref_rows: pd.DataFrame,
+    cur_rows: pd.DataFrame,
+    history: pd.DataFrame,
+    data_quality: pd.DataFrame,
+) -> Path:
+    from ml.monitoring.report import performance_plots, write_monitoring_report
+
+    if result.trigger is None:
+        retrain = "No retraining: nothing asked for it."
+    elif result.trigger.fires:
+        retrain = (
+            "Retraining triggered: the new version is promoted only if it passes the gate "
+            "and beats the champion on the latest labelled days."
+        )
+    else:
+        retrain = "Retraining is disabled (retrain.enabled or --no-retrain): reported only."
+    summary = {k: v for k, v in run_row.items() if k not in ("report_path",)}
+    summary.update({"notes": "; ".join(result.notes) or "-"})
+    with tempfile.TemporaryDirectory(prefix="loopline-monitor-") as tmp:
+        plots = _plots(result.feature_drift, ref_rows, cur_rows, Path(tmp))
+        charts = performance_plots(history, Path(tmp)) if not history.empty else []
+        return write_monitoring_report(
+            result.report, summary, result.trigger.reasons if result.trigger else [], retrain,
+            result.feature_drift.rows if result.feature_drift else pd.DataFrame(),
+            result.prediction_drift.rows if result.prediction_drift else pd.DataFrame(),
+            result.drift[SERVED].rows if SERVED in result.drift else pd.DataFrame(),
+            plots, result.performance, charts, data_quality,
+            reference.lineage if reference else {},
+        )  # fmt: skip
+
+
+def _log_mlflow(settings: Settings, result: MonitorResult, run_row: dict[str, Any]) -> str:
+    import mlflow
+
+    from ml.registry import CHURN_MODEL, DESCRIPTION_TAG, configure, experiment_for
+
+    client = configure(settings)
+    experiment = experiment_for(settings, MONITORING_EXPERIMENT)
+    if client.get_experiment(experiment).tags.get(DESCRIPTION_TAG) is None:
+        client.set_experiment_tag(experiment, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
+    tags = {
+        "monitor.run_id": result.run_id,
+        "model": CHURN_MODEL,
+        "champion_version": str(result.champion_version),
+        DESCRIPTION_TAG: f"Monitoring run: {result.summary()}",
+    }
+    metrics = {
+        "drifted_features": float(len(result.confirmed)),
+        "dataset_drifted": float(bool(result.confirmed)),
+        "prediction_drifted": float(
+            bool(result.prediction_drift and result.prediction_drift.drifted)
+        ),
+        "rules_failed": float(run_row["rules_failed"]),
+        "rules_passed": float(run_row["rules_passed"]),
+        "retrain_triggered": float(run_row["retrain_triggered"]),
+    }
+    with mlflow.start_run(experiment_id=experiment, run_name=result.run_id) as run:
+        mlflow.set_tags(tags)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_artifact(str(result.report), "report")
+    if result.champion_version is not None:
+        client.set_model_version_tag(
+            CHURN_MODEL, result.champion_version, "monitoring.last_run_id", run.info.run_id
+        )
+    return str(run.info.run_id)
+
+
+def default_training(settings: Settings) -> Callable[[], ChurnOutcome]:
+    """The ordinary churn training step with `conf/ml.yaml` (what a trigger runs)."""
+    from ml.churn.train import train_churn
+    from ml.config import load_ml_config
+
+    return lambda: train_churn(settings, load_ml_config(settings.ml_config).churn)
+
+
+def monitor(
+    settings: Settings,
+    config: MonitoringConfig,
+    *,
+    retrain: bool = True,
+    train: Callable[[], ChurnOutcome] | None = None,
+    refresh_marts: bool = True,
+) -> MonitorOutcome:
+    """`measure`, then the training the trigger asks for, then the trigger's record."""
+    result = measure(settings, config, retrain_enabled=retrain, refresh_marts=refresh_marts)
+    outcome = None
+    if result.trigger is not None:
+        if result.trigger.fires:
+            try:
+                outcome = (train or default_training(settings))()
+            except Exception as exc:
+                record_trigger(settings, result.trigger, error=str(exc))
+                raise
+        record_trigger(settings, result.trigger, outcome.decision if outcome else None)
+    return MonitorOutcome(result, outcome)
