@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from ml.churn.model import as_model_input
 from ml.drift import DriftReport, detect_drift
 from ml.monitoring.config import DriftConfig
-from ml.churn.model import as_model_input
 
 PREDICTION = "churn_probability"
 

@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 
 from loopline.settings import Settings
+from ml.churn.model import as_model_input, split_by_time
 from ml.churn.train import LABEL, TIME
 from ml.features.training_sets import churn_training_set
 from ml.registry import CHAMPION, CHURN_MODEL, RegistryError, alias_version, configure, version_tags
-from ml.churn.model import as_model_input, split_by_time
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,8 +26,8 @@ def _loop(data_dir: Path, drift: bool) -> dict[str, Any]:
     from loopline.dbt import run_dbt
     from loopline.ingest.run import ingest
     from loopline.simulate import simulate
-    from ml.churn.train import train_churn
     from ml.churn.score import score_churn
+    from ml.churn.train import train_churn
 
     settings = Settings(data_dir=data_dir)
     scenario = {"drift_kind": "price_rise", "drift_start": DRIFT_FROM} if drift else {}

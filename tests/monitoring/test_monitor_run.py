@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from ml.churn.model import TrainParams
+from ml.churn.score import score_churn
 from ml.churn.train import train_churn
 from ml.config import ChurnConfig, RecommenderConfig
 from ml.monitoring.config import load_monitoring_config
@@ -15,8 +17,6 @@ from ml.monitoring.run import MONITORING_EXPERIMENT, monitor
 from ml.recommender.score import recommend_all
 from ml.recommender.train import train_recommender
 from ml.registry import PromotionPolicy
-from ml.churn.score import score_churn
-from ml.churn.model import TrainParams
 from tests.conftest import copy_company, query
 
 # the small company is too small for a user-disjoint holdout (see tests/ml/test_loop_e2e.py)
