@@ -13,14 +13,13 @@ calls the task functions directly, outside Prefect), so both leave the same stat
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TypedDict
 
-from prefect import flow, get_run_logger, task
-from prefect.exceptions import MissingContextError
+from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
+from flows.logs import run_logger
 from loopline import progress
 from loopline.progress import phase
 from loopline.settings import get_settings
@@ -33,14 +32,6 @@ class LineParams(BaseModel):
 
     catalogue_url: str | None = None  # default: LOOPLINE_CATALOGUE_URL
     full_refresh: bool = False
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The run's logger in a flow or task run; loopline's own when the CLI calls a step."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return progress.logger
 
 
 class Loaded(TypedDict):

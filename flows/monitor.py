@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
+from flows.logs import run_logger
 from loopline import progress
 from loopline.settings import get_settings
 
@@ -40,7 +41,7 @@ def measure_task(retrain: bool) -> dict[str, object]:
     trigger = result.trigger
     progress.phase("monitor", result.summary(), time.perf_counter() - started, ok=trigger is None)
     for reason in trigger.reasons if trigger else []:
-        get_run_logger().warning("retrain trigger: %s", reason)
+        run_logger().warning("retrain trigger: %s", reason)
     return {
         "run_id": result.run_id,
         "summary": result.summary(),

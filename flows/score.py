@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 from datetime import date
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.logs import run_logger
 from loopline import progress
 from loopline.settings import get_settings
 
@@ -34,7 +35,7 @@ def score_churn_task(as_of: date | None) -> dict[str, object]:
     started = time.perf_counter()
     if alias_version(configure(settings), CHURN_MODEL, CHAMPION) is None:
         # like the recommender below: nothing to score with is news, not a crash
-        get_run_logger().warning("no churn @champion yet (no version passed the gate); skipped")
+        run_logger().warning("no churn @champion yet (no version passed the gate); skipped")
         progress.phase("score", "no churn @champion yet (none passed the gate): skipped", ok=False)
         return {"as_of": None, "rows": 0, "version": None}
     with progress.track("scoring users", unit="users") as bar:
@@ -44,7 +45,7 @@ def score_churn_task(as_of: date | None) -> dict[str, object]:
         f"churn v{report.model_version}: {report.rows:,} users as of {report.as_of}",
         time.perf_counter() - started,
     )
-    get_run_logger().info(
+    run_logger().info(
         "churn v%s: %s users as of %s -> %s", report.model_version, report.rows, report.as_of,
         report.table,
     )  # fmt: skip
@@ -59,7 +60,7 @@ def recommend_task(as_of: date | None, k: int) -> dict[str, object]:
     started = time.perf_counter()
     report = recommend_all(get_settings(), as_of, k)
     if report is None:
-        get_run_logger().warning("no recommender @champion yet; skipped")
+        run_logger().warning("no recommender @champion yet; skipped")
         progress.phase("recommend", "no recommender @champion yet: skipped", ok=False)
         return {"rows": 0}
     progress.phase(
@@ -67,7 +68,7 @@ def recommend_task(as_of: date | None, k: int) -> dict[str, object]:
         f"recommender v{report.model_version}: top {k} for {report.users:,} users",
         time.perf_counter() - started,
     )
-    get_run_logger().info(
+    run_logger().info(
         "recommender v%s: %s rows -> %s", report.model_version, report.rows, report.table
     )
     return {"rows": report.rows, "version": report.model_version}

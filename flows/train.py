@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
+from flows.logs import run_logger
 from loopline.progress import phase
 from loopline.settings import get_settings
 
@@ -40,7 +41,7 @@ def train_churn_model() -> dict[str, object]:
         f"{outcome.metrics['holdout_roc_auc']:.3f}{bayes}: {outcome.decision.action}",
         time.perf_counter() - started,
     )
-    get_run_logger().info(
+    run_logger().info(
         "churn v%s (%s): holdout ROC AUC %.3f, Bayes-optimal %s; %s; report %s",
         outcome.version, outcome.kind, outcome.metrics["holdout_roc_auc"],
         f"{outcome.bayes_auc:.3f}" if outcome.bayes_auc is not None else "n/a",
@@ -71,7 +72,7 @@ def train_recommender_model() -> dict[str, object]:
         f"(popular {outcome.baseline['recall_at_k']:.3f}): {outcome.decision.action}",
         time.perf_counter() - started,
     )
-    get_run_logger().info(
+    run_logger().info(
         "recommender v%s: recall@%s %.3f vs popularity %.3f; %s",
         outcome.version, outcome.k, outcome.metrics["recall_at_k"],
         outcome.baseline["recall_at_k"], outcome.decision.summary(),

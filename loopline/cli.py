@@ -431,39 +431,22 @@ def validate(
 def train(
     model: Annotated[str, typer.Option(help="churn | recommender | all")] = "all",
 ) -> None:
-    """Train, evaluate and register the models; promote a challenger that earns it."""
-    from ml.config import ConfigError, load_ml_config
+    """Train, evaluate and register the models; promote a challenger that earns it.
+
+    Runs the training flow's steps (flows/train.py), as the weekly deployment does."""
+    from flows.train import train_churn_model, train_recommender_model
+    from ml.config import ConfigError
     from ml.registry import RegistryError
 
-    settings = _settings()
+    _settings()
     if model not in ("churn", "recommender", "all"):
         raise _fail(f"--model {model!r}: choose churn, recommender or all")
     try:
-        config = load_ml_config(settings.ml_config)
         if model in ("churn", "all"):
-            from ml.churn.train import train_churn
-
-            with console.status("training the churn model (grid search on time folds)"):
-                outcome = train_churn(settings, config.churn)
-            auc = outcome.metrics["holdout_roc_auc"]
-            bayes = f", Bayes-optimal {outcome.bayes_auc:.3f}" if outcome.bayes_auc else ""
-            console.print(
-                f"churn v{outcome.version} ({outcome.kind}): holdout ROC AUC {auc:.3f}{bayes}"
-            )
-            console.print(f"  {outcome.decision.summary()}")
-            console.print(f"  report: {outcome.report}")
+            churn = train_churn_model.fn()
+            console.print(f"  report: {churn['report']}")
         if model in ("recommender", "all"):
-            from ml.recommender.train import train_recommender
-
-            with console.status("training the recommender"):
-                recs = train_recommender(settings, config.recommender)
-            console.print(
-                f"recommender v{recs.version}: recall@{recs.k} {recs.metrics['recall_at_k']:.3f} "
-                f"(popularity {recs.baseline['recall_at_k']:.3f}), "
-                f"NDCG@{recs.k} {recs.metrics['ndcg_at_k']:.3f} "
-                f"(popularity {recs.baseline['ndcg_at_k']:.3f})"
-            )
-            console.print(f"  {recs.decision.summary()}")
+            train_recommender_model.fn()
     except (ConfigError, RegistryError, ValueError) as exc:
         raise _fail(str(exc)) from exc
 
@@ -478,35 +461,19 @@ def score(
     ] = None,
     k: Annotated[int, typer.Option(help="Recommendations per user.", min=1, max=100)] = 10,
 ) -> None:
-    """Batch-score every active user with @champion; write top-N recommendations for every user."""
-    from ml.churn.score import score_churn
+    """Batch-score every active user with @champion; write top-N recommendations for every user.
+
+    Runs the scoring flow's steps (flows/score.py), as the daily deployment does."""
+    from flows.score import recommend_task, score_churn_task
     from ml.registry import RegistryError
 
-    settings = _settings()
+    _settings()
     try:
-        with console.status("scoring every active user with @champion") as status:
-            done = 0
-
-            def advance(rows: int) -> None:
-                nonlocal done
-                done += rows
-                status.update(f"scoring every active user with @champion: {done:,} rows")
-
-            report = score_churn(settings, as_of, progress=advance)
-        console.print(
-            f"churn v{report.model_version}: {report.rows:,} users scored as of {report.as_of} "
-            f"-> {report.table} (replaced {report.replaced:,} earlier rows of this version and day)"
-        )
-        from ml.recommender.score import recommend_all
-
-        recs = recommend_all(settings, report.as_of, k)
-        if recs is None:
-            console.print("recommender: no @champion yet; skipped (run `loopline train`)")
-        else:
-            console.print(
-                f"recommender v{recs.model_version}: top {k} for {recs.rows // k:,} users "
-                f"-> {recs.table}"
-            )
+        churn = score_churn_task.fn(as_of)
+        scored = churn["as_of"]
+        recommend_task.fn(scored if isinstance(scored, date) else as_of, k)
+        if churn["version"] is None:
+            raise _fail("no @champion yet for the churn model: run `loopline train` first")
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
 
