@@ -607,7 +607,8 @@ def stream(
     where = settings.stream_url or str(settings.resolved_stream_spool_path)
     console.print(
         f"consuming {where} into {_shown(settings.landing_dir / 'events')}/ "
-        f"(metrics {_shown(metrics_path(settings))})"
+        f"(metrics {_shown(metrics_path(settings))})",
+        soft_wrap=True,
     )
     try:
         Consumer(settings, source, features, report_every).run(stop, idle_exit)
@@ -643,7 +644,8 @@ def produce(
     spike = f", x{spike_factor:g} after {spike_after:g} s for {spike_seconds:g} s"
     console.print(
         f"publishing {rate:g} events/s{spike if spike_factor > 1 else ''} to "
-        f"{settings.stream_url or _shown(settings.resolved_stream_spool_path)}"
+        f"{settings.stream_url or _shown(settings.resolved_stream_spool_path)}",
+        soft_wrap=True,
     )
     try:
         sent = publish(

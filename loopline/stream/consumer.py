@@ -174,7 +174,8 @@ class Consumer:
         progress.phase(
             "stream",
             f"{m.events_per_second:,.0f} events/s, lag {m.lag_events:,}, batch ≤{m.batch_size:,}, "
-            f"{m.events_total:,} events in {m.batches_total:,} files ({m.source})",
+            f"{m.events_total:,} events landed in {m.batches_total:,} "
+            f"file{'' if m.batches_total == 1 else 's'} ({m.source})",
         )
         self._interval_events = 0
         self._interval_start = time.monotonic()

@@ -45,8 +45,8 @@ def simulated_lines(settings: Settings, days: int | None = None) -> Iterator[str
     while days is None or done < days:
         out = simulate_day(state, state.last_day + 1)
         lines = event_lines(state, out.sessions)
-        clean = lines.filter(pc.equal(lines.column("defect"), 0)).filter(
-            pc.equal(lines.column("copy"), 0)
+        clean = lines.filter(
+            pc.and_(pc.equal(lines.column("defect"), 0), pc.equal(lines.column("copy"), 0))
         )
         clean = clean.sort_by([("arrival_ms", "ascending"), ("event_id", "ascending")])
         yield from clean.column("line").to_pylist()
