@@ -171,11 +171,11 @@ class Consumer:
         m.events_per_second = round(self._interval_events / elapsed, 1)
         m.lag_events = self.source.lag()
         self._write_metrics()
+        files = f"file{'' if m.batches_total == 1 else 's'}"
         progress.phase(
             "stream",
-            f"{m.events_per_second:,.0f} events/s, lag {m.lag_events:,}, batch ≤{m.batch_size:,}, "
-            f"{m.events_total:,} events landed in {m.batches_total:,} "
-            f"file{'' if m.batches_total == 1 else 's'} ({m.source})",
+            f"{m.source}: lag {m.lag_events:,}, {m.events_per_second:,.0f} events/s, "
+            f"batch ≤{m.batch_size:,}; {m.events_total:,} events in {m.batches_total:,} {files}",
         )
         self._interval_events = 0
         self._interval_start = time.monotonic()

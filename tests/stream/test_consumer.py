@@ -168,3 +168,16 @@ def test_every_entry_of_a_batch_lands_in_stream_order(settings):
     SpoolTarget(settings.resolved_stream_spool_path).publish([e.line for e in entries])
     Consumer(settings, open_source(settings), features=False).run(idle_exit_s=0.1)
     assert landed_ids(settings.landing_dir) == ["e1", "e2", "e3"]
+
+
+def test_the_consumer_keeps_landing_while_the_warehouse_writer_is_busy(settings, tmp_path):
+    """The warehouse is held (open, under the writer lock) for the whole run."""
+    SpoolTarget(settings.resolved_stream_spool_path).publish([event(i) for i in range(50)])
+    log = tmp_path / "stream.log"
+    with writing(settings):
+        consumer = _consumer(settings, log, 0.2, "--idle-exit", "0.5")
+        try:
+            assert consumer.wait(timeout=WAIT_S) == 0, log.read_text()[-2000:]
+        finally:
+            consumer.kill()
+        assert Counter(landed_ids(settings.landing_dir)) == Counter(f"e{i}" for i in range(50))
