@@ -573,7 +573,9 @@ StreamKey = Annotated[str, typer.Option(help="The Redis stream's key (with LOOPL
 @app.command()
 def stream(
     key: StreamKey = "loopline:viewing-events",
-    consumer: Annotated[str, typer.Option(help="This consumer's name in its group.")] = "landing-1",
+    consumer: Annotated[
+        str, typer.Option(help="This consumer's name in its group (letters, digits, _).")
+    ] = "landing",
     report_every: Annotated[
         float, typer.Option(help="Seconds between the lag/throughput lines.", min=0.1)
     ] = 10.0,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STREAM_KEY = "loopline:viewing-events"
 DEFAULT_GROUP = "loopline-landing"
-DEFAULT_CONSUMER = "landing-1"
+DEFAULT_CONSUMER = "landing"
+_CONSUMER_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _READ_BYTES = 4 << 20  # the most the spool source reads per call
 
 
@@ -53,7 +56,7 @@ class LandedRange:
 class Source(ABC):
     """A stream the consumer reads, acknowledging entries once they are durably landed."""
 
-    name: str  # short, file-name safe: "spool" or "redis"
+    name: str  # file-name safe, no "-": "spool", or "redis.<consumer>.<stream hash>"
 
     @abstractmethod
     def read(self, max_entries: int, block_s: float) -> list[Entry]:
@@ -243,8 +246,6 @@ class RedisSource(Source):
     acknowledged), then new ones, so nothing delivered before a crash is skipped.
     """
 
-    name = "redis"
-
     def __init__(
         self,
         url: str,
@@ -254,7 +255,15 @@ class RedisSource(Source):
     ) -> None:
         import redis
 
+        if not _CONSUMER_NAME.match(consumer):
+            raise StreamError(
+                f"consumer name {consumer!r}: use letters, digits and underscores only"
+            )
         self.key, self.group, self.consumer = key, group, consumer
+        # a file name tag per (stream, group, consumer): recovery acknowledges only entries
+        # this consumer landed, never those another consumer (or stream) had in its files
+        digest = hashlib.sha256(f"{key}\n{group}".encode()).hexdigest()[:8]
+        self.name = f"redis.{consumer}.{digest}"
         self._client = _redis_client(url)
         try:
             self._client.xgroup_create(key, group, id="0", mkstream=True)

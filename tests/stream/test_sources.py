@@ -85,3 +85,25 @@ def test_a_consumer_group_rereads_its_unacknowledged_entries_after_a_restart(red
     assert restarted.lag() == 2  # entries 5 and 6: read, not acknowledged
     restarted.close()
     target.close()
+
+
+@pytest.mark.redis
+def test_a_restarted_consumer_recovers_only_what_it_landed_itself(redis_key, tmp_path):
+    from loopline.stream import sink
+
+    RedisTarget(REDIS_URL, redis_key).publish([event(i) for i in range(1, 5)])
+    one = RedisSource(REDIS_URL, redis_key, group="g", consumer="one")
+    two = RedisSource(REDIS_URL, redis_key, group="g", consumer="two")
+    assert one.name != two.name and "-" not in one.name
+    first = one.read(2, 0)
+    sink.land(tmp_path, one.name, first)  # landed, then both processes die
+    sink.land(tmp_path, two.name, two.read(2, 0))
+    one.close()
+    two.close()
+
+    again = RedisSource(REDIS_URL, redis_key, group="g", consumer="one")
+    assert again.recover(sink.landed_ranges(tmp_path, again.name)) == 2
+    assert again.lag() == 2  # the other consumer's two entries stay pending for it
+    again.close()
+    with pytest.raises(StreamError, match="letters, digits"):
+        RedisSource(REDIS_URL, redis_key, group="g", consumer="landing-1")
