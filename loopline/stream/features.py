@@ -78,6 +78,13 @@ def streaming_features(
         recent = {s: t for s, t in updated[user].items() if t > at - WINDOW}
         updated[user] = recent
         rows.append([user, show, at, len(recent)])
+    if latest:  # forget users with no session in the hour before the newest event
+        horizon = max(at for at, _ in latest.values()) - WINDOW
+        updated = {
+            user: sessions
+            for user, sessions in updated.items()
+            if any(t > horizon for t in sessions.values())
+        }
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["sessions_last_hour"] = frame["sessions_last_hour"].astype("int64")
     frame["last_watched_at"] = pd.to_datetime(frame["last_watched_at"])

@@ -36,12 +36,19 @@ def test_features_name_each_users_latest_show_and_count_sessions_of_the_last_hou
     assert rows.loc["2", "sessions_last_hour"] == 1
     assert (frame["feature_timestamp"] == frame["last_watched_at"]).all()
     assert set(window["1"]) == {"s2", "s3"}
+    assert "2" not in window  # no session in the hour before the batch's newest event
 
     # the next batch counts the sessions the window still holds
     later = [event(6, user=1, show="sh_c", session="s4", at="2026-03-01T10:30:00Z")]
     window, frame = streaming_features(window, later)
     assert frame.loc[0, "sessions_last_hour"] == 3
     assert set(window["1"]) == {"s2", "s3", "s4"}
+
+    # an hour later, the sessions before it are forgotten
+    window, _ = streaming_features(
+        window, [event(7, user=1, show="sh_c", session="s4", at="2026-03-01T11:00:00Z")]
+    )
+    assert set(window["1"]) == {"s3", "s4"}
 
 
 def test_the_show_watched_last_goes_first_in_the_history_once():
