@@ -14,6 +14,7 @@ for the monitor and `loopline status`, and one `progress.phase` line per report 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,11 +28,12 @@ from typing import TYPE_CHECKING
 from loopline import progress
 from loopline.stream import sink
 from loopline.stream.batcher import Batcher
-from loopline.stream.features import streaming_features, write_features
+from loopline.stream.features import open_store, streaming_features, write_features
 from loopline.stream.sources import Entry, Source
 
 if TYPE_CHECKING:
     from loopline.settings import Settings
+    from ml.online_store import OnlineStore
 
 log = logging.getLogger("loopline.stream")
 
@@ -92,6 +94,7 @@ class Consumer:
         )
         self.metrics = StreamMetrics(self.source.name, _now(), batch_size=self.batcher.size)
         self._window: dict[str, dict[str, datetime]] = {}
+        self._store: OnlineStore | None = None  # opened at the first features write
         self._interval_events = 0
         self._interval_start = time.monotonic()
 
@@ -129,9 +132,12 @@ class Consumer:
                 and self.source.lag() == 0
             ):
                 break
-        if self.batcher.entries:
-            self.flush()
-        self._report()
+        try:
+            if self.batcher.entries:
+                self.flush()
+            self._report()
+        finally:
+            self._close_store()
         return self.metrics
 
     def flush(self) -> Path:
@@ -156,10 +162,19 @@ class Consumer:
     def _features(self, batch: list[Entry]) -> None:
         try:
             self._window, rows = streaming_features(self._window, (e.line for e in batch))
-            self.metrics.feature_users_total += write_features(self.settings, rows)
+            if self._store is None:
+                self._store = open_store(self.settings)
+            self.metrics.feature_users_total += write_features(self._store, rows)
         except Exception as exc:  # landing matters more than features: say so and go on
             self.metrics.feature_errors += 1
             log.warning("streaming features not written: %s", exc)
+            self._close_store()  # reopened for the next batch (a Redis restart, say)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None
 
     def _maybe_report(self) -> None:
         if time.monotonic() - self._interval_start >= self.report_every_s:

@@ -23,6 +23,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from loopline.settings import Settings
+    from ml.online_store import OnlineStore
 
 STREAM_FEATURE_SET = "user_streaming"
 STREAM_FEATURE_SET_VERSION = "stream-v1"
@@ -120,19 +121,23 @@ def history_rows(
     return frame
 
 
-def write_features(settings: Settings, features: pd.DataFrame) -> int:
-    """Store `features` and the users' updated histories in the online store; return users."""
-    if features.empty:
-        return 0
+def open_store(settings: Settings) -> OnlineStore:
+    """The online store the serving API reads (as `loopline build` materialises it)."""
     from ml.online_store import open_online_store  # moves to ml/features/online/ (issue 12)
 
-    with open_online_store(settings) as store:
-        store.write(STREAM_FEATURE_SET, features, ["user_id"])
-        users = features["user_id"].tolist()
-        stored: dict[str, tuple[list[str], str | None]] = {}
-        for user, vector in zip(users, store.get(HISTORY_FEATURE_SET, users), strict=True):
-            if vector is not None:
-                shows = json.loads(str(vector.values.get("recent_shows") or "[]"))
-                stored[user] = (shows, vector.feature_set_version)
-        store.write(HISTORY_FEATURE_SET, history_rows(features, stored), ["user_id"])
+    return open_online_store(settings)
+
+
+def write_features(store: OnlineStore, features: pd.DataFrame) -> int:
+    """Store `features` and the users' updated histories in `store`; return how many users."""
+    if features.empty:
+        return 0
+    store.write(STREAM_FEATURE_SET, features, ["user_id"])
+    users = features["user_id"].tolist()
+    stored: dict[str, tuple[list[str], str | None]] = {}
+    for user, vector in zip(users, store.get(HISTORY_FEATURE_SET, users), strict=True):
+        if vector is not None:
+            shows = json.loads(str(vector.values.get("recent_shows") or "[]"))
+            stored[user] = (shows, vector.feature_set_version)
+    store.write(HISTORY_FEATURE_SET, history_rows(features, stored), ["user_id"])
     return len(features)

@@ -181,3 +181,12 @@ def test_the_consumer_keeps_landing_while_the_warehouse_writer_is_busy(settings,
         finally:
             consumer.kill()
         assert Counter(landed_ids(settings.landing_dir)) == Counter(f"e{i}" for i in range(50))
+
+
+def test_an_unreachable_online_store_costs_features_not_events(settings):
+    broken = settings.model_copy(update={"online_store_url": "redis://127.0.0.1:1/0"})
+    SpoolTarget(broken.resolved_stream_spool_path).publish([event(i) for i in range(25)])
+    metrics = Consumer(broken, open_source(broken)).run(idle_exit_s=0.1)
+    assert metrics.feature_errors == metrics.batches_total > 0
+    assert Counter(landed_ids(broken.landing_dir)) == Counter(f"e{i}" for i in range(25))
+    assert metrics.lag_events == 0

@@ -82,7 +82,8 @@ def test_written_features_reach_the_online_store_the_api_reads(settings):
     _, frame = streaming_features(
         {}, [event(1, user=1, show="sh_b", session="s1", at="2026-03-01T10:00:00Z")]
     )
-    assert write_features(settings, frame) == 1
+    with open_online_store(settings) as store:
+        assert write_features(store, frame) == 1
     with open_online_store(settings) as store:
         streamed = store.get_one(STREAM_FEATURE_SET, "1")
         history = store.get_one(HISTORY_FEATURE_SET, "1")
