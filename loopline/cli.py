@@ -559,16 +559,107 @@ def monitor(
     console.print(f"report:    {_shown(result.report)}")
 
 
+StreamKey = Annotated[str, typer.Option(help="The Redis stream's key (with LOOPLINE_STREAM_URL).")]
+
+
 @app.command()
-def stream() -> None:
-    """Consume viewing events from the broker as they happen."""
-    _not_yet(None, "stream")
+def stream(
+    key: StreamKey = "loopline:viewing-events",
+    consumer: Annotated[
+        str, typer.Option(help="This consumer's name in its group (letters, digits, _).")
+    ] = "landing",
+    report_every: Annotated[
+        float, typer.Option(help="Seconds between the lag/throughput lines.", min=0.1)
+    ] = 10.0,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(help="Exit once the stream has been drained for this many seconds."),
+    ] = None,
+    features: Annotated[
+        bool, typer.Option(help="Update the streaming features in the online store.")
+    ] = True,
+) -> None:
+    """Consume viewing events as they happen: micro-batches land as files the ingest loads.
+
+    From the Redis stream LOOPLINE_STREAM_URL names (a consumer group), else from the
+    embedded spool file; lag and throughput go to data/stream/metrics.json. Runs until
+    Ctrl-C or SIGTERM, landing what it has batched first.
+    """
+    import signal
+    import threading
+
+    from loopline.stream.consumer import Consumer, metrics_path
+    from loopline.stream.sources import StreamError, open_source
+
+    settings = _settings()
+    try:
+        source = open_source(settings, key, consumer)
+    except StreamError as exc:
+        raise _fail(str(exc)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    where = settings.stream_url or str(settings.resolved_stream_spool_path)
+    console.print(
+        f"consuming {where} into {_shown(settings.landing_dir / 'events')}/ "
+        f"(metrics {_shown(metrics_path(settings))})",
+        soft_wrap=True,
+    )
+    try:
+        Consumer(settings, source, features, report_every).run(stop, idle_exit)
+    except KeyboardInterrupt:
+        pass
+    except StreamError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        source.close()
+
+
+@app.command()
+def produce(
+    rate: Annotated[float, typer.Option(help="Events per second.", min=0.1)] = 100.0,
+    events: Annotated[int | None, typer.Option(help="Stop after this many events.", min=1)] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop after this long.", min=0.1)] = None,
+    spike_factor: Annotated[
+        float, typer.Option(help="The rate is multiplied by this during the spike.", min=1.0)
+    ] = 1.0,
+    spike_after: Annotated[float, typer.Option(help="Seconds before the spike starts.")] = 10.0,
+    spike_seconds: Annotated[float, typer.Option(help="How long the spike lasts.")] = 10.0,
+    key: StreamKey = "loopline:viewing-events",
+) -> None:
+    """Publish the simulator's next viewing events to the stream `loopline stream` reads."""
+    from loopline.stream.producer import NothingSimulatedError, publish, simulated_lines
+    from loopline.stream.sources import StreamError, open_target
+
+    settings = _settings()
+    try:
+        target = open_target(settings, key)
+    except StreamError as exc:
+        raise _fail(str(exc)) from None
+    spike = f", x{spike_factor:g} after {spike_after:g} s for {spike_seconds:g} s"
+    console.print(
+        f"publishing {rate:g} events/s{spike if spike_factor > 1 else ''} to "
+        f"{settings.stream_url or _shown(settings.resolved_stream_spool_path)}",
+        soft_wrap=True,
+    )
+    try:
+        sent = publish(
+            target, simulated_lines(settings), rate, events, seconds,
+            spike_factor, spike_after, spike_seconds,
+        )  # fmt: skip
+    except NothingSimulatedError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        return
+    finally:
+        target.close()
+    console.print(f"published {sent.events:,} events in {sent.seconds:.1f} s")
 
 
 Names = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Services (default all): prefect, deployments, mlflow, docs, api.",
+        help="Services (default all; stream only with LOOPLINE_STREAM_URL): prefect, "
+        "catalogue, deployments, mlflow, docs, api, stream.",
         show_default=False,
     ),
 ]
@@ -590,7 +681,7 @@ def up(names: Names = None) -> None:
     settings = _settings()
     _prefect_home(settings)
     try:
-        wanted = services.resolve(names)
+        wanted = services.resolve(names, settings)
     except services.ServiceError as exc:
         raise _fail(str(exc)) from None
     console.print(

@@ -82,6 +82,8 @@ class Service:
     ready: Callable[[Settings], str] | None = None  # URL answering 200 once it is ready
     open: Callable[[Settings], str] | None = None  # what a person opens
     needs: tuple[str, ...] = ()
+    # a plain `up` starts it only when this says it is configured (`up <name>` always does)
+    configured: Callable[[Settings], bool] | None = None
 
 
 REGISTRY: dict[str, Service] = {
@@ -138,6 +140,13 @@ REGISTRY: dict[str, Service] = {
             ready=lambda s: _url(s.api_port, "/healthz"),
             open=lambda s: _url(s.api_port, "/docs"),
         ),
+        Service(
+            "stream",
+            "the stream consumer: viewing events land as micro-batch files (lag in "
+            "data/stream/metrics.json)",
+            lambda s: _python("-m", "loopline.cli", "stream"),
+            configured=lambda s: bool(s.stream_url),
+        ),
     )
 }
 
@@ -155,10 +164,15 @@ def _migrate_mlflow_store(settings: Settings) -> None:
     configure(settings).search_experiments(max_results=1)
 
 
-def resolve(names: Sequence[str] | None) -> list[str]:
-    """The services to start for `names` (all by default), needs first, in registry order."""
+def resolve(names: Sequence[str] | None, settings: Settings | None = None) -> list[str]:
+    """The services to start for `names` (by default all, but those `settings` leave
+    unconfigured), needs first, in registry order."""
     if not names:
-        return list(REGISTRY)
+        return [
+            name
+            for name, service in REGISTRY.items()
+            if service.configured is None or (settings is not None and service.configured(settings))
+        ]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ServiceError(
@@ -438,7 +452,7 @@ def up(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Start the services not running yet (and what they need); wait until each answers."""
-    wanted = resolve(names)
+    wanted = resolve(names, settings)
     timeout = settings.service_start_timeout
     env = _service_environment(settings)
     outcomes: dict[str, Outcome] = {}

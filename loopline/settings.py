@@ -44,6 +44,27 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(None, description="redis://... for the streaming line.")
 
+    # -- streaming (`loopline stream`, `loopline produce`) ----------------------------
+    stream_url: str | None = Field(
+        None,
+        description="redis://host:port/db: consume viewing events from a Redis stream with a "
+        "consumer group. Unset: tail the embedded NDJSON spool file (no server needed).",
+    )
+    stream_spool_path: Path | None = Field(
+        None, description="The embedded stream: default <data_dir>/stream/spool.ndjson."
+    )
+    stream_batch_events: int = Field(
+        500, ge=1, description="Events per micro-batch at a steady rate (a landed file each)."
+    )
+    stream_batch_max_events: int = Field(
+        20_000,
+        ge=1,
+        description="The most a micro-batch grows to while the consumer catches up on a spike.",
+    )
+    stream_batch_seconds: float = Field(
+        2.0, gt=0, description="The longest an event waits in a micro-batch before it lands."
+    )
+
     dbt_project_dir: Path | None = Field(
         None, description="Folder with dbt_project.yml; default: the repo root."
     )
@@ -134,6 +155,15 @@ class Settings(BaseSettings):
     def resolved_catalogue_url(self) -> str:
         host = f"[{self.catalogue_host}]" if ":" in self.catalogue_host else self.catalogue_host
         return self.catalogue_url or f"http://{host}:{self.catalogue_port}"
+
+    @property
+    def stream_dir(self) -> Path:
+        """The stream consumer's spool offset and metrics (`metrics.json`)."""
+        return self.data_dir / "stream"
+
+    @property
+    def resolved_stream_spool_path(self) -> Path:
+        return self.stream_spool_path or self.stream_dir / "spool.ndjson"
 
     @property
     def reports_dir(self) -> Path:

@@ -14,7 +14,7 @@ from loopline.settings import get_settings
 
 runner = CliRunner()
 COMMANDS = ["simulate", "catalogue-api", "ingest", "build", "docs", "validate", "train", "score",
-            "serve", "promote", "monitor", "stream", "up", "down", "status", "demo"]  # fmt: skip
+            "serve", "promote", "monitor", "stream", "produce", "up", "down", "status", "demo"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

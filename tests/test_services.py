@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import psutil
@@ -39,9 +40,11 @@ def one_line(text: str) -> str:
 
 
 def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(settings):
+    started = services.resolve(None, settings)  # the stream consumer only when configured
+    assert "stream" not in started
     first = runner.invoke(app, ["up"])
     assert first.exit_code == 0, first.output
-    recorded = {name: services.recorded(settings, name) for name in services.REGISTRY}
+    recorded = {name: services.recorded(settings, name) for name in started}
     assert all(recorded.values()), recorded
     for name, running in recorded.items():
         assert running is not None and running.ready_url is not None
@@ -74,7 +77,7 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
 
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output
-    for name in services.REGISTRY:
+    for name in started:
         assert re.search(rf"{name}\s+ready", status.output), status.output
     assert str(settings.prefect_port) in status.output
     assert "loopline-line/line" in status.output and "last: no run yet" in status.output
@@ -85,15 +88,15 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
 
     again = runner.invoke(app, ["up"])
     assert again.exit_code == 0, again.output
-    assert one_line(again.output).count("already running") == len(services.REGISTRY)
-    assert {n: services.recorded(settings, n) for n in services.REGISTRY} == recorded
+    assert one_line(again.output).count("already running") == len(started)
+    assert {n: services.recorded(settings, n) for n in started} == recorded
 
     groups = {name: r.pid for name, r in recorded.items() if r is not None}
     members = [p for pid in groups.values() for p in [psutil.Process(pid)]]
     members += [c for p in list(members) for c in p.children(recursive=True)]
     stopped = runner.invoke(app, ["down"])
     assert stopped.exit_code == 0, stopped.output
-    assert one_line(stopped.output).count("stopped") == len(services.REGISTRY)
+    assert one_line(stopped.output).count("stopped") == len(started)
     for port in (
         settings.prefect_port,
         settings.catalogue_port,
@@ -152,3 +155,35 @@ def test_up_starts_what_a_service_needs_and_down_stops_what_needs_it():
     assert services.resolve(["deployments"]) == ["prefect", "deployments"]
     assert services.resolve_existing(["prefect"]) == ["prefect", "deployments"]
     assert services.resolve_existing(["api"]) == ["api"]
+
+
+def test_the_stream_consumer_starts_with_up_only_when_configured(settings):
+    assert "stream" not in services.resolve(None, settings)
+    configured = settings.model_copy(update={"stream_url": "redis://127.0.0.1:6379/0"})
+    assert services.resolve(None, configured)[-1] == "stream"
+    assert services.resolve(["stream"]) == ["stream"]  # asked for by name: always
+
+
+def test_up_stream_runs_the_consumer_on_the_spool_and_down_stops_it(settings):
+    from loopline.stream.consumer import read_metrics
+    from loopline.stream.sources import SpoolTarget
+
+    started = runner.invoke(app, ["up", "stream"])
+    assert started.exit_code == 0, started.output
+    running = services.recorded(settings, "stream")
+    assert running is not None
+    SpoolTarget(settings.resolved_stream_spool_path).publish(
+        [json.dumps({"event_id": f"e{i}"}) for i in range(5)]
+    )
+    landed: list[str] = []
+    deadline = time.monotonic() + 120
+    while not landed and time.monotonic() < deadline:
+        landed = [p.name for p in settings.landing_dir.glob("events/date=*/events_*.ndjson")]
+        time.sleep(0.2)
+    assert landed, services.log_tail(running.log, 5)
+    assert read_metrics(settings) is not None
+    status = runner.invoke(app, ["status"])
+    assert re.search(r"stream\s+ready", status.output), status.output
+    stopped = runner.invoke(app, ["down", "stream"])
+    assert "stopped" in stopped.output
+    assert services.recorded(settings, "stream") is None

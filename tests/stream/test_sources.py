@@ -1,0 +1,109 @@
+"""The spool and the Redis stream: read in order, acknowledge, resume, recover, report lag."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopline.stream.sources import (
+    LandedRange,
+    RedisSource,
+    RedisTarget,
+    SpoolSource,
+    SpoolTarget,
+    StreamError,
+    open_source,
+)
+from tests.stream.conftest import REDIS_URL, event
+
+
+def test_the_spool_reads_complete_lines_and_resumes_after_the_acknowledged_offset(tmp_path):
+    path = tmp_path / "spool.ndjson"
+    SpoolTarget(path).publish([event(1), event(2), event(3)])
+    with path.open("a") as spool:
+        spool.write(event(4)[:10])  # a line still being written
+    source = SpoolSource(path)
+    assert source.lag() == 3
+    first = source.read(2, 0)
+    assert [e.line for e in first] == [event(1), event(2)]
+    assert int(first[-1].position) == len(event(1)) + len(event(2)) + 2
+    rest = source.read(10, 0)
+    assert [e.line for e in rest] == [event(3)]  # not the partial line
+    source.ack(first)
+    assert source.lag() == 1
+
+    again = SpoolSource(path)  # a restart: what was read but not acknowledged comes again
+    assert [e.line for e in again.read(10, 0)] == [event(3)]
+    with path.open("a") as spool:
+        spool.write(event(4)[10:] + "\n")
+    assert [e.line for e in again.read(10, 0)] == [event(4)]
+
+
+def test_the_spool_recovers_what_a_landed_file_holds(tmp_path):
+    path = tmp_path / "spool.ndjson"
+    SpoolTarget(path).publish([event(i) for i in range(1, 6)])
+    source = SpoolSource(path)
+    batch = source.read(3, 0)
+    # landed as a file, then the process died before it acknowledged
+    landed = [LandedRange(batch[0].position, batch[-1].position)]
+    restarted = SpoolSource(path)
+    assert restarted.recover(landed) == 3
+    assert [e.line for e in restarted.read(10, 0)] == [event(4), event(5)]
+    assert restarted.recover(landed) == 0  # already acknowledged
+
+
+def test_a_bad_offset_file_is_a_clear_error(tmp_path):
+    (tmp_path / "spool.ndjson.offset").write_text("twelve")
+    with pytest.raises(StreamError, match="delete it"):
+        SpoolSource(tmp_path / "spool.ndjson")
+
+
+def test_an_unreachable_or_unknown_stream_url_is_a_clear_error(settings):
+    with pytest.raises(StreamError, match="unset LOOPLINE_STREAM_URL"):
+        open_source(settings.model_copy(update={"stream_url": "redis://127.0.0.1:1/0"}))
+    with pytest.raises(StreamError, match="redis://host:port"):
+        open_source(settings.model_copy(update={"stream_url": "kafka://broker:9092"}))
+
+
+@pytest.mark.redis
+def test_a_consumer_group_rereads_its_unacknowledged_entries_after_a_restart(redis_key):
+    target = RedisTarget(REDIS_URL, redis_key)
+    target.publish([event(i) for i in range(1, 7)])
+    source = RedisSource(REDIS_URL, redis_key, group="g", consumer="c1")
+    assert source.lag() == 6
+    first = source.read(2, 0)
+    assert [e.line for e in first] == [event(1), event(2)]
+    source.ack(first)
+    second = source.read(2, 0)  # delivered, never acknowledged: the process dies here
+    assert source.lag() == 4
+    source.close()
+
+    restarted = RedisSource(REDIS_URL, redis_key, group="g", consumer="c1")
+    assert [e.line for e in restarted.read(10, 0)] == [event(3), event(4)]  # its pending first
+    assert [e.line for e in restarted.read(10, 0)] == [event(i) for i in (5, 6)]
+    assert restarted.read(10, 0.05) == []
+    assert restarted.recover([LandedRange(second[0].position, second[-1].position)]) == 2
+    assert restarted.lag() == 2  # entries 5 and 6: read, not acknowledged
+    restarted.close()
+    target.close()
+
+
+@pytest.mark.redis
+def test_a_restarted_consumer_recovers_only_what_it_landed_itself(redis_key, tmp_path):
+    from loopline.stream import sink
+
+    RedisTarget(REDIS_URL, redis_key).publish([event(i) for i in range(1, 5)])
+    one = RedisSource(REDIS_URL, redis_key, group="g", consumer="one")
+    two = RedisSource(REDIS_URL, redis_key, group="g", consumer="two")
+    assert one.name != two.name and "-" not in one.name
+    first = one.read(2, 0)
+    sink.land(tmp_path, one.name, first)  # landed, then both processes die
+    sink.land(tmp_path, two.name, two.read(2, 0))
+    one.close()
+    two.close()
+
+    again = RedisSource(REDIS_URL, redis_key, group="g", consumer="one")
+    assert again.recover(sink.landed_ranges(tmp_path, again.name)) == 2
+    assert again.lag() == 2  # the other consumer's two entries stay pending for it
+    again.close()
+    with pytest.raises(StreamError, match="letters, digits"):
+        RedisSource(REDIS_URL, redis_key, group="g", consumer="landing-1")
