@@ -279,11 +279,15 @@ def ingest(
     """Extract and load every source into the warehouse's raw layer (each file once)."""
     from flows.line import ingest_sources
     from loopline.ingest.catalogue import ExtractError
-    from loopline.ingest.run import IngestError
+    from loopline.ingest.run import IngestError, SourceFailedError
 
     settings = _settings()
     try:
         report = ingest_sources.fn(catalogue_url, show_progress=not quiet)
+    except SourceFailedError as exc:  # the rest was loaded (its phase line says what)
+        for rejected in exc.report.files.rejected:
+            console.print(f"  [yellow]rejected[/yellow] {rejected} (moved to landing/_rejected/)")
+        raise _fail(str(exc)) from None
     except (IngestError, ExtractError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"ingest batch {report['batch_id']} in {report['seconds']:.1f} s")

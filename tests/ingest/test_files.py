@@ -61,7 +61,8 @@ def _contents(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
         "select * exclude (_batch_id, _loaded_at) from raw.payments_rows order by 1, 2"
     ).fetchall()
     out["manifest"] = con.execute(
-        "select * exclude (loaded_at, reason, batch_id) from raw.file_manifest order by file_path"
+        "select * exclude (loaded_at, reason, batch_id, mtime_ns) from raw.file_manifest "
+        "order by file_path"
     ).fetchall()
     return out
 
