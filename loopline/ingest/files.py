@@ -208,17 +208,17 @@ def split_lines(
     each keeps its newline, which the insert trims. A line over `max_record_bytes` is never
     copied: its `line` is null and `record_bytes` its size (null for every other line).
     """
-    parts = []
+    parts, counts = [], []
     big: list[tuple[int, int, int]] = []  # file index, line number, size
     for index, f in enumerate(files):
         part = f.data.rstrip(b"\n")
+        counts.append(part.count(b"\n") + 1 if part else 0)
         over = oversized_lines(part, max_record_bytes)
-        if over:
+        if over:  # emptied, not removed: the line numbers stay (a part may become b"")
             part = blank_lines(part, over)
             big += [(index, n, stop - start) for n, (start, stop) in over.items()]
         parts.append(part)
-    counts = [part.count(b"\n") + 1 if part else 0 for part in parts]
-    buffer = b"\n".join(part for part in parts if part) + b"\n"
+    buffer = b"\n".join(part for part, n in zip(parts, counts, strict=True) if n) + b"\n"
     ends = np.flatnonzero(np.frombuffer(buffer, np.uint8) == 10) + 1
     total = sum(counts)
     if total == 0:
