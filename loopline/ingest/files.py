@@ -16,6 +16,12 @@ to `landing/_rejected/` and recorded as rejected: such files are expected (the s
 writes some on purpose), so they are reported, never raised. Should a transaction fail for
 a reason the checks before it did not catch, it is rolled back and redone in smaller ones
 (chunks, then single files), so one bad file never holds back the others.
+
+Three more rules (docs/reliability.md, "Ingest"): a record over `max_record_bytes` is
+loaded as a stub (position and size, no payload) that staging quarantines; only regular
+files whose real path lies inside the landing folder are read (a link out of it is
+rejected, the link itself moved aside); a loaded file whose size or hash changed since is
+rejected under `<path>.changed-<sha12>`, its loaded rows kept.
 """
 
 from __future__ import annotations
