@@ -106,6 +106,11 @@ def release_batch(con: duckdb.DuckDBPyConnection, landing: Path, batch_id: str) 
         if moved.is_file() and not moved.is_symlink() and not os.path.lexists(landing / rel):
             back.append((moved, landing / rel))
             forget.append(rel)
+    # the files go back first: a crash after that leaves them in place with their manifest
+    # rows (ignored, as before the replay); after the commit, the next ingest loads them
+    for moved, home in back:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(moved, home)
     con.execute("begin")
     try:
         records = 0
@@ -124,10 +129,9 @@ def release_batch(con: duckdb.DuckDBPyConnection, landing: Path, batch_id: str) 
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
+        for moved, home in back:
+            os.rename(home, moved)
         raise
-    for moved, home in back:
-        home.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(moved, home)
     return Released(files=len(forget), records=records, moved_back=len(back))
 
 

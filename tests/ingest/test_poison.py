@@ -16,6 +16,7 @@ from tests.ingest.test_bad_input import _clean_events
 
 runner = CliRunner()
 POISON = "events/date=2026-02-13/events_20260213T21_poison.ndjson"
+UNREADABLE = "events/date=2026-02-13/events_20260213T22_utf16.ndjson"  # rejected in the batch
 
 
 def _accounting(settings, batch_id: str) -> tuple[int, int, int, int] | None:
@@ -32,6 +33,7 @@ def test_a_poisoned_batch_is_set_aside_then_replayed(built_warehouse, tmp_path, 
     settings = copy_company(built_warehouse[0], tmp_path / "data")
     (settings.landing_dir / POISON).parent.mkdir(parents=True, exist_ok=True)
     (settings.landing_dir / POISON).write_text("\n".join(_clean_events(settings, "poison")) + "\n")
+    (settings.landing_dir / UNREADABLE).write_text("not UTF-8\n", encoding="utf-16")
     batch = ingest_simulated(settings).batch_id
     monkeypatch.setenv("LOOPLINE_DATA_DIR", str(settings.data_dir))
     get_settings.cache_clear()
@@ -57,12 +59,18 @@ def test_a_poisoned_batch_is_set_aside_then_replayed(built_warehouse, tmp_path, 
             app, ["ingest", "--quiet", "--replay-batch", batch, "--catalogue-url", vendor.url]
         )
     assert replay.exit_code == 0, replay.output
-    assert f"released 1 files of batch {batch} (3 raw records" in replay.output
+    assert f"released 2 files of batch {batch} (3 raw records, 1 moved back" in replay.output
     run_dbt(settings, ["build", "--full-refresh"])
     ((again,),) = query(
         settings, f"select batch_id from raw.file_manifest where file_path = '{POISON}'"
     )
     assert again != batch and _accounting(settings, again) == (3, 3, 0, 0)
+    ((status, rejected_in),) = query(
+        settings,
+        f"select status, batch_id from raw.file_manifest where file_path = '{UNREADABLE}'",
+    )
+    assert (status, rejected_in) == ("rejected", again)  # tried again, still unreadable
+    assert (settings.landing_dir / "_rejected" / UNREADABLE).is_file()
     assert _accounting(settings, batch) is None
     staged = query(
         settings,
