@@ -275,15 +275,49 @@ def ingest(
         typer.Option(help="The catalogue API to extract; default LOOPLINE_CATALOGUE_URL."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quarantine_batch: Annotated[
+        str | None,
+        typer.Option(
+            help="Set every landed record of this ingest batch aside (stubs the next build "
+            "quarantines), then stop: for a batch that breaks the build.",
+        ),
+    ] = None,
+    replay_batch: Annotated[
+        str | None,
+        typer.Option(help="Forget this ingest batch's landed files, then ingest: they load again."),
+    ] = None,
 ) -> None:
     """Extract and load every source into the warehouse's raw layer (each file once)."""
     from flows.line import ingest_sources
+    from loopline.ingest import poison
     from loopline.ingest.catalogue import ExtractError
-    from loopline.ingest.run import IngestError
+    from loopline.ingest.run import IngestError, SourceFailedError
 
     settings = _settings()
     try:
+        if quarantine_batch:
+            stubbed = sum(poison.quarantine_batch_in(settings, quarantine_batch).values())
+            console.print(
+                f"set {stubbed:,} records of batch {quarantine_batch} aside: `loopline build` "
+                f"quarantines them (reason {poison.QUARANTINED_BATCH}); "
+                f"`loopline ingest --replay-batch {quarantine_batch}` loads them again"
+            )
+            return
+        if replay_batch:
+            released = poison.release_batch_in(settings, replay_batch)
+            console.print(
+                f"released {released.files} files of batch {replay_batch} "
+                f"({released.records:,} raw records, {released.moved_back} moved back from "
+                "landing/_rejected/): loading them again; then run `loopline build --full-refresh`"
+            )
+    except poison.BatchError as exc:
+        raise _fail(str(exc)) from None
+    try:
         report = ingest_sources.fn(catalogue_url, show_progress=not quiet)
+    except SourceFailedError as exc:  # the rest was loaded (its phase line says what)
+        for rejected in exc.report.files.rejected:
+            console.print(f"  [yellow]rejected[/yellow] {rejected} (moved to landing/_rejected/)")
+        raise _fail(str(exc)) from None
     except (IngestError, ExtractError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"ingest batch {report['batch_id']} in {report['seconds']:.1f} s")

@@ -85,9 +85,29 @@ class Settings(BaseSettings):
         description="The catalogue API ingest extracts from; default: the simulated vendor "
         "at http://<catalogue_host>:<catalogue_port>.",
     )
+    catalogue_max_attempts: int = Field(
+        8,
+        ge=1,
+        description="Tries per catalogue API request before ingest gives up on the API "
+        "(and loads the other sources without it).",
+    )
     # where `loopline catalogue-api` (and `loopline up`) serve the simulated vendor
     catalogue_host: str = "127.0.0.1"
     catalogue_port: int = Field(8765, ge=0, le=65535)
+
+    # -- ingest ------------------------------------------------------------------------
+    max_record_bytes: int = Field(
+        4 << 20,
+        ge=1024,
+        description="Largest landed record (an NDJSON line, a CSV row) ingest loads; a larger "
+        "one is quarantined as a stub that keeps its file, line number and size.",
+    )
+    lock_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a run waits for another to release a lock (the catalogue "
+        "cursor) before it gives up, saying who holds it.",
+    )
 
     # -- simulator -------------------------------------------------------------------
     sim_seed: int = 42

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -147,7 +148,8 @@ def test_ingest_without_a_source_database_says_where_it_looked(data_dir):
 
 
 def test_ingest_names_a_catalogue_url_that_does_not_answer(data_dir, monkeypatch):
-    """The ingest never starts the simulated vendor itself: it says where it looked."""
+    """The ingest never starts the simulated vendor itself: it says where it looked, after
+    loading every other source."""
     from loopline.services import free_port
 
     simulated = runner.invoke(app, ["simulate", "--scale", "small", "--days", "2", "--quiet"])
@@ -157,9 +159,19 @@ def test_ingest_names_a_catalogue_url_that_does_not_answer(data_dir, monkeypatch
     get_settings.cache_clear()
     result = runner.invoke(app, ["ingest", "--quiet"])
     assert result.exit_code == 2, result.output
-    line = one_line(result.output)
+    line = one_line("\n".join(s for s in result.output.splitlines() if s.startswith("error:")))
     assert f"no catalogue API answers at {url}" in line and "LOOPLINE_CATALOGUE_URL" in line, line
-    assert not get_settings().resolved_warehouse_path.exists()  # nothing was loaded
+    assert "the other sources were loaded in batch" in line, line
+    assert "Traceback" not in result.output
+    con = duckdb.connect(str(get_settings().resolved_warehouse_path), read_only=True)
+    try:
+        (files,) = con.execute(
+            "select count(*) from raw.file_manifest where source = 'events'"
+        ).fetchone()
+        (tables,) = con.execute("select count(*) from raw.oltp_loads").fetchone()
+    finally:
+        con.close()
+    assert files > 0 and tables == 4
 
 
 def test_build_before_any_ingest_says_to_ingest_first(data_dir):

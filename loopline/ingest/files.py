@@ -16,13 +16,21 @@ to `landing/_rejected/` and recorded as rejected: such files are expected (the s
 writes some on purpose), so they are reported, never raised. Should a transaction fail for
 a reason the checks before it did not catch, it is rolled back and redone in smaller ones
 (chunks, then single files), so one bad file never holds back the others.
+
+Three more rules (docs/reliability.md, "Ingest"): a record over `max_record_bytes` is
+loaded as a stub (position and size, no payload) that staging quarantines; only regular
+files whose real path lies inside the landing folder are read (a link out of it is
+rejected, the link itself moved aside); a loaded file whose size or hash changed since is
+rejected under `<path>.changed-<sha12>`, its loaded rows kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
+import os
+import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,6 +40,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from loopline import progress
 
@@ -58,24 +67,42 @@ _DDL = (
         records bigint not null,         -- physical records landed (lines, CSV rows, API items)
         reason varchar,
         batch_id varchar not null,
-        loaded_at timestamp not null)""",
+        loaded_at timestamp not null,
+        mtime_ns bigint)                 -- when the file was last modified, as loaded""",
     """create table if not exists raw.events_lines (
         _file varchar not null, _line_no integer not null, line varchar,
-        _batch_id varchar not null, _loaded_at timestamp not null)""",
+        _batch_id varchar not null, _loaded_at timestamp not null,
+        _stub_reason varchar, _record_bytes bigint)""",
     """create table if not exists raw.tickets_lines (
         _file varchar not null, _line_no integer not null, line varchar,
-        _batch_id varchar not null, _loaded_at timestamp not null)""",
+        _batch_id varchar not null, _loaded_at timestamp not null,
+        _stub_reason varchar, _record_bytes bigint)""",
     """create table if not exists raw.payments_rows (
         _file varchar not null, _line_no integer not null,
         payment_id varchar, customer_ref varchar, customer_email varchar, type varchar,
         status varchar, amount_minor varchar, currency varchar, created varchar,
         failure_reason varchar,
-        _batch_id varchar not null, _loaded_at timestamp not null)""",
+        _batch_id varchar not null, _loaded_at timestamp not null,
+        _stub_reason varchar, _record_bytes bigint)""",
     """create table if not exists raw.catalogue_items (
         entity varchar not null, _file varchar not null, _item_no integer not null,
         item varchar not null, _extract_batch_id varchar not null, _extracted_at timestamp not null,
         _batch_id varchar not null, _loaded_at timestamp not null)""",
 )
+
+# columns added after the first release: `ensure_raw` adds them to an older warehouse. A stub
+# row (`_stub_reason` set) keeps the position and size of a record whose payload was not
+# loaded (`oversized_record`: over `max_record_bytes`); the base models quarantine it
+_ADDED_COLUMNS = (
+    ("file_manifest", "mtime_ns", "bigint"),
+    *(
+        (table, column, kind)
+        for table in ("events_lines", "tickets_lines", "payments_rows")
+        for column, kind in (("_stub_reason", "varchar"), ("_record_bytes", "bigint"))
+    ),
+)
+OVERSIZED = "oversized_record"
+MAX_RECORD_BYTES = 4 << 20  # the default of LOOPLINE_MAX_RECORD_BYTES
 
 PAYMENT_COLUMNS = (
     "payment_id", "customer_ref", "customer_email", "type", "status",
@@ -88,8 +115,10 @@ class LoadReport:
     """What one load of landed files did, per source."""
 
     files: dict[str, int] = field(default_factory=dict)
-    records: dict[str, int] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)  # stubs included
     rejected: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # loaded files whose content changed since
+    oversized: dict[str, int] = field(default_factory=dict)  # records loaded as stubs
 
     def add(self, source: str, files: int, records: int) -> None:
         self.files[source] = self.files.get(source, 0) + files
@@ -106,11 +135,12 @@ class LandedFile:
     sha256: str
     problem: str | None = None  # set when the file is unreadable as a whole
     data: bytes = field(default=b"", repr=False)  # the content, read once
+    mtime_ns: int | None = None
 
 
-# a loader inserts the records of some files (inside the caller's transaction) and
-# returns how many records each file held
-Loader = Callable[[duckdb.DuckDBPyConnection, Sequence[LandedFile], str], dict[str, int]]
+# a loader inserts the records of some files (inside the caller's transaction), each record
+# over `max_record_bytes` as a stub, and returns how many records each file held
+Loader = Callable[[duckdb.DuckDBPyConnection, Sequence[LandedFile], str, int], dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -124,8 +154,11 @@ class FileSource:
 
 
 def ensure_raw(con: duckdb.DuckDBPyConnection) -> None:
+    """The raw tables and the manifest, with every column this version writes."""
     for ddl in _DDL:
         con.execute(ddl)
+    for table, column, kind in _ADDED_COLUMNS:
+        con.execute(f"alter table raw.{table} add column if not exists {column} {kind}")
 
 
 def _staged(con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], select: str) -> None:
@@ -148,16 +181,50 @@ def _counts(con: duckdb.DuckDBPyConnection, column: str) -> dict[str, int]:
     return {rel: int(n) for rel, n in rows}
 
 
-def split_lines(files: Sequence[LandedFile]) -> tuple[pa.Table, list[int]]:
-    """The files' lines as one Arrow table (file index, line number, line) and lines per file.
+def oversized_lines(data: bytes, max_bytes: int) -> dict[int, tuple[int, int]]:
+    """The lines of `data` longer than `max_bytes` (newline excluded): line number -> (start,
+    end) offsets. Cheap for a small file: only a file larger than the bound can hold one."""
+    if len(data) <= max_bytes:
+        return {}
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [len(data)]])
+    big = np.flatnonzero(stops - starts > max_bytes)
+    return {int(i) + 1: (int(starts[i]), int(stops[i])) for i in big}
+
+
+def blank_lines(data: bytes, lines: dict[int, tuple[int, int]], filler: bytes = b"") -> bytes:
+    """`data` with the given lines' content replaced by `filler` (line numbers unchanged)."""
+    pieces, previous = [], 0
+    for start, stop in sorted(lines.values()):
+        pieces += [data[previous:start], filler]
+        previous = stop
+    pieces.append(data[previous:])
+    return b"".join(pieces)
+
+
+def split_lines(
+    files: Sequence[LandedFile], max_record_bytes: int = MAX_RECORD_BYTES
+) -> tuple[pa.Table, list[int]]:
+    """The files' lines as one Arrow table (file index, line number, line, record_bytes) and
+    lines per file.
 
     A file's records are its lines, trailing newlines ignored (an empty file has none).
     The lines are cut out of one buffer by their offsets, without a Python object per line;
-    each keeps its newline, which the insert trims.
+    each keeps its newline, which the insert trims. A line over `max_record_bytes` is never
+    copied: its `line` is null and `record_bytes` its size (null for every other line).
     """
-    parts = [f.data.rstrip(b"\n") for f in files]
-    counts = [part.count(b"\n") + 1 if part else 0 for part in parts]
-    buffer = b"\n".join(part for part in parts if part) + b"\n"
+    parts, counts = [], []
+    big: list[tuple[int, int, int]] = []  # file index, line number, size
+    for index, f in enumerate(files):
+        part = f.data.rstrip(b"\n")
+        counts.append(part.count(b"\n") + 1 if part else 0)
+        over = oversized_lines(part, max_record_bytes)
+        if over:  # emptied, not removed: the line numbers stay (a part may become b"")
+            part = blank_lines(part, over)
+            big += [(index, n, stop - start) for n, (start, stop) in over.items()]
+        parts.append(part)
+    buffer = b"\n".join(part for part, n in zip(parts, counts, strict=True) if n) + b"\n"
     ends = np.flatnonzero(np.frombuffer(buffer, np.uint8) == 10) + 1
     total = sum(counts)
     if total == 0:
@@ -167,26 +234,41 @@ def split_lines(files: Sequence[LandedFile]) -> tuple[pa.Table, list[int]]:
     file_index = np.repeat(np.arange(len(files), dtype=np.int32), counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     line_no = (np.arange(total) - first + 1).astype(np.int32)
-    table = pa.table({"file_index": file_index, "line_no": line_no, "line": lines})
+    sizes = np.zeros(total, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    for index, n, size in big:
+        sizes[starts[index] + n - 1] = size
+    stubbed = sizes > 0
+    record_bytes = pa.array(sizes, mask=~stubbed)
+    if stubbed.any():  # the stubs' emptied lines become nulls
+        lines = pc.if_else(pa.array(stubbed), pa.scalar(None, pa.large_string()), lines)
+    table = pa.table(
+        {"file_index": file_index, "line_no": line_no, "line": lines, "record_bytes": record_bytes}
+    )
     # several record batches: DuckDB scans them on all its threads
     return pa.Table.from_batches(table.to_batches(1 << 16), schema=table.schema), counts
 
 
 def _lines_loader(table: str) -> Loader:
     def load(
-        con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], batch_id: str
+        con: duckdb.DuckDBPyConnection,
+        files: Sequence[LandedFile],
+        batch_id: str,
+        max_record_bytes: int,
     ) -> dict[str, int]:
-        lines, counts = split_lines(files)
+        lines, counts = split_lines(files, max_record_bytes)
         con.register("_landed_lines", lines)
         try:
             con.execute(
                 f"""
                 insert into raw.{table}
+                    (_file, _line_no, line, _batch_id, _loaded_at, _stub_reason, _record_bytes)
                 select $rels[file_index + 1], line_no, rtrim(line, chr(10)), $batch,
-                       now()::timestamp
+                       now()::timestamp,
+                       case when record_bytes is not null then $oversized end, record_bytes
                 from _landed_lines
                 """,
-                {"rels": [f.rel for f in files], "batch": batch_id},
+                {"rels": [f.rel for f in files], "batch": batch_id, "oversized": OVERSIZED},
             )
         finally:
             con.unregister("_landed_lines")
@@ -203,29 +285,54 @@ def _payments_header(head: bytes) -> str | None:
 
 
 def _load_payments(
-    con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], batch_id: str
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[LandedFile],
+    batch_id: str,
+    max_record_bytes: int,
 ) -> dict[str, int]:
     # one statement per file: a CSV row's line number is its position in its own file
     columns = ", ".join(f"'{c}': 'VARCHAR'" for c in PAYMENT_COLUMNS)
     out: dict[str, int] = {}
     for f in files:
-        (n,) = con.execute(
-            f"""
-            insert into raw.payments_rows
-            select ?, (row_number() over ())::integer + 1, {", ".join(PAYMENT_COLUMNS)}, ?,
-                   now()::timestamp
-            from read_csv(?, header = true, columns = {{{columns}}}, quote = '"', escape = '"',
-                          strict_mode = true, null_padding = false, auto_detect = false)
-            """,
-            [f.rel, batch_id, str(f.path)],
-        ).fetchone() or (0,)
+        over = oversized_lines(f.data, max_record_bytes)
+        with tempfile.TemporaryDirectory(prefix="loopline-payments-") as tmp:
+            path = f.path
+            if over:  # read a copy whose oversized rows are empty rows, never the payload
+                path = Path(tmp) / f.path.name
+                path.write_bytes(blank_lines(f.data, over, b"," * (len(PAYMENT_COLUMNS) - 1)))
+            (n,) = con.execute(
+                f"""
+                insert into raw.payments_rows
+                select ?, (row_number() over ())::integer + 1, {", ".join(PAYMENT_COLUMNS)}, ?,
+                       now()::timestamp, null, null
+                from read_csv(?, header = true, columns = {{{columns}}}, quote = '"',
+                              escape = '"', strict_mode = true, null_padding = false,
+                              auto_detect = false, max_line_size = ?)
+                """,
+                [f.rel, batch_id, str(path), max(2 << 20, max_record_bytes + 2)],
+            ).fetchone() or (0,)
+        if over:
+            con.execute(
+                """
+                update raw.payments_rows set _stub_reason = $reason, _record_bytes = sizes.size
+                from (select unnest($lines) as line_no, unnest($sizes) as size) as sizes
+                where _file = $file and _line_no = sizes.line_no
+                """,
+                {
+                    "reason": OVERSIZED,
+                    "file": f.rel,
+                    "lines": list(over),
+                    "sizes": [stop - start for start, stop in over.values()],
+                },
+            )
         out[f.rel] = int(n)
     return out
 
 
 def _load_catalogue_pages(
-    con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], batch_id: str
+    con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], batch_id: str, _: int
 ) -> dict[str, int]:
+    # a page is one API answer of a bounded page size, not a record: not bounded here
     _staged(
         con,
         files,
@@ -261,6 +368,7 @@ SOURCES = (
 def inspect(path: Path, landing: Path, check: Callable[[bytes], str | None]) -> LandedFile:
     """The file read once: size, SHA-256, and why it cannot load (not UTF-8 text, or not
     what its source expects). Landed files are small; a chunk holds few megabytes of them."""
+    mtime_ns = path.stat().st_mtime_ns
     data = path.read_bytes()
     try:
         data.decode("utf-8")
@@ -271,21 +379,93 @@ def inspect(path: Path, landing: Path, check: Callable[[bytes], str | None]) -> 
     else:
         problem = check(data[:4096].split(b"\n", 1)[0])
     rel = str(path.relative_to(landing))
-    return LandedFile(path, rel, len(data), hashlib.sha256(data).hexdigest(), problem, data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    return LandedFile(path, rel, len(data), sha256, problem, data, mtime_ns)
+
+
+@dataclass
+class Scan:
+    """What one source's landed files hold that this ingest must act on."""
+
+    new: list[Path] = field(default_factory=list)  # not in the manifest yet: to load
+    changed: list[tuple[Path, str]] = field(default_factory=list)  # (file, why): to reject
+    outside: list[tuple[Path, Path, str]] = field(default_factory=list)  # (file, link, why)
+
+
+def _escape(path: Path, landing: Path, root: Path) -> tuple[Path, str] | None:
+    """(the entry to move aside, why) when `path` is not a regular file inside the landing
+    folder (`root`, resolved): a symlink, or a linked folder, that leads out of it, a broken
+    link, or anything but a regular file. None for a file that may be loaded."""
+    real = path.resolve()
+    entry, current = path, landing
+    for part in path.relative_to(landing).parts:
+        current = current / part
+        if current.is_symlink():
+            entry = current
+            break
+    if not real.is_relative_to(root):
+        return entry, f"outside the landing folder: a link to {real}"
+    try:
+        regular = stat.S_ISREG(real.stat().st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        return entry, "not a regular file (a folder, a device, a broken link)"
+    return None
+
+
+def scan(con: duckdb.DuckDBPyConnection, landing: Path, source: FileSource) -> Scan:
+    """The landed files of `source` to load (not in the manifest), to reject because they
+    changed since they were loaded (size, then SHA-256 when the size is the same but the
+    modification time is not), and to reject because they lead out of the landing folder."""
+    known = {
+        rel: (size, sha256, mtime_ns)
+        for rel, size, sha256, mtime_ns in con.execute(
+            "select file_path, size_bytes, sha256, mtime_ns from raw.file_manifest "
+            "where source = ?",
+            [source.name],
+        ).fetchall()
+    }
+    root = landing.resolve()
+    found = Scan()
+    unchanged: list[tuple[str, int]] = []  # same content, new modification time
+    for path in sorted(landing.glob(source.pattern)):
+        if path.name.startswith("."):
+            continue
+        escape = _escape(path, landing, root)
+        if escape is not None:
+            found.outside.append((path, *escape))
+            continue
+        rel = str(path.relative_to(landing))
+        if rel not in known:
+            found.new.append(path)
+            continue
+        size, sha256, mtime_ns = known[rel]
+        st = path.stat()
+        if st.st_size == size and st.st_mtime_ns == mtime_ns:
+            continue
+        if st.st_size == size and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            unchanged.append((rel, st.st_mtime_ns))
+            continue
+        found.changed.append(
+            (path, f"changed after load: was {size:,} bytes (sha256 {sha256[:12]}), now "
+                   f"{st.st_size:,} bytes; the loaded version is kept")
+        )  # fmt: skip
+    if unchanged:  # remember the new time, so the file is not hashed again next time
+        con.execute(
+            """
+            update raw.file_manifest set mtime_ns = seen.mtime_ns
+            from (select unnest($rels) as rel, unnest($times) as mtime_ns) as seen
+            where file_path = seen.rel
+            """,
+            {"rels": [rel for rel, _ in unchanged], "times": [t for _, t in unchanged]},
+        )
+    return found
 
 
 def new_files(con: duckdb.DuckDBPyConnection, landing: Path, source: FileSource) -> list[Path]:
     """Files of `source` not yet in the manifest, in name order (oldest first)."""
-    seen = {
-        row[0]
-        for row in con.execute(
-            "select file_path from raw.file_manifest where source = ?", [source.name]
-        ).fetchall()
-    }
-    files = sorted(
-        p for p in landing.glob(source.pattern) if p.is_file() and not p.name.startswith(".")
-    )
-    return [p for p in files if str(p.relative_to(landing)) not in seen]
+    return scan(con, landing, source).new
 
 
 def _chunks(paths: Sequence[Path], max_bytes: int, max_files: int) -> list[list[Path]]:
@@ -310,17 +490,56 @@ def load_files(
     batch_id: str,
     sources: Iterable[FileSource] = SOURCES,
     show_progress: bool = True,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> LoadReport:
-    """Load every new landed file once; move unreadable ones aside. Returns counts."""
+    """Load every new landed file once; move unreadable ones, changed ones and links out of
+    the landing folder aside. Returns counts."""
     ensure_raw(con)
     report = LoadReport()
-    todo = [(source, new_files(con, landing, source)) for source in sources]
+    todo = []
+    for source in sources:
+        found = scan(con, landing, source)
+        _set_aside(con, landing, source.name, found, batch_id, report)
+        todo.append((source, found.new))
     total = sum(len(paths) for _, paths in todo)
     with _bar(show_progress, total) as advance:
         for source, paths in todo:
             for group in _chunks(paths, TXN_BYTES, TXN_FILES):
-                _load_group(con, landing, source, group, batch_id, report, advance)
+                _load_group(
+                    con, landing, source, group, batch_id, report, advance, max_record_bytes
+                )
+    for table, source_name in (
+        ("events_lines", "events"), ("tickets_lines", "tickets"), ("payments_rows", "payments")
+    ):  # fmt: skip
+        (stubs,) = con.execute(
+            f"select count(*) from raw.{table} where _stub_reason is not null and _batch_id = ?",
+            [batch_id],
+        ).fetchone() or (0,)
+        if stubs:
+            report.oversized[source_name] = int(stubs)
     return report
+
+
+def _set_aside(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    source: str,
+    found: Scan,
+    batch_id: str,
+    report: LoadReport,
+) -> None:
+    """Reject what `scan` found must not load: links out of the landing folder (never read:
+    the link itself is moved aside) and files changed since they were loaded (moved aside
+    under a name with their new hash, so each version is kept; the loaded rows stay)."""
+    for path, entry, reason in found.outside:
+        rel = str(path.relative_to(landing))
+        f = LandedFile(path, rel, 0, "", reason)  # size and hash of what was never read
+        _reject(con, landing, f, source, batch_id, reason, report, entry)
+    for path, reason in found.changed:
+        f = inspect(path, landing, lambda head: None)
+        f = LandedFile(path, f"{f.rel}.changed-{f.sha256[:12]}", f.size, f.sha256, reason)
+        _reject(con, landing, f, source, batch_id, reason, report)
+        report.changed.append(f.rel)
 
 
 def _load_group(
@@ -331,6 +550,7 @@ def _load_group(
     batch_id: str,
     report: LoadReport,
     advance: Callable[[int], None],
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> None:
     """Load `paths` in one transaction, a chunk at a time, with their manifest rows.
 
@@ -348,7 +568,7 @@ def _load_group(
             unreadable += [f for f in files if f.problem is not None]
             good = [f for f in files if f.problem is None]
             if good:
-                records = source.load(con, good, batch_id)
+                records = source.load(con, good, batch_id, max_record_bytes)
                 _record_loaded(con, source.name, good, records, batch_id)
                 loaded.add(source.name, len(good), sum(records.values()))
             advance(len(chunk))
@@ -364,7 +584,7 @@ def _load_group(
             return
         smaller = chunks if len(chunks) > 1 else [[path] for path in paths]
         for part in smaller:
-            _load_group(con, landing, source, part, batch_id, report, advance)
+            _load_group(con, landing, source, part, batch_id, report, advance, max_record_bytes)
         return
     for name, n in loaded.files.items():
         report.add(name, n, loaded.records[name])
@@ -406,9 +626,12 @@ def _record_loaded(
     con.execute(
         """
         insert into raw.file_manifest
-        select rel, $source, size, sha256, 'loaded', records, null, $batch, now()::timestamp
-        from (select unnest($rels) as rel, unnest($sizes) as size,
-                     unnest($shas) as sha256, unnest($records) as records)
+            (file_path, source, size_bytes, sha256, status, records, reason, batch_id,
+             loaded_at, mtime_ns)
+        select rel, $source, size, sha256, 'loaded', records, null, $batch, now()::timestamp,
+               mtime_ns
+        from (select unnest($rels) as rel, unnest($sizes) as size, unnest($shas) as sha256,
+                     unnest($records) as records, unnest($times) as mtime_ns)
         """,
         {
             "source": source,
@@ -417,6 +640,7 @@ def _record_loaded(
             "sizes": [f.size for f in files],
             "shas": [f.sha256 for f in files],
             "records": [records.get(f.rel, 0) for f in files],
+            "times": [f.mtime_ns for f in files],
         },
     )
 
@@ -439,18 +663,33 @@ def _reject(
     batch_id: str,
     reason: str,
     report: LoadReport,
+    entry: Path | None = None,
 ) -> None:
-    """Record the file as rejected, then move it aside (kept, never deleted).
+    """Record the file as rejected, then move it (or `entry`, the link that leads to it)
+    to `landing/_rejected/`: kept, never deleted, never followed out of the landing folder.
 
     Expected (the simulator writes unreadable files on purpose): logged at info level and
-    counted in the report, never a warning or an exception.
+    counted in the report, never a warning or an exception. Idempotent: a crash between the
+    record and the move is finished by the next run.
     """
     con.execute(
-        "insert into raw.file_manifest values (?, ?, ?, ?, 'rejected', 0, ?, ?, now()::timestamp)",
-        [f.rel, source, f.size, f.sha256, reason, batch_id],
+        """
+        insert into raw.file_manifest
+            (file_path, source, size_bytes, sha256, status, records, reason, batch_id,
+             loaded_at, mtime_ns)
+        values (?, ?, ?, ?, 'rejected', 0, ?, ?, now()::timestamp, ?)
+        on conflict (file_path) do nothing
+        """,
+        [f.rel, source, f.size, f.sha256, reason, batch_id, f.mtime_ns],
     )
-    target = landing / REJECTED_DIR / f.rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(f.path), target)
+    moved = entry if entry is not None else f.path
+    target = (
+        landing / REJECTED_DIR / (moved.relative_to(landing) if entry is not None else Path(f.rel))
+    )
+    if os.path.lexists(moved):  # a linked folder is moved once, for its first file
+        while os.path.lexists(target):
+            target = target.with_name(target.name + "~")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(moved, target)  # the entry itself, within the landing folder's file system
     report.rejected.append(f.rel)
     log.info("rejected %s: %s", f.rel, reason)

@@ -3,6 +3,7 @@ after a crash, and unreadable files reported rather than raised."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -61,7 +62,8 @@ def _contents(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
         "select * exclude (_batch_id, _loaded_at) from raw.payments_rows order by 1, 2"
     ).fetchall()
     out["manifest"] = con.execute(
-        "select * exclude (loaded_at, reason, batch_id) from raw.file_manifest order by file_path"
+        "select * exclude (loaded_at, reason, batch_id, mtime_ns) from raw.file_manifest "
+        "order by file_path"
     ).fetchall()
     return out
 
@@ -248,3 +250,98 @@ def _copy_back(landing: Path, tmp_path: Path) -> Path:
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(moved, target / rel)
     return target
+
+
+# -- records over the bound, links, files changed after load (end to end: test_bad_input.py) ----
+
+
+def test_an_oversized_line_loads_as_a_stub_that_keeps_its_place(landing, tmp_path):
+    big = b'{"event_id": "huge", "pad": "' + b"x" * 2000 + b'"}'
+    _write(landing / "events" / "date=2026-01-02" / "events_20260102T00.ndjson",
+           b'{"a": 1}\n' + big + b'\n{"b": 2}\n')  # fmt: skip
+    _write(landing / "tickets" / "tickets_20260102.ndjson", big + b"\n")
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    report = load_files(con, landing, "b1", show_progress=False, max_record_bytes=1024)
+    rows = con.execute(
+        "select _file, _line_no, line, _stub_reason, _record_bytes from raw.events_lines "
+        "where _file like '%20260102T00%' union all "
+        "select _file, _line_no, line, _stub_reason, _record_bytes from raw.tickets_lines "
+        "where _file like '%20260102%' order by 1, 2"
+    ).fetchall()
+    events = "events/date=2026-01-02/events_20260102T00.ndjson"
+    assert rows == [
+        (events, 1, '{"a": 1}', None, None),
+        (events, 2, None, "oversized_record", len(big)),
+        (events, 3, '{"b": 2}', None, None),
+        ("tickets/tickets_20260102.ndjson", 1, None, "oversized_record", len(big)),
+    ]
+    assert report.oversized == {"events": 1, "tickets": 1}
+    (records,) = con.execute(
+        f"select records from raw.file_manifest where file_path = '{events}'"
+    ).fetchone()
+    assert records == 3  # the stub is a landed record: the accounting counts it
+
+
+def test_a_link_inside_the_landing_folder_loads_and_one_outside_is_rejected_unread(
+    landing, tmp_path
+):
+    secret = tmp_path / "secret.ndjson"
+    secret.write_bytes(b'{"secret": 1}\n')
+    tickets = landing / "tickets"
+    (tickets / "tickets_20260102_out.ndjson").symlink_to(secret)
+    (tickets / "tickets_20260102_in.ndjson").symlink_to(tickets / "tickets_20260101.ndjson")
+    (tickets / "tickets_20260102_broken.ndjson").symlink_to(tickets / "nothing")
+    con, _ = _load(landing, tmp_path / "wh.duckdb")
+    manifest = dict(
+        con.execute(
+            "select file_path, status || ': ' || coalesce(reason, '') from raw.file_manifest "
+            "where file_path like 'tickets/%'"
+        ).fetchall()
+    )
+    assert manifest == {
+        "tickets/tickets_20260101.ndjson": "loaded: ",
+        "tickets/tickets_20260102_in.ndjson": "loaded: ",
+        "tickets/tickets_20260102_out.ndjson": (
+            f"rejected: outside the landing folder: a link to {secret}"
+        ),
+        "tickets/tickets_20260102_broken.ndjson": (
+            "rejected: not a regular file (a folder, a device, a broken link)"
+        ),
+    }
+    (leaked,) = con.execute(
+        "select count(*) from raw.tickets_lines where line like '%secret%'"
+    ).fetchone()
+    assert leaked == 0 and secret.exists()
+    assert (landing / "_rejected" / "tickets" / "tickets_20260102_out.ndjson").is_symlink()
+
+
+def test_a_file_changed_after_load_is_rejected_and_an_untouched_one_is_not(landing, tmp_path):
+    """Appended to: rejected (size). Edited in place, same size: rejected (hash). Rewritten
+    with the same bytes (a new modification time only): left alone."""
+    con, _ = _load(landing, tmp_path / "wh.duckdb")
+    before = _contents(con)
+    tickets = landing / "tickets" / "tickets_20260101.ndjson"
+    tickets.write_bytes(tickets.read_bytes() + b'{"t": 3}\n')
+    payments = landing / "payments" / "payments_20260102.csv"
+    payments.write_bytes(payments.read_bytes().replace(b"py_0", b"py_9"))
+    same = landing / "events" / "date=2026-01-01" / "events_20260101T01.ndjson"
+    same.write_bytes(same.read_bytes())
+    os.utime(same, ns=(1, 1))
+    report = load_files(con, landing, "b2", show_progress=False)
+    assert sorted(Path(rel).name.split(".changed-")[0] for rel in report.changed) == [
+        "payments_20260102.csv", "tickets_20260101.ndjson"
+    ]  # fmt: skip
+    assert report.files == {}
+    after = _contents(con)
+    assert {k: v for k, v in after.items() if k != "manifest"} == {
+        k: v for k, v in before.items() if k != "manifest"
+    }  # the loaded rows stay
+    for rel in report.changed:
+        (status, reason) = con.execute(
+            f"select status, reason from raw.file_manifest where file_path = '{rel}'"
+        ).fetchone()
+        assert status == "rejected" and reason.startswith("changed after load: was ")
+        assert (landing / "_rejected" / rel).is_file()
+    assert same.exists()
+    again = load_files(con, landing, "b3", show_progress=False)
+    assert again.changed == [] and again.rejected == []

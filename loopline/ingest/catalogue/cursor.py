@@ -23,6 +23,7 @@ from typing import Any
 
 from loopline.ingest.catalogue.durable import write_atomic
 from loopline.ingest.catalogue.reports import ExtractError
+from loopline.locks import exclusive_file
 from loopline.settings import Settings
 
 STATE_FILENAME = "catalogue_cursor.json"
@@ -90,24 +91,22 @@ def save_cursor(settings: Settings, state: dict[str, dict[str, Any]]) -> None:
     write_atomic(state_path(settings), text.encode("utf-8"))
 
 
+def lock_path(settings: Settings) -> Path:
+    """The lock file beside the cursor that one extraction at a time holds."""
+    return settings.state_dir / "catalogue_cursor.lock"
+
+
 @contextlib.contextmanager
 def exclusive(settings: Settings) -> Iterator[None]:
-    """Hold an exclusive lock so two extractions never share one cursor."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    """Hold the cursor's lock so two extractions never share one cursor.
+
+    A second extraction queues here (up to ``LOOPLINE_LOCK_TIMEOUT``), saying who holds the
+    lock and since when, rather than failing at once.
+    """
+    with exclusive_file(
+        lock_path(settings),
+        "the catalogue cursor",
+        timeout_s=settings.lock_timeout,
+        busy=ExtractError,
+    ):
         yield
-        return
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = settings.state_dir / "catalogue_cursor.lock"
-    with open(lock_path, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ExtractError(
-                f"another catalogue extraction holds {lock_path}; wait for it to finish"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -3,7 +3,8 @@
     fails (null when clean). stg_billing__payments keeps the clean rows and
     quarantine_billing__payments the rest, so every raw row lands in exactly one of them.
 
-    Rules, in order: null_payment_id (a row without an id cannot be deduplicated or traced;
+    Rules, in order: oversized_record (a row over LOOPLINE_MAX_RECORD_BYTES, loaded as a
+    stub: its position and size, not its payload), null_payment_id (a row without an id cannot be deduplicated or traced;
     the simulator never produces one), duplicate (the vendor re-sends rows: the first copy
     by file, then line, is the payment), null_amount, unparseable_date, orphan_customer
     (the normalised email matches no user the source system knows).
@@ -13,7 +14,13 @@ with
 
 payments_rows as (
 
-    select * from {{ source('billing', 'payments_rows') }}
+    select
+        *,
+        -- the whole row as it arrived (a stub's bookkeeping columns left out)
+        to_json(
+            struct_pack(*columns(* exclude (_stub_reason, _record_bytes)))
+        )::varchar as row_as_json
+    from {{ source('billing', 'payments_rows') }}
 
 ),
 
@@ -55,8 +62,13 @@ parsed as (
         payments._line_no,
         payments._batch_id,
         payments._loaded_at,
-        -- the whole source row (the table alias is the row as a struct)
-        to_json(payments)::varchar as raw_record,  -- noqa: RF02
+        -- the whole source row as it arrived, or for a stub (a row the loader did not load)
+        -- only why and its size
+        payments._stub_reason,
+        coalesce(
+            {{ stub_record('payments._stub_reason', 'payments._record_bytes') }},
+            payments.row_as_json
+        ) as raw_record,
         row_number() over (
             partition by payments.payment_id
             order by payments._file, payments._line_no
@@ -93,6 +105,7 @@ classified as (
         parsed.created_at,
         -- verdict
         case
+            when parsed._stub_reason is not null then parsed._stub_reason
             when parsed.payment_id is null then 'null_payment_id'
             when parsed.copy_number > 1 then 'duplicate'
             when parsed.amount_minor is null then 'null_amount'

@@ -15,7 +15,8 @@
 
     Two app generations coexist: app 5 renamed `position_ms` to `playhead_ms` and stamps
     local time with an offset, app 4 stamps UTC with `Z`; `quality` was added mid-range.
-    Rules, in order: malformed_json, null_event_id, null_user_id, unparseable_timestamp,
+    Rules, in order: oversized_record (a line over LOOPLINE_MAX_RECORD_BYTES, loaded as a
+    stub: its position and size, not its payload), malformed_json, null_event_id, null_user_id, unparseable_timestamp,
     negative_position, orphan_user (no such user at the source, clean or quarantined),
     orphan_show, duplicate (a clean copy of an event already kept: a device that re-sends
     an event does so in a later file, so the copy loaded first is the event).
@@ -87,9 +88,12 @@ parsed as (
         -- timestamps: every offset normalised to UTC
         doc ->> '$.occurred_at' as occurred_at_raw,
         {{ parse_utc_timestamp("doc ->> '$.occurred_at'") }} as occurred_at,
-        -- lineage
+        -- lineage: a stub (a record the loader did not load) keeps only why and its size
         is_valid_json,
-        line as raw_record,
+        _stub_reason,
+        coalesce(
+            {{ stub_record('_stub_reason', '_record_bytes') }}, line
+        ) as raw_record,
         _file,
         _line_no,
         _batch_id,
@@ -104,6 +108,7 @@ ruled as (
     select
         *,
         case
+            when _stub_reason is not null then _stub_reason
             when not is_valid_json then 'malformed_json'
             when event_id is null then 'null_event_id'
             when user_id is null then 'null_user_id'

@@ -3,7 +3,8 @@
     rule it fails (null when clean). stg_support__tickets keeps the clean rows and
     quarantine_support__tickets the rest, so every raw line lands in exactly one of them.
 
-    Rules, in order: malformed_json (a line that is not JSON has no requester to check, so
+    Rules, in order: oversized_record (a line over LOOPLINE_MAX_RECORD_BYTES, loaded as a
+    stub: its position and size, not its payload), malformed_json (a line that is not JSON has no requester to check, so
     it is not called an orphan), null_ticket_id (a line without an id cannot be traced),
     duplicate (the helpdesk delivers a ticket again in a later file: the copy loaded first,
     by load time, file and line, is the ticket; the same rule as events and payments),
@@ -50,9 +51,12 @@ parsed as (
         doc ->> '$.body' as body,
         -- timestamps
         {{ parse_utc_timestamp("doc ->> '$.created_at'") }} as created_at,
-        -- lineage
+        -- lineage: a stub (a record the loader did not load) keeps only why and its size
         is_valid_json,
-        line as raw_record,
+        _stub_reason,
+        coalesce(
+            {{ stub_record('_stub_reason', '_record_bytes') }}, line
+        ) as raw_record,
         _file,
         _line_no,
         _batch_id,
@@ -85,6 +89,7 @@ classified as (
         parsed.created_at,
         -- verdict
         case
+            when parsed._stub_reason is not null then parsed._stub_reason
             when not parsed.is_valid_json then 'malformed_json'
             when parsed.ticket_id is null then 'null_ticket_id'
             when parsed.copy_number > 1 then 'duplicate'
