@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict
 
+from flows.slots import warehouse_slot
 from loopline import progress
 from loopline.progress import phase
 from loopline.settings import get_settings
@@ -186,11 +187,13 @@ def line(params: LineParams | None = None) -> dict[str, object]:
     Returns what each step reported; a critical validation failure raises before publication.
     """
     params = params or LineParams()
-    loaded = ingest_sources(params.catalogue_url)
-    built = dbt_build(params.full_refresh)
-    rejected = count_rejects(loaded["batch_id"], built["colour"])
-    published = audit_and_publish_build(built["colour"])
-    online = materialize_online_features()
+    # one writing run at a time: a second one waits here, visibly (flows/slots.py)
+    with warehouse_slot():
+        loaded = ingest_sources(params.catalogue_url)
+        built = dbt_build(params.full_refresh)
+        rejected = count_rejects(loaded["batch_id"], built["colour"])
+        published = audit_and_publish_build(built["colour"])
+        online = materialize_online_features()
     return {
         "ingest": loaded,
         "dbt": built,
