@@ -44,6 +44,9 @@ def ensure_limits(client: SyncPrefectClient | None = None) -> None:
 
 def prepare_deployments() -> dict[str, str]:
     """A `prefect deploy` build step: create the limits; the repo root, for the pull step."""
+    from flows.prefect_compat import send_default_paging
+
+    send_default_paging()  # or `prefect deploy --all` stops after the first deployment
     ensure_limits()
     return {"directory": str(Path(__file__).resolve().parents[1])}
 
