@@ -1,5 +1,5 @@
-"""Prefect deployments of the flows: the line hourly, training weekly, scoring and monitoring
-daily.
+"""Prefect deployments of the flows: the line every 30 minutes, training weekly, scoring and
+monitoring daily.
 
     make up            # the Prefect server, and this module served beside it (`deployments`)
 
@@ -10,19 +10,26 @@ UI or with ``prefect deployment run 'loopline-train/train'``. Parameters are the
 models, enforced by the server, so a run with a bad parameter is refused before it starts.
 Runs that write the warehouse queue on its writer lock (docs/architecture.md). The line
 extracts the catalogue API at ``LOOPLINE_CATALOGUE_URL``: under `make up`, the simulated
-vendor's (the ``catalogue`` service).
+vendor's (the ``catalogue`` service). New files in the landing folder also start the line
+(the ``push`` service's events and the line's trigger, loopline/push/watcher.py).
+
+Serving runs every deployment in this one process; for workers (several processes or hosts)
+the same deployments are declared in ``prefect.yaml`` (README: which one when).
 """
 
 from __future__ import annotations
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 
 from flows.demo import loopline_demo
 from flows.line import line
 from flows.monitor import monitor_models
 from flows.score import batch_score
+from flows.slots import ensure_limits
 from flows.train import train_models
+from loopline.push.watcher import LINE_TRIGGER
 
 
 def _built(deployment: object) -> RunnerDeployment:
@@ -37,9 +44,10 @@ def deployments() -> list[RunnerDeployment]:
     built = [
         line.to_deployment(
             "line",
-            cron="15 * * * *",
+            cron="15,45 * * * *",
             tags=["line"],
             description="Extract and load every source, dbt build, refresh online features.",
+            triggers=[DeploymentEventTrigger.model_validate(LINE_TRIGGER)],
         ),
         train_models.to_deployment(
             "train",
@@ -69,4 +77,5 @@ def deployments() -> list[RunnerDeployment]:
 
 
 if __name__ == "__main__":  # pragma: no cover - long-running server process
+    ensure_limits()  # the warehouse-writer slot, visible in the UI before the first run
     serve(*deployments())

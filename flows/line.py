@@ -14,15 +14,19 @@ calls the task functions directly, outside Prefect), so both leave the same stat
 from __future__ import annotations
 
 import time
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
 from flows.logs import run_logger
+from flows.slots import warehouse_slot
 from loopline import progress
 from loopline.progress import phase
 from loopline.settings import get_settings
+
+if TYPE_CHECKING:
+    from loopline.ingest.run import IngestReport
 
 
 class LineParams(BaseModel):
@@ -46,12 +50,19 @@ class Loaded(TypedDict):
     seconds: float
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=5)
+# no task-level retries: the catalogue client retries with backoff itself, and a source that
+# stays down is reported after the others were loaded (SourceFailedError), not retried whole
+@task(name="ingest")
 def ingest_sources(catalogue_url: str | None, show_progress: bool = True) -> Loaded:
     """Extract the API and load new files and OLTP tables into raw (a rerun is safe)."""
     from loopline.ingest.run import ingest
 
     report = ingest(get_settings(), catalogue_url=catalogue_url, progress=show_progress)
+    return loaded_from(report)
+
+
+def loaded_from(report: IngestReport) -> Loaded:
+    """The ingest step's result as plain values (also for a report with a failed source)."""
     run_logger().info(
         "ingest %s: files %s, records %s, rejected %s, OLTP tables copied %s",
         report.batch_id, report.files.files, report.files.records, report.files.rejected,
@@ -173,12 +184,23 @@ def line(params: LineParams | None = None) -> dict[str, object]:
 
     Returns what each step reported; a critical validation failure raises before publication.
     """
+    from loopline.ingest.run import SourceFailedError
+
     params = params or LineParams()
-    loaded = ingest_sources(params.catalogue_url)
-    built = dbt_build(params.full_refresh)
-    rejected = count_rejects(loaded["batch_id"], built["colour"])
-    published = audit_and_publish_build(built["colour"])
-    online = materialize_online_features()
+    failed: SourceFailedError | None = None
+    # one writing run at a time: a second one waits here, visibly (flows/slots.py)
+    with warehouse_slot():
+        try:
+            loaded = ingest_sources(params.catalogue_url)
+        except SourceFailedError as exc:  # the other sources were loaded: build them
+            failed, loaded = exc, loaded_from(exc.report)
+            run_logger().warning("%s; building what was loaded", exc)
+        built = dbt_build(params.full_refresh)
+        rejected = count_rejects(loaded["batch_id"], built["colour"])
+        published = audit_and_publish_build(built["colour"])
+        online = materialize_online_features()
+    if failed is not None:
+        raise failed  # the run fails, naming the source, after the rest went through
     return {
         "ingest": loaded,
         "dbt": built,

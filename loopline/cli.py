@@ -786,7 +786,9 @@ def status() -> None:
         for run in runs:
             last = f"{run.last_state} at {run.last_time}" if run.last_state else "no run yet"
             upcoming = f", next {run.next_time}" if run.next_time else ""
-            console.print(f"  {run.name:<24} {run.schedule:<14} last: {last}{upcoming}")
+            console.print(
+                f"  {run.name:<24} {run.schedule:<14} {run.runs_on:<14} last: {last}{upcoming}"
+            )
 
 
 def main() -> None:  # pragma: no cover - console entry point

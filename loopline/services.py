@@ -35,6 +35,7 @@ import httpx
 from loopline.settings import Settings
 
 HOST = "127.0.0.1"
+WORK_POOL = "loopline"  # the process pool prefect.yaml deploys to
 
 
 class ServiceError(RuntimeError):
@@ -117,6 +118,24 @@ REGISTRY: dict[str, Service] = {
             needs=("prefect",),
         ),
         Service(
+            "worker",
+            f"a Prefect worker on the `{WORK_POOL}` process pool (runs prefect.yaml's "
+            "deployments once `prefect deploy --all` registered them)",
+            # `worker start` creates the pool when it is missing
+            lambda s: _python(
+                "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"
+            ),
+            ready=lambda s: _url(s.prefect_port, f"/api/work_pools/{WORK_POOL}"),
+            open=lambda s: _url(s.prefect_port, f"/work-pools/work-pool/{WORK_POOL}"),
+            needs=("prefect",),
+        ),
+        Service(
+            "push",
+            "the landing watcher: each burst of new dropped files starts one line run",
+            lambda s: _python("-m", "loopline.push.watcher"),
+            needs=("prefect",),
+        ),
+        Service(
             "mlflow",
             "MLflow UI (experiments, runs, plots, model registry)",
             lambda s: _mlflow_command(s),
@@ -154,7 +173,7 @@ REGISTRY: dict[str, Service] = {
 # services that open the MLflow store: each would create and migrate a new SQLite store at
 # start, and two migrating at once fail (alembic: "expected to match one row"), so `up`
 # migrates it once before it starts them
-_MLFLOW_USERS = ("mlflow", "api", "deployments")
+_MLFLOW_USERS = ("mlflow", "api", "deployments", "worker")
 
 
 def _migrate_mlflow_store(settings: Settings) -> None:
@@ -591,6 +610,7 @@ class DeploymentRuns:
 
     name: str
     schedule: str
+    runs_on: str  # "served" (a `serve` process) or "pool <name>" (workers)
     last_state: str | None
     last_time: str | None
     next_time: str | None
@@ -631,6 +651,11 @@ def deployment_runs(api_url: str, timeout_s: float = 3.0) -> list[DeploymentRuns
                 DeploymentRuns(
                     name=f"{flows.get(deployment['flow_id'], '?')}/{deployment['name']}",
                     schedule=", ".join(schedules) or "on demand",
+                    runs_on=(
+                        f"pool {deployment['work_pool_name']}"
+                        if deployment.get("work_pool_name")
+                        else "served"
+                    ),
                     last_state=last[0]["state"]["name"] if last else None,
                     last_time=(last[0]["start_time"] or "")[:19] if last else None,
                     next_time=(upcoming[0]["expected_start_time"] or "")[:19] if upcoming else None,

@@ -129,6 +129,25 @@ class Settings(BaseSettings):
         "byte-compiled) on a busy 2-core machine has taken 85 s.",
     )
 
+    # -- push: new landed files trigger the line (loopline/push/) ----------------------
+    ingest_token: str | None = Field(
+        None,
+        description="Bearer token of POST /v1/ingest/events; unset: the webhook refuses "
+        "every request (503).",
+    )
+    ingest_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest body POST /v1/ingest/events accepts."
+    )
+    push_quiet_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="The landing watcher announces new files once none arrived for this "
+        "long, so a burst of files triggers one line run.",
+    )
+    push_max_wait_seconds: float = Field(
+        60.0, gt=0, description="... but never later than this after the first new file."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -14,19 +14,14 @@ owns the DDL of the tables Python (not dbt) writes.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 import duckdb
 
+from loopline import locks
 from loopline.settings import Settings
 
 _EXTENSIONS = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
@@ -89,11 +84,6 @@ class WarehouseBusyError(RuntimeError):
     """Another process holds the warehouse writer lock for too long."""
 
 
-# lock files this process holds: dbt run in-process under the lock must not wait for it again
-# (flock locks belong to an open file, so a second open in the same process would deadlock)
-_HELD: set[Path] = set()
-
-
 def writer_lock_path(warehouse: Path) -> Path:
     """The lock file beside the warehouse file that every writer takes."""
     return warehouse.with_name(warehouse.name + ".writer.lock")
@@ -101,24 +91,12 @@ def writer_lock_path(warehouse: Path) -> Path:
 
 def holds_warehouse_writer(warehouse: Path | str) -> bool:
     """True when this process holds the writer lock of the warehouse file `warehouse`."""
-    return writer_lock_path(Path(warehouse)).resolve() in _HELD
+    return locks.holds(writer_lock_path(Path(warehouse)))
 
 
 def lock_holder(warehouse: Path | str) -> str:
     """Who holds (or last held) the writer lock: "pid 123 (loopline build) since 21:30:05"."""
-    try:
-        info = json.loads(writer_lock_path(Path(warehouse)).read_text() or "{}")
-    except (OSError, ValueError):
-        info = {}
-    if not info:
-        return "another process"
-    since = datetime.fromtimestamp(float(info.get("since", 0))).strftime("%H:%M:%S")
-    return f"pid {info.get('pid')} ({info.get('command', '?')}) since {since}"
-
-
-def _command_line() -> str:
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
-    return " ".join(argv)[:120]
+    return locks.holder(writer_lock_path(Path(warehouse)))
 
 
 @contextmanager
@@ -133,50 +111,14 @@ def warehouse_writer(
     (after `waiting_note_s`, then every minute). Re-entrant within a process.
     """
     path = settings.resolved_warehouse_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = writer_lock_path(path)
-    if lock.resolve() in _HELD:  # this process holds it already (e.g. a read inside a build)
+    with locks.exclusive_file(
+        writer_lock_path(path),
+        "the warehouse",
+        timeout_s=timeout_s,
+        waiting_note_s=waiting_note_s,
+        busy=WarehouseBusyError,
+    ):
         yield path
-        return
-    with lock.open("a+") as handle:
-        started = time.monotonic()
-        deadline = started + timeout_s
-        next_note = started + waiting_note_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                now = time.monotonic()
-                if now > deadline:
-                    raise WarehouseBusyError(
-                        f"{lock_holder(path)} has been writing {path} for over "
-                        f"{timeout_s:.0f} s (lock {lock}); wait for it or stop it"
-                    ) from None
-                if now >= next_note:
-                    from loopline import progress
-
-                    note = (
-                        f"waiting for the warehouse: {lock_holder(path)} is writing it "
-                        f"(waited {now - started:.0f} s)"
-                    )
-                    progress.logger.info(note)
-                    progress.say(note)
-                    next_note = now + 60.0
-                time.sleep(0.2)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(
-            json.dumps({"pid": os.getpid(), "command": _command_line(), "since": time.time()})
-        )
-        handle.flush()
-        held = lock.resolve()
-        _HELD.add(held)
-        try:
-            yield path
-        finally:
-            _HELD.discard(held)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class NoWarehouseError(ValueError):

@@ -47,10 +47,13 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
     recorded = {name: services.recorded(settings, name) for name in started}
     assert all(recorded.values()), recorded
     for name, running in recorded.items():
-        assert running is not None and running.ready_url is not None
+        assert running is not None
+        # a service with a port answers on it; the landing watcher has none
+        assert running.ready_url is not None or services.REGISTRY[name].port is None, name
         # it says where each one is and where its log goes, and each answers there
         assert name in first.output and running.log in one_line(first.output)
-        assert httpx.get(running.ready_url, timeout=10).status_code == 200, name
+        if running.ready_url:
+            assert httpx.get(running.ready_url, timeout=10).status_code == 200, name
         assert running.log.startswith(str(settings.data_dir / "logs"))
         if running.url:
             assert running.url.startswith("http://127.0.0.1:")
@@ -81,6 +84,21 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
         assert re.search(rf"{name}\s+ready", status.output), status.output
     assert str(settings.prefect_port) in status.output
     assert "loopline-line/line" in status.output and "last: no run yet" in status.output
+    assert re.search(r"loopline-line/line\s+15,45 \* \* \* \*\s+served", status.output)
+    # the worker created its pool and is online on it
+    api = services.prefect_api_url(settings)
+    workers = httpx.post(
+        f"{api}/work_pools/{services.WORK_POOL}/workers/filter", json={"limit": 10, "offset": 0}
+    ).json()
+    assert [w["status"] for w in workers] == ["ONLINE"], workers
+    # a finished run of a deployment shows as its last run
+    line = httpx.get(f"{api}/deployments/name/loopline-line/line", timeout=10).json()
+    running = {"state": {"type": "RUNNING", "name": "Running"}}  # no server process takes it
+    run = httpx.post(f"{api}/deployments/{line['id']}/create_flow_run", json=running).json()
+    done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
+    httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=done, timeout=10)
+    after_run = runner.invoke(app, ["status"])
+    assert re.search(r"loopline-line/line .* last: Completed at", one_line(after_run.output))
 
     # a demo run would use this server rather than start its own
     with services.prefect_api(settings) as api:
@@ -153,7 +171,9 @@ def test_up_names_an_unknown_service_and_the_known_ones(settings):
 def test_up_starts_what_a_service_needs_and_down_stops_what_needs_it():
     """Served deployments without their server would only fail: they come and go together."""
     assert services.resolve(["deployments"]) == ["prefect", "deployments"]
-    assert services.resolve_existing(["prefect"]) == ["prefect", "deployments"]
+    assert services.resolve(["worker"]) == ["prefect", "worker"]
+    assert services.resolve(["push"]) == ["prefect", "push"]
+    assert services.resolve_existing(["prefect"]) == ["prefect", "deployments", "worker", "push"]
     assert services.resolve_existing(["api"]) == ["api"]
 
 

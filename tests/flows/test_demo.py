@@ -88,7 +88,9 @@ def test_demo_flow_runs_the_line_and_the_loop(prefect_harness, tmp_path, monkeyp
     # then validation and the monitor, which retrains the churn model when it finds drift
     # (this 45-day company's training days all fall in the 30-day warm-up: it does)
     assert len(decisions) == 2 + retrains and monitor_runs == 1
-    assert re.fullmatch(r"\d+ prediction suites, 0 failed \(marts: line.s audit\)", where["validation"])
+    assert re.fullmatch(
+        r"\d+ prediction suites, 0 failed \(marts: line.s audit\)", where["validation"]
+    )
     assert where["monitoring"].startswith("drift in ")
     assert Path(where["drift report"]).exists()
     assert scored > 250 and recommended > 250
