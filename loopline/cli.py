@@ -556,12 +556,6 @@ def promote(
     console.print(f"{decision.summary()}; @champion is v{decision.version} again")
 
 
-# -- planned, not built yet ----------------------------------------------------------------
-def _not_yet(issue: int | None, what: str) -> None:
-    where = f"tracked in issue #{issue}" if issue else "planned, no issue filed yet"
-    raise _fail(f"`{what}` is not built yet ({where})")
-
-
 @app.command()
 def monitor(
     retrain: Annotated[

@@ -62,12 +62,6 @@ def test_bad_scenario_option_is_a_clear_error(data_dir):
     assert "drift_start" in result.output
 
 
-def test_unbuilt_command_says_so(data_dir):
-    result = runner.invoke(app, ["stream"])
-    assert result.exit_code == 2
-    assert "not built yet" in result.output
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
