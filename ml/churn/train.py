@@ -358,6 +358,9 @@ def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
                 signature=infer_signature(example, trained.model.predict_proba(example)),
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
+                # its check reloads the model through MLflow, which `configure` forbids
+                # (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false); `load_sklearn_version` is ours
+                validate_serving_input=False,
                 registered_model_name=CHURN_MODEL,
                 pip_requirements=model_requirements(),
                 metadata={"feature_columns": trained.feature_columns, "threshold": threshold},
