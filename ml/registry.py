@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,7 +207,7 @@ def configure(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no machine here reaches it
     # no pickle or cloudpickle model is ever deserialised by MLflow in this process: models
     # load as data (`load_sklearn_version`, `ml.recommender.persistence.load_recommender`)
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    os.environ[PICKLE_FLAG] = "false"
     import mlflow
     from mlflow import MlflowClient
 
@@ -403,6 +404,25 @@ def record_decision(settings: Settings, decision: Decision) -> None:
 def version_tags(client: MlflowClient, model_name: str, version: str) -> dict[str, str]:
     """The tags of one model version."""
     return dict(client.get_model_version(model_name, version).tags)
+
+
+PICKLE_FLAG = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+@contextmanager
+def mlflow_may_reload_its_own_save() -> Iterator[None]:
+    """Let MLflow deserialise models for the duration of a ``log_model`` call.
+
+    ``log_model`` checks its input example by loading the folder it has just written from the
+    in-memory model; nothing from the store is read. `configure` switches that off for the
+    rest of the process.
+    """
+    before = os.environ.get(PICKLE_FLAG)
+    os.environ[PICKLE_FLAG] = "true"
+    try:
+        yield
+    finally:
+        os.environ[PICKLE_FLAG] = before or "false"
 
 
 class UnsafeArtifactError(RegistryError):
