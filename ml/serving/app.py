@@ -60,7 +60,7 @@ from ml.features.online import open_online_store
 from ml.features.online.base import OnlineStore
 from ml.recommender.model import parse_history
 from ml.registry import CHAMPION, CHURN_MODEL, RECS_MODEL
-from ml.serving.auth import Credentials, require_token_for_reads, token_ok
+from ml.serving.auth import bearer, require_token, token_ok
 from ml.serving.models import LoadedChurn, ModelService, RegistryModelService, Watcher
 from ml.serving.prediction_log import PredictionLog
 
@@ -68,7 +68,7 @@ log = logging.getLogger("loopline.serve")
 
 MAX_STRING_CHARS = 1024  # a feature's string value (categories are short words)
 MAX_FEATURES = 512  # keys in one `features` object (a model reads a few dozen)
-MAX_ID = 2**63 - 1  # user ids are 64-bit integers in the warehouse and the online store
+MAX_ID = 2**53 - 1  # the largest integer every JSON client carries exactly (ids are int64)
 MAX_ERRORS = 20  # problems listed in one 422
 MAX_MESSAGE_CHARS = 300  # characters of one problem (or one offending name) echoed back
 MAX_FLOAT = sys.float_info.max
@@ -122,7 +122,16 @@ def _cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 class ChurnRequest(BaseModel):
     """Score one user: by `user_id` (features from the online store) or with `features`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # the schema says "exactly one" too, so clients and fuzzers know {} is not a request
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["user_id"], "properties": {"user_id": {"type": "integer"}}},
+                {"required": ["features"], "properties": {"features": {"type": "object"}}},
+            ]
+        },
+    )
 
     user_id: int | None = Field(None, ge=0, le=MAX_ID)
     features: dict[str, FeatureValue] | None = Field(None, max_length=MAX_FEATURES)
@@ -287,22 +296,24 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-    async def readyz(request: Request, credentials: Credentials) -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         """Ready when the churn model is loaded. Says which versions are served and the last
         refresh error, to callers with the token when ``LOOPLINE_API_TOKEN`` is set."""
         models: ModelService = state["models"]
         body: dict[str, Any] = {"ready": models.churn is not None}
-        if token_ok(settings, credentials):
+        # read by hand, not as a security dependency: the endpoint itself stays open
+        if token_ok(settings, bearer(request.headers.get("authorization"))):
             body |= {**models.versions(), "alias": alias, "last_refresh_error": models.last_error}
         return JSONResponse(status_code=200 if models.churn else 503, content=body)
 
-    reads = [Depends(require_token_for_reads)]
+    # declared only when required, so the OpenAPI schema says what this app really asks for
+    reads = [Depends(require_token)] if settings.api_token_required_for_reads else []
 
     @app.post(
         "/v1/churn/score",
         response_model=ChurnResponse,
         dependencies=reads,
-        responses=_errors(401, 404, 413, 422, 503),
+        responses=_errors(400, 401, 404, 413, 422, 503),
     )
     async def churn_score(request: ChurnRequest) -> ChurnResponse:
         """The churn probability of one user, from the online store or the given features."""
@@ -339,6 +350,9 @@ def create_app(
                 )
             values = vector.values
             feature_timestamp = vector.feature_timestamp
+            if feature_timestamp is not None and feature_timestamp.tzinfo is None:
+                # the warehouse keeps UTC without an offset; RFC 3339 (and the schema) want one
+                feature_timestamp = feature_timestamp.replace(tzinfo=UTC)
             feature_set_version = vector.feature_set_version
             source = "online_store"
         probability = loaded.score(values)

@@ -3,8 +3,9 @@
 ``LOOPLINE_API_TOKEN`` unset: nothing is required (the API binds to 127.0.0.1 by default, and
 `ml.serving.app.serve` warns when it is bound elsewhere without a token). Set: every endpoint
 guarded by `require_token` answers 401 without ``Authorization: Bearer <token>``, and scoring
-and recommendations too when ``LOOPLINE_API_TOKEN_REQUIRED_FOR_READS`` is true
-(`require_token_for_reads`). ``/healthz`` is always open.
+and recommendations too when ``LOOPLINE_API_TOKEN_REQUIRED_FOR_READS`` is true. ``/healthz``
+is always open; ``/readyz`` says whether it is ready to anyone, and which versions it serves
+(and the last refresh error) only to holders of the token.
 
 Any router can use it (``APIRouter(dependencies=[Depends(require_token)])``): the settings
 come from ``app.state.settings`` (set by `ml.serving.app.create_app`), else from the
@@ -33,13 +34,20 @@ def app_settings(request: Request) -> Settings:
     return settings if isinstance(settings, Settings) else get_settings()
 
 
-def token_ok(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> bool:
-    """Whether the request may pass: no token configured, or the right bearer token given."""
+def token_ok(settings: Settings, given: str | None) -> bool:
+    """Whether a request carrying the bearer token `given` may pass: no token configured
+    (unset or empty), or `given` is it."""
     expected = settings.api_token.get_secret_value().encode() if settings.api_token else b""
-    if not expected:  # unset, or set to an empty string: no token configured
+    if not expected:
         return True
-    given = credentials.credentials.encode() if credentials is not None else b""
-    return hmac.compare_digest(given, expected)  # constant time: no token guessing by timing
+    # constant time: the token cannot be guessed a character at a time by timing
+    return hmac.compare_digest((given or "").encode(), expected)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value (None if another)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _refuse() -> HTTPException:
@@ -52,12 +60,6 @@ def _refuse() -> HTTPException:
 
 async def require_token(request: Request, credentials: Credentials) -> None:
     """Dependency: 401 unless the request carries the configured token (if one is set)."""
-    if not token_ok(app_settings(request), credentials):
-        raise _refuse()
-
-
-async def require_token_for_reads(request: Request, credentials: Credentials) -> None:
-    """Dependency: like `require_token`, but only if ``api_token_required_for_reads`` is set."""
-    settings = app_settings(request)
-    if settings.api_token_required_for_reads and not token_ok(settings, credentials):
+    given = credentials.credentials if credentials is not None else None
+    if not token_ok(app_settings(request), given):
         raise _refuse()
