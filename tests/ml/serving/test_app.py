@@ -68,6 +68,7 @@ def test_recommendations_follow_the_history_in_the_models_version(tmp_path, stor
         known = client.get("/v1/recommendations/1", params={"k": 2}).json()
         next_up = client.get("/v1/recommendations/1", params={"k": 2, "just_watched": "b"}).json()
         cold = client.get("/v1/recommendations/2", params={"k": 2}).json()
+        cold_next = client.get("/v1/recommendations/2", params={"just_watched": "a"}).json()
         not_ready = client.get("/readyz")
         no_churn = client.post("/v1/churn/score", json={"user_id": 1})
     assert known["user_known"] and known["strategy"] == "item-item"
@@ -75,6 +76,9 @@ def test_recommendations_follow_the_history_in_the_models_version(tmp_path, stor
     assert [r["rank"] for r in known["recommendations"]] == [1, 2]
     assert "b" not in [r["show_id"] for r in next_up["recommendations"]]
     assert not cold["user_known"] and cold["strategy"] == "popularity"
+    # a user with no history who just finished a show (found by the fuzzing: was a 500)
+    assert {r["show_id"] for r in cold_next["recommendations"][:2]} == {"b", "c"}
+    assert cold_next["strategy"] == "item-item"
     assert not_ready.status_code == 503 and no_churn.status_code == 503
 
     other_version = FixedModels(None, recommender("h2"))  # a history version never built

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import hypothesis.strategies as st
 import schemathesis
@@ -48,9 +49,10 @@ def _fast_churn() -> LoadedChurn:
     return LoadedChurn(champion, scorer)
 
 
-def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
-    models = FixedModels(_fast_churn(), recommender("h1"))
-    app = create_app(Settings(data_dir=tmp_path), poll_seconds=60, store=store, models=models)
+def _fuzz(
+    app: Any, examples: int, headers: dict[str, str] | None = None
+) -> tuple[Counter[int], list[str], list[str]]:
+    """Send `examples` generated requests; return (statuses, failures, operations)."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/v1/churn/score", "/v1/recommendations/{user_id}"}
@@ -67,7 +69,7 @@ def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
     with asgi.get_client(app) as client:  # one app start-up (lifespan) for every request
 
         @settings(
-            max_examples=MIN_REQUESTS + 200,
+            max_examples=examples,
             deadline=None,
             database=None,
             derandomize=True,  # the same requests on every run: a failure reproduces
@@ -75,17 +77,21 @@ def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
         )
         @given(case=cases)
         def send(case: schemathesis.Case) -> None:
-            response = case.call(session=client)
+            # the token on valid requests; invalid ones go as generated (no or a wrong token)
+            positive = case.meta is not None and case.meta.generation.mode.is_positive
+            given = headers if positive else None
+            response = case.call(session=client, headers=given)
             statuses[response.status_code] += 1
             if response.status_code >= 500:
                 failures.append(f"{response.status_code} {case.method} {case.path}")
             try:
-                case.validate_response(response, excluded_checks=[positive_data_acceptance])
+                case.validate_response(
+                    response, headers=given, excluded_checks=[positive_data_acceptance]
+                )
             except (Exception, BaseExceptionGroup) as exc:  # collect them all, report below
                 failures.append(f"{case.method} {case.path} {case.body!r:.200}: {exc!s:.600}")
             # schemathesis' own acceptance check, minus what the schema cannot say: which
             # feature names and kinds the served model reads (they change with the version)
-            positive = case.meta is not None and case.meta.generation.mode.is_positive
             if positive and response.status_code >= 400 and response.status_code != 404:
                 detail = str(response.json().get("detail"))
                 if not detail.startswith("unknown feature") and "must be a number" not in detail:
@@ -95,6 +101,13 @@ def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
 
         send()
 
+    return statuses, failures, sorted(f"{op.method.upper()} {op.path}" for op in operations)
+
+
+def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
+    models = FixedModels(_fast_churn(), recommender("h1"))
+    app = create_app(Settings(data_dir=tmp_path), poll_seconds=60, store=store, models=models)
+    statuses, failures, operations = _fuzz(app, MIN_REQUESTS + 200)
     sent = sum(statuses.values())
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -102,10 +115,21 @@ def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
         "server_errors": sum(n for code, n in statuses.items() if code >= 500),
         "conformance_failures": len(failures),
         "statuses": {str(code): n for code, n in sorted(statuses.items())},
-        "operations": sorted(f"{op.method.upper()} {op.path}" for op in operations),
+        "operations": operations,
     }
     REPORT.write_text(json.dumps(summary, indent=2) + "\n")
     (tmp_path / "api_fuzz.json").write_text(json.dumps(summary))
     assert not failures, "\n".join(failures[:20])
     assert sent >= MIN_REQUESTS, statuses
     assert summary["server_errors"] == 0
+
+
+def test_fuzzed_requests_with_the_token_required_for_reads(tmp_path, store):
+    """Schemathesis' auth checks too: requests without or with a wrong token must get a 401."""
+    models = FixedModels(_fast_churn(), recommender("h1"))
+    token = "fuzz-token"
+    configured = Settings(data_dir=tmp_path, api_token=token, api_token_required_for_reads=True)
+    app = create_app(configured, poll_seconds=60, store=store, models=models)
+    statuses, failures, _ = _fuzz(app, 250, headers={"authorization": f"Bearer {token}"})
+    assert not failures, "\n".join(failures[:20])
+    assert not any(code >= 500 for code in statuses), statuses
