@@ -50,6 +50,7 @@ from pydantic import (
     Field,
     PlainValidator,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -135,6 +136,14 @@ class ChurnRequest(BaseModel):
 
     user_id: int | None = Field(None, ge=0, le=MAX_ID)
     features: dict[str, FeatureValue] | None = Field(None, max_length=MAX_FEATURES)
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: object) -> object:
+        # pydantic would read true as user 1 (found by the fuzzing)
+        if isinstance(value, bool):
+            raise ValueError("user_id is an integer, not a boolean")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ChurnRequest:

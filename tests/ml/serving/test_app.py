@@ -47,6 +47,7 @@ def test_bad_input_gets_a_4xx_with_a_message_and_the_versions(tmp_path, store):
             (client.post("/v1/churn/score", json={}), 422, "exactly one"),
             (client.post("/v1/churn/score", content="{not json", headers=headers), 422, "invalid"),
             (client.post("/v1/churn/score", json={"user_id": -1}), 422, "invalid"),
+            (client.post("/v1/churn/score", json={"user_id": True}), 422, "not a boolean"),
             (client.get("/v1/recommendations/1?k=0"), 422, "invalid"),
             (client.get("/v1/recommendations/1?k=1000"), 422, "invalid"),
             (client.get("/v1/recommendations/not-a-number"), 422, "invalid"),
