@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scale = Literal["small", "demo", "large"]
@@ -146,6 +146,33 @@ class Settings(BaseSettings):
     )
     push_max_wait_seconds: float = Field(
         60.0, gt=0, description="... but never later than this after the first new file."
+    )
+
+    # -- serving API limits and access (`loopline serve`; docs/reliability.md#api) ----------
+    api_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request body the API reads; a larger one is answered 413 before "
+        "it is read (by Content-Length, or as soon as the streamed body passes the limit).",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the API requires on endpoints that write, trigger work or "
+        "reveal internals (and on every endpoint but /healthz when "
+        "LOOPLINE_API_TOKEN_REQUIRED_FOR_READS is true). Unset: those endpoints are open, "
+        "which is safe only on loopback (the default bind).",
+    )
+    api_token_required_for_reads: bool = Field(
+        False, description="Also require LOOPLINE_API_TOKEN for scoring and recommendations."
+    )
+    prediction_log_max_file_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Size at which a prediction-log file rotates."
+    )
+    prediction_log_keep_files: int = Field(
+        64, ge=1, description="Prediction-log files kept (the oldest are deleted first)."
+    )
+    prediction_log_keep_days: int = Field(
+        30, ge=1, description="Days of prediction-log folders kept (older ones are deleted)."
     )
 
     @field_validator("data_dir")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,6 +205,9 @@ def decide(
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow's tracking and registry at the project's store; return a client."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no machine here reaches it
+    # no pickle or cloudpickle model is ever deserialised by MLflow in this process: models
+    # load as data (`load_sklearn_version`, `ml.recommender.persistence.load_recommender`)
+    os.environ[PICKLE_FLAG] = "false"
     import mlflow
     from mlflow import MlflowClient
 
@@ -402,8 +406,79 @@ def version_tags(client: MlflowClient, model_name: str, version: str) -> dict[st
     return dict(client.get_model_version(model_name, version).tags)
 
 
+PICKLE_FLAG = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+@contextmanager
+def mlflow_may_reload_its_own_save() -> Iterator[None]:
+    """Let MLflow deserialise models for the duration of a ``log_model`` call.
+
+    ``log_model`` checks its input example by loading the folder it has just written from the
+    in-memory model; nothing from the store is read. `configure` switches that off for the
+    rest of the process.
+    """
+    before = os.environ.get(PICKLE_FLAG)
+    os.environ[PICKLE_FLAG] = "true"
+    try:
+        yield
+    finally:
+        os.environ[PICKLE_FLAG] = before or "false"
+
+
+class UnsafeArtifactError(RegistryError):
+    """A model artifact that could run code on load, or is not the kind of model expected."""
+
+
 def load_sklearn_version(model_name: str, version: str) -> Any:
-    """The fitted scikit-learn model of one registered version (skops format, trusted types)."""
+    """The fitted scikit-learn model of one registered version, loaded as data only.
+
+    Not through ``mlflow.sklearn.load_model``, which takes the serialisation format *and* the
+    skops trusted types from the artifact's own ``MLmodel`` (so a tampered artifact can choose
+    cloudpickle, or trust anything): `load_sklearn_dir` reads only skops, with this project's
+    `SKOPS_TRUSTED_TYPES`, and checks the loaded object's type.
+    """
+    import tempfile
+
     import mlflow
 
-    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    with tempfile.TemporaryDirectory(prefix="loopline-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=tmp)
+        return load_sklearn_dir(Path(local), f"{model_name} v{version}")
+
+
+def load_sklearn_dir(path: Path, what: str = "model") -> Any:
+    """Load the skops file of the MLflow model folder `path` (see `load_sklearn_version`).
+
+    Raises `UnsafeArtifactError` for any other serialisation format, a model file outside the
+    folder, a type outside `SKOPS_TRUSTED_TYPES` (and skops' own defaults), or a loaded object
+    that is not a scikit-learn `Pipeline` or `CalibratedClassifierCV`.
+    """
+    import skops.io
+    import yaml
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import Pipeline
+
+    meta = yaml.safe_load((path / "MLmodel").read_text()) or {}
+    flavor = (meta.get("flavors") or {}).get("sklearn") or {}
+    fmt = flavor.get("serialization_format")
+    if fmt != "skops":
+        raise UnsafeArtifactError(
+            f"{what}: serialization_format is {fmt!r}; only 'skops' is loaded (pickle and "
+            "cloudpickle run code from the artifact). Retrain, or restore the artifact."
+        )
+    root = path.resolve()
+    file = (path / str(flavor.get("pickled_model", ""))).resolve()
+    if not file.is_relative_to(root) or not file.is_file() or file.suffix != ".skops":
+        raise UnsafeArtifactError(f"{what}: model file {flavor.get('pickled_model')!r} refused")
+    untrusted = set(skops.io.get_untrusted_types(file=file)) - set(SKOPS_TRUSTED_TYPES)
+    if untrusted:
+        raise UnsafeArtifactError(
+            f"{what}: types outside the project's trusted list: {sorted(untrusted)[:10]}"
+        )
+    model = skops.io.load(file, trusted=SKOPS_TRUSTED_TYPES)
+    if not isinstance(model, (Pipeline, CalibratedClassifierCV)):
+        raise UnsafeArtifactError(
+            f"{what}: loaded a {type(model).__name__}, expected a scikit-learn Pipeline or "
+            "CalibratedClassifierCV"
+        )
+    return model

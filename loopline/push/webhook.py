@@ -5,7 +5,7 @@ The body is NDJSON (one JSON object per line) behind a bearer token
 renamed, into ``landing/events/date=<UTC day>/`` where the ingest loads event files; the
 landing watcher (`loopline/push/watcher.py`) then triggers the line. Answers: 202 with the
 file and record count; 401 without or with a wrong token; 413 over
-``LOOPLINE_INGEST_MAX_BYTES``; 400 naming the first malformed line; 503 when no token is
+``LOOPLINE_INGEST_MAX_BYTES``; 400 naming the first malformed line; 403 when no token is
 configured. The serving app mounts it with ``app.include_router(router)``.
 """
 
@@ -17,19 +17,21 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from pydantic import BaseModel
 
 from loopline.settings import Settings, get_settings
 
+INGEST_PATH = "/v1/ingest/events"
 router = APIRouter(tags=["ingest"])
 
 
 def _authorised(settings: Settings, authorization: str | None) -> None:
     if not settings.ingest_token:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
+            status.HTTP_403_FORBIDDEN,
             "the ingest webhook is off: set LOOPLINE_INGEST_TOKEN to turn it on",
         )
     scheme, _, token = (authorization or "").partition(" ")
@@ -94,12 +96,36 @@ def land(settings: Settings, body: bytes) -> Path:
     return folder / name
 
 
-@router.post("/v1/ingest/events", status_code=status.HTTP_202_ACCEPTED)
+class Landed(BaseModel):
+    """The file an accepted batch landed as (relative to the landing folder), and its size."""
+
+    file: str
+    records: int
+
+
+class Refused(BaseModel):
+    """Why a push was refused."""
+
+    detail: str
+
+
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    code: {"model": Refused, "description": why}
+    for code, why in [
+        (400, "a malformed NDJSON line (the first is named)"),
+        (401, "no bearer token, or a wrong one"),
+        (403, "the webhook is off (LOOPLINE_INGEST_TOKEN unset)"),
+        (413, "a body over LOOPLINE_INGEST_MAX_BYTES"),
+    ]
+}
+
+
+@router.post(INGEST_PATH, status_code=status.HTTP_202_ACCEPTED, responses=_REFUSED)
 async def ingest_events(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     authorization: Annotated[str | None, Header()] = None,
-) -> dict[str, object]:
+) -> Landed:
     """Land an NDJSON batch of viewing events; the line loads it on its next run."""
     _authorised(settings, authorization)
     body = await _body(request, settings.ingest_max_bytes)
@@ -108,4 +134,4 @@ async def ingest_events(
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     path = land(settings, body)
-    return {"file": str(path.relative_to(settings.landing_dir)), "records": len(records)}
+    return Landed(file=str(path.relative_to(settings.landing_dir)), records=len(records))

@@ -58,6 +58,7 @@ from ml.registry import (
     describe_registered_model,
     experiment_for,
     git_commit,
+    mlflow_may_reload_its_own_save,
     model_requirements,
     record_decision,
 )
@@ -350,18 +351,21 @@ def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
             mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
             mlflow.log_table(importance, "evaluation/permutation_importance.json")
             example = holdout[trained.feature_columns].head(3)
-            info = mlflow.sklearn.log_model(
-                trained.model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=SKOPS_TRUSTED_TYPES,
-                signature=infer_signature(example, trained.model.predict_proba(example)),
-                input_example=example,
-                pyfunc_predict_fn="predict_proba",
-                registered_model_name=CHURN_MODEL,
-                pip_requirements=model_requirements(),
-                metadata={"feature_columns": trained.feature_columns, "threshold": threshold},
-            )
+            # MLflow checks the input example by reloading the folder it just wrote from
+            # this model (`configure` otherwise forbids MLflow to deserialise models)
+            with mlflow_may_reload_its_own_save():
+                info = mlflow.sklearn.log_model(
+                    trained.model,
+                    name="model",
+                    serialization_format="skops",
+                    skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                    signature=infer_signature(example, trained.model.predict_proba(example)),
+                    input_example=example,
+                    pyfunc_predict_fn="predict_proba",
+                    registered_model_name=CHURN_MODEL,
+                    pip_requirements=model_requirements(),
+                    metadata={"feature_columns": trained.feature_columns, "threshold": threshold},
+                )
             version = str(info.registered_model_version)
             describe_registered_model(client, CHURN_MODEL)
             for key, value in {

@@ -316,7 +316,9 @@ class ItemItemRecommender(Recommender):
             return self._blend(np.zeros(n))
         nbr = self.neighbour_idx[history]
         weights = self.neighbour_sim[history] * self._history_weights(len(history))[:, None]
-        cf = np.bincount(nbr.ravel(), weights=weights.ravel(), minlength=n)
+        # float even for an empty history (bincount of nothing is an int array, and the
+        # just-watched boost below cannot be added to it in place)
+        cf = np.bincount(nbr.ravel(), weights=weights.ravel(), minlength=n).astype(float)
         if just is not None and self.params.just_watched_boost > 0:
             cf += np.bincount(
                 self.neighbour_idx[just],

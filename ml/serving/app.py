@@ -17,11 +17,19 @@
   and a background thread appends it to ``<data_dir>/predictions/serving/date=.../*.jsonl``
   for monitoring (`ml.serving.prediction_log`). Shutdown drains the queue.
 - **Errors.** Bad input is a 4xx with a message (NaN and infinity rejected, unknown feature
-  names listed, unknown users answered with 404); only a bug could give a 500.
+  names listed, unknown users answered with 404); only a bug could give a 500. Every error
+  body is an `ErrorResponse`, as the OpenAPI schema declares, and never echoes the input
+  wholesale: at most `MAX_ERRORS` problems, each cut to a few hundred characters.
+- **Bounded input.** A body over ``LOOPLINE_API_MAX_BODY_BYTES`` is answered 413 before it is
+  read or parsed (`_BodyLimit`); string values are at most `MAX_STRING_CHARS` characters,
+  numbers finite and within the float range, ids within 64 bits, at most `MAX_FEATURES` keys.
+- **Access.** `ml.serving.auth`: ``LOOPLINE_API_TOKEN`` guards what reveals internals (the
+  details of ``/readyz``) and, with ``LOOPLINE_API_TOKEN_REQUIRED_FOR_READS``, scoring too.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -32,25 +40,82 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from loopline.api_docs import offline_docs
+from loopline.push.webhook import INGEST_PATH
+from loopline.push.webhook import router as ingest_router
 from loopline.settings import Settings
 from ml.features.definitions import CHURN, USER_HISTORY
 from ml.features.online import open_online_store
 from ml.features.online.base import OnlineStore
 from ml.recommender.model import parse_history
 from ml.registry import CHAMPION, CHURN_MODEL, RECS_MODEL
+from ml.serving.auth import bearer, require_token, token_ok
 from ml.serving.models import LoadedChurn, ModelService, RegistryModelService, Watcher
 from ml.serving.prediction_log import PredictionLog
 
 log = logging.getLogger("loopline.serve")
 
-FeatureValue = float | int | str | bool | None
+MAX_STRING_CHARS = 1024  # a feature's string value (categories are short words)
+MAX_FEATURES = 512  # keys in one `features` object (a model reads a few dozen)
+MAX_ID = 2**53 - 1  # the largest integer every JSON client carries exactly (ids are int64)
+MAX_ERRORS = 20  # problems listed in one 422
+MAX_MESSAGE_CHARS = 300  # characters of one problem (or one offending name) echoed back
+MAX_FLOAT = sys.float_info.max
+
+
+def _feature_value(value: object) -> float | int | str | bool | None:
+    """A feature value as JSON gives it, refused (with a short reason) if it could not score."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_FLOAT:  # float() of it would raise OverflowError
+            raise ValueError(f"a number must be finite and within ±{MAX_FLOAT:.4g}")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not allowed: NaN and infinity are not numbers here")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            raise ValueError(f"a string value is at most {MAX_STRING_CHARS} characters")
+        return value
+    raise ValueError("a feature value is a number, a string, a boolean or null")
+
+
+# one validator (not a union) so a bad value gets one clear problem, not one per member
+FeatureValue = Annotated[
+    Any,
+    PlainValidator(_feature_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": -MAX_FLOAT, "maximum": MAX_FLOAT},
+                {"type": "string", "maxLength": MAX_STRING_CHARS},
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
+def _cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, cut to `limit` characters (and saying so)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,19 +125,62 @@ FeatureValue = float | int | str | bool | None
 class ChurnRequest(BaseModel):
     """Score one user: by `user_id` (features from the online store) or with `features`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # the schema says "exactly one" too, so clients and fuzzers know {} is not a request
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["user_id"], "properties": {"user_id": {"type": "integer"}}},
+                {"required": ["features"], "properties": {"features": {"type": "object"}}},
+            ]
+        },
+    )
 
-    user_id: int | None = Field(None, ge=0)
-    features: dict[str, FeatureValue] | None = None
+    user_id: int | None = Field(None, ge=0, le=MAX_ID)
+    features: dict[str, FeatureValue] | None = Field(None, max_length=MAX_FEATURES)
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: object) -> object:
+        # pydantic would read true as user 1 (found by the fuzzing)
+        if isinstance(value, bool):
+            raise ValueError("user_id is an integer, not a boolean")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ChurnRequest:
         if (self.user_id is None) == (self.features is None):
             raise ValueError("give exactly one of user_id or features")
-        for name, value in (self.features or {}).items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"feature {name!r} is {value}; NaN and infinity are not allowed")
         return self
+
+
+class Problem(BaseModel):
+    where: str = Field(description="where in the request, e.g. body.features.minutes")
+    problem: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 503 body: what is wrong, and for invalid requests the first problems."""
+
+    detail: str
+    errors: list[Problem] | None = Field(
+        None, description=f"the first {MAX_ERRORS} problems of an invalid request"
+    )
+    errors_total: int | None = Field(None, description="how many problems there were")
+
+
+class ReadyResponse(BaseModel):
+    """``/readyz``: the served versions and the last refresh error, when allowed to see them."""
+
+    ready: bool
+    churn_model: str | None = None
+    recommender: str | None = None
+    alias: str | None = None
+    last_refresh_error: str | None = None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
 
 
 class ModelRef(BaseModel):
@@ -125,6 +233,11 @@ def create_app(
     pass another `ModelService` (e.g. models fitted in a test) to serve without a registry.
     """
     state: dict[str, Any] = {}
+    prediction_log = {
+        "max_file_bytes": settings.prediction_log_max_file_bytes,
+        "keep_files": settings.prediction_log_keep_files,
+        "keep_days": settings.prediction_log_keep_days,
+    }
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -141,7 +254,9 @@ def create_app(
         watcher.start()
         state["models"] = service
         state["store"] = store or open_online_store(settings)
-        state["log"] = PredictionLog(settings.data_dir / "predictions" / "serving")
+        state["log"] = PredictionLog(
+            settings.data_dir / "predictions" / "serving", **prediction_log
+        )
         try:
             yield
         finally:
@@ -161,16 +276,26 @@ def create_app(
         redoc_url=None,
     )
     offline_docs(app)
+    # the push webhook (POST /v1/ingest/events): lands NDJSON for the line; its own bearer
+    # token (LOOPLINE_INGEST_TOKEN) and body limit (LOOPLINE_INGEST_MAX_BYTES)
+    app.include_router(ingest_router)
+
+    app.state.settings = settings  # for `ml.serving.auth` and routers mounted later
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # never the input itself: the first problems, each cut short (a 13 MB body of
+        # unknown keys once came back as a 7.6 MB answer)
+        found = exc.errors()
         errors = [
-            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-            for e in exc.errors()
+            {
+                "where": _cut(".".join(str(p) for p in e.get("loc", ()))),
+                "problem": _cut(str(e.get("msg", ""))),
+            }
+            for e in found[:MAX_ERRORS]
         ]
-        return JSONResponse(
-            status_code=422, content={"detail": "invalid request", "errors": errors}
-        )
+        body = {"detail": "invalid request", "errors": errors, "errors_total": len(found)}
+        return JSONResponse(status_code=422, content=body)
 
     def _churn() -> LoadedChurn:
         models: ModelService = state["models"]
@@ -184,19 +309,26 @@ def create_app(
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        """Ready when the churn model is loaded; says which versions are served."""
+    @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when the churn model is loaded. Says which versions are served and the last
+        refresh error, to callers with the token when ``LOOPLINE_API_TOKEN`` is set."""
         models: ModelService = state["models"]
-        body = {
-            "ready": models.churn is not None,
-            **models.versions(),
-            "alias": alias,
-            "last_refresh_error": models.last_error,
-        }
+        body: dict[str, Any] = {"ready": models.churn is not None}
+        # read by hand, not as a security dependency: the endpoint itself stays open
+        if token_ok(settings, bearer(request.headers.get("authorization"))):
+            body |= {**models.versions(), "alias": alias, "last_refresh_error": models.last_error}
         return JSONResponse(status_code=200 if models.churn else 503, content=body)
 
-    @app.post("/v1/churn/score", response_model=ChurnResponse)
+    # declared only when required, so the OpenAPI schema says what this app really asks for
+    reads = [Depends(require_token)] if settings.api_token_required_for_reads else []
+
+    @app.post(
+        "/v1/churn/score",
+        response_model=ChurnResponse,
+        dependencies=reads,
+        responses=_errors(400, 401, 404, 413, 422, 503),
+    )
     async def churn_score(request: ChurnRequest) -> ChurnResponse:
         """The churn probability of one user, from the online store or the given features."""
         loaded = _churn()
@@ -206,14 +338,18 @@ def create_app(
         if request.features is not None:
             unknown = sorted(set(request.features) - set(columns))
             if unknown:
+                named = ", ".join(repr(_cut(name, 64)) for name in unknown[:MAX_ERRORS])
+                more = f" and {len(unknown) - MAX_ERRORS} more" if len(unknown) > MAX_ERRORS else ""
                 raise HTTPException(
-                    422, f"unknown feature(s) {unknown}; this model reads {columns}"
+                    422, f"unknown feature(s) {named}{more}; this model reads {columns}"
                 )
             values: dict[str, object] = dict(request.features)
             for name in loaded.champion.numeric_columns:
                 value = values.get(name)
                 if isinstance(value, (str, bool)):
-                    raise HTTPException(422, f"feature {name!r} must be a number, got {value!r}")
+                    raise HTTPException(
+                        422, f"feature {name!r} must be a number, got {_cut(repr(value), 64)}"
+                    )
             source = "request"
         else:
             # the vector of the feature-set version this model was trained on
@@ -228,6 +364,9 @@ def create_app(
                 )
             values = vector.values
             feature_timestamp = vector.feature_timestamp
+            if feature_timestamp is not None and feature_timestamp.tzinfo is None:
+                # the warehouse keeps UTC without an offset; RFC 3339 (and the schema) want one
+                feature_timestamp = feature_timestamp.replace(tzinfo=UTC)
             feature_set_version = vector.feature_set_version
             source = "online_store"
         probability = loaded.score(values)
@@ -258,9 +397,14 @@ def create_app(
         )
         return response
 
-    @app.get("/v1/recommendations/{user_id}", response_model=RecommendationsResponse)
+    @app.get(
+        "/v1/recommendations/{user_id}",
+        response_model=RecommendationsResponse,
+        dependencies=reads,
+        responses=_errors(401, 404, 422, 503),
+    )
     async def recommendations(
-        user_id: Annotated[int, PathParam(ge=0)],
+        user_id: Annotated[int, PathParam(ge=0, le=MAX_ID)],
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         just_watched: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     ) -> RecommendationsResponse:
@@ -306,8 +450,77 @@ def create_app(
         return response
 
     app.state.loopline = state
-    app.add_middleware(_ModelVersionHeaders, state=state)
+    app.add_middleware(_BodyLimit, max_bytes=settings.api_max_body_bytes, own_limits=(INGEST_PATH,))
+    app.add_middleware(_ModelVersionHeaders, state=state)  # outermost: on every answer
     return app
+
+
+class _BodyLimit:
+    """Answers 413 to a request body over `max_bytes` before the app reads or parses it.
+
+    A declared ``Content-Length`` over the limit is refused without reading a byte; a body
+    sent without one (chunked) is read here up to the limit, then handed on whole. Either way
+    the event loop never parses more than `max_bytes`.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, own_limits: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.own_limits = own_limits  # paths that read their body under a limit of their own
+
+    async def _refuse(self, send: Any, status: int, detail: str) -> None:
+        body = JSONResponse(status_code=status, content={"detail": detail}).body
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or scope["path"] in self.own_limits
+        ):
+            await self.app(scope, receive, send)
+            return
+        too_big = (
+            f"request body over {self.max_bytes} bytes (LOOPLINE_API_MAX_BODY_BYTES); "
+            "score one user per request"
+        )
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._refuse(send, 400, "Content-Length is not a number")
+                return
+            if int(declared) > self.max_bytes:
+                await self._refuse(send, 413, too_big)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send, 413, too_big)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+
+def _replay(messages: list[dict[str, Any]], receive: Any) -> Any:
+    """A `receive` that gives `messages` first, then whatever the client sends next."""
+
+    async def replayed() -> dict[str, Any]:
+        return messages.pop(0) if messages else await receive()
+
+    return replayed
 
 
 class _ModelVersionHeaders:
@@ -348,8 +561,24 @@ def serve(
     import uvicorn
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not is_loopback(host) and not settings.api_token:
+        log.warning(
+            "serving on %s, reachable from other machines, with no LOOPLINE_API_TOKEN: "
+            "anyone who reaches it can read scores and the served versions",
+            host,
+        )
     app = create_app(settings, alias=alias, poll_seconds=poll_seconds)
     started = time.monotonic()
     log.info("serving on http://%s:%s", host, port)
     uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level="info")
     log.info("stopped after %.0f s", time.monotonic() - started)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the API on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

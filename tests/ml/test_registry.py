@@ -172,3 +172,138 @@ def test_experiments_and_registered_models_carry_descriptions(tmp_path: Path) ->
     client.update_registered_model(CHURN_MODEL, description="written in the UI")
     describe_registered_model(client, CHURN_MODEL)
     assert client.get_registered_model(CHURN_MODEL).description == "written in the UI"
+
+
+# -- loading: a tampered artifact never runs code ----------------------------------------------
+
+
+class _WritesMarker:
+    """Unpickling this opens (creates) the marker file: proof that the pickle ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (str(self.marker), "w"))
+
+
+def _log_churn_like(settings: Settings) -> str:
+    """Register a small skops-serialised calibrated pipeline as the churn champion."""
+    import mlflow
+    import numpy as np
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ml.registry import SKOPS_TRUSTED_TYPES
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 2))
+    y = (x[:, 0] > 0).astype(int)
+    model = CalibratedClassifierCV(make_pipeline(StandardScaler(), LogisticRegression()), cv=2)
+    client = configure(settings)
+    with mlflow.start_run(experiment_id=experiment_for(settings, CHURN_MODEL)):
+        info = mlflow.sklearn.log_model(
+            model.fit(x, y), name="model", serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES, registered_model_name=CHURN_MODEL,
+        )  # fmt: skip
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(CHURN_MODEL, CHAMPION, version)
+    return version
+
+
+def _model_folders(settings: Settings) -> list[Path]:
+    return [p.parent for p in (settings.data_dir / "mlflow").rglob("MLmodel")]
+
+
+def test_a_churn_artifact_switched_to_cloudpickle_is_refused_and_never_unpickled(tmp_path):
+    import pickle
+
+    import mlflow
+
+    from ml.registry import UnsafeArtifactError, load_sklearn_version
+
+    settings = Settings(data_dir=tmp_path / "data")
+    version = _log_churn_like(settings)
+    assert type(load_sklearn_version(CHURN_MODEL, version)).__name__ == "CalibratedClassifierCV"
+
+    marker = tmp_path / "pwned"
+    for folder in _model_folders(settings):
+        mlmodel = folder / "MLmodel"
+        text = mlmodel.read_text().replace(
+            "serialization_format: skops", "serialization_format: cloudpickle"
+        )
+        mlmodel.write_text(text.replace("pickled_model: model.skops", "pickled_model: model.pkl"))
+        (folder / "model.pkl").write_bytes(pickle.dumps(_WritesMarker(marker)))
+
+    with pytest.raises(UnsafeArtifactError, match="only 'skops' is loaded"):
+        load_sklearn_version(CHURN_MODEL, version)
+    # MLflow's own loader refuses it too: `configure` switched pickle deserialisation off
+    with pytest.raises(Exception, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        mlflow.sklearn.load_model(f"models:/{CHURN_MODEL}/{version}")
+    assert not marker.exists()
+
+
+def test_a_churn_artifact_that_trusts_its_own_types_or_holds_another_object_is_refused(tmp_path):
+    import os
+
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    from ml.registry import UnsafeArtifactError, load_sklearn_version
+
+    settings = Settings(data_dir=tmp_path / "data")
+    version = _log_churn_like(settings)
+    folders = _model_folders(settings)
+    # a skops file holding os.system, with the MLmodel trusting it: the artifact's list is ignored
+    for folder in folders:
+        skops.io.dump(FunctionTransformer(func=os.system), folder / "model.skops")
+        untrusted = skops.io.get_untrusted_types(file=folder / "model.skops")
+        mlmodel = folder / "MLmodel"
+        mlmodel.write_text(mlmodel.read_text().replace(
+            "skops_trusted_types:", "skops_trusted_types:\n" + "".join(f"    - {t}\n" for t in untrusted), 1
+        ))  # fmt: skip
+    with pytest.raises(UnsafeArtifactError, match="outside the project's trusted list"):
+        load_sklearn_version(CHURN_MODEL, version)
+    # a trusted type but not the kind of model the project serves
+    for folder in folders:
+        skops.io.dump(LogisticRegression(), folder / "model.skops")
+    with pytest.raises(UnsafeArtifactError, match="expected a scikit-learn Pipeline"):
+        load_sklearn_version(CHURN_MODEL, version)
+
+
+def test_the_recommender_loads_without_running_its_logged_code(tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from ml.recommender.model import ItemItemRecommender, RecParams
+    from ml.recommender.persistence import PYFUNC_FILE, load_recommender, log_recommender
+
+    settings = Settings(data_dir=tmp_path / "data")
+    client = configure(settings)
+    interactions = pd.DataFrame({
+        "user_id": [u for u in range(6) for _ in range(2)],
+        "show_id": ["a", "b"] * 3 + ["c", "d"] * 3,
+        "first_watched_at": pd.Timestamp("2026-02-01"),
+        "watched_seconds": 600.0,
+    })  # fmt: skip
+    model = ItemItemRecommender().fit(interactions, RecParams(neighbours=2, shrinkage=0.0))
+    example = pd.DataFrame({"history": [["a"], ["c"]], "just_watched": [None, None]})
+    with mlflow.start_run(experiment_id=experiment_for(settings, RECS_MODEL)):
+        info = log_recommender(model, "recommender", example, registered_model_name=RECS_MODEL)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(RECS_MODEL, CHAMPION, version)
+
+    marker = tmp_path / "ran"
+    logged = [p for p in (settings.data_dir / "mlflow").rglob(PYFUNC_FILE.name)]
+    assert logged  # the model-from-code file is in the artifact store
+    for path in logged:
+        path.write_text(path.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+
+    loaded = load_recommender(settings, CHAMPION)
+    assert loaded is not None and loaded.version == version
+    assert [show for show, _ in loaded.model.recommend(["a"], 1)] == ["b"]
+    assert not marker.exists()
+    # the appended line is live: MLflow's pyfunc loader would have run it
+    mlflow.pyfunc.load_model(f"models:/{RECS_MODEL}/{version}")
+    assert marker.exists()

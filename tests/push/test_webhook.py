@@ -88,5 +88,5 @@ def test_a_malformed_body_gets_a_400_naming_the_problem(client, settings, body, 
 def test_without_a_configured_token_the_webhook_is_off(client, settings):
     settings.ingest_token = None
     answer = post(client, EVENTS)
-    assert answer.status_code == 503
+    assert answer.status_code == 403
     assert "LOOPLINE_INGEST_TOKEN" in answer.json()["detail"]
