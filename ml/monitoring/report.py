@@ -113,7 +113,12 @@ def write_monitoring_report(
     """Write the page; return its path."""
     alarm = bool(reasons)
     head = "; ".join(reasons) if alarm else "no performance rule failed and no drift confirmed"
-    ordered = drift.sort_values(["drifted", "p_adjusted"], ascending=[False, True])
+    # no churn champion yet (nothing passed the gate): nothing was compared, an empty table
+    ordered = (
+        drift.sort_values(["drifted", "p_adjusted"], ascending=[False, True])
+        if {"drifted", "p_adjusted"} <= set(drift.columns)
+        else drift
+    )
     sections = [
         ("Verdict", verdict(not alarm, head) + f"<p>{retrain}</p>"),
         ("Run", table(dict(summary))),

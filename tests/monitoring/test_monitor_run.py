@@ -174,3 +174,13 @@ def test_the_command_runs_the_same_step_and_says_where_the_report_is(monitored, 
     assert query(
         settings, "select count(*) from ml.model_decisions where model_name = 'loopline-churn'"
     ) == [(1,)]
+
+
+def test_without_a_churn_champion_the_run_still_reports(built_warehouse, tmp_path) -> None:
+    """Nothing passed the gate yet (the smallest demo): no drift to measure, still a report."""
+    settings = copy_company(built_warehouse[0], tmp_path / "data")
+    outcome = monitor(settings, load_monitoring_config(), retrain=False)
+    assert outcome.result.champion_version is None and outcome.retrained is None
+    assert outcome.result.report.exists()
+    (runs,) = query(settings, "select count(*) from monitoring.monitor_runs")
+    assert runs == (1,)
