@@ -66,6 +66,7 @@ def record_task(trigger: object, decision: object | None) -> None:
 def monitor_models(params: MonitorFlowParams | None = None) -> dict[str, object]:
     """Measure; retrain the churn model when the trigger fires; record the decision."""
     from flows.train import TrainFlowParams, train_models
+    from ml.monitoring.config import load_monitoring_config
 
     params = params or MonitorFlowParams()
     measured = measure_task(params.retrain)
@@ -74,7 +75,8 @@ def monitor_models(params: MonitorFlowParams | None = None) -> dict[str, object]
     if trigger is not None:
         decision = None
         if getattr(trigger, "fires", False):
-            trained = train_models(TrainFlowParams(models=("churn",)))
+            days = load_monitoring_config(get_settings().monitoring_config).retrain.training_days
+            trained = train_models(TrainFlowParams(models=("churn",), churn_training_days=days))
             churn = trained.get("churn")
             retrained = dict(churn) if isinstance(churn, dict) else {}
             decision = retrained.pop("decision", None)

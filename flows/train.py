@@ -10,7 +10,7 @@ import time
 from typing import Literal
 
 from prefect import flow, task
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows.logs import run_logger
 from loopline.progress import phase
@@ -23,17 +23,21 @@ class TrainFlowParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: tuple[Literal["churn", "recommender"], ...] = ("churn", "recommender")
+    # the churn model learns from the latest N labelled days only (None: conf/ml.yaml's
+    # window); the monitor passes retrain.training_days when drift or a rule triggers it
+    churn_training_days: int | None = Field(None, ge=2)
 
 
 @task(name="train churn model")
-def train_churn_model() -> dict[str, object]:
-    """Train, evaluate, register and judge the churn model."""
+def train_churn_model(training_days: int | None = None) -> dict[str, object]:
+    """Train, evaluate, register and judge the churn model (on the latest `training_days`
+    labelled days if given)."""
     from ml.churn.train import train_churn
-    from ml.config import load_ml_config
+    from ml.monitoring.run import retraining_config
 
     settings = get_settings()
     started = time.perf_counter()
-    outcome = train_churn(settings, load_ml_config(settings.ml_config).churn)
+    outcome = train_churn(settings, retraining_config(settings, training_days))
     bayes = f" (Bayes {outcome.bayes_auc:.3f})" if outcome.bayes_auc is not None else ""
     phase(
         "train",
@@ -91,7 +95,7 @@ def train_models(params: TrainFlowParams | None = None) -> dict[str, object]:
     params = params or TrainFlowParams()
     results: dict[str, object] = {}
     if "churn" in params.models:
-        results["churn"] = train_churn_model()
+        results["churn"] = train_churn_model(params.churn_training_days)
     if "recommender" in params.models:
         results["recommender"] = train_recommender_model()
     return results

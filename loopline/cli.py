@@ -367,11 +367,11 @@ def build(
 
 def _ingested(settings: Settings) -> bool:
     """Whether an ingest has created the raw layer dbt builds from."""
-    from loopline.warehouse import writing
+    from loopline.warehouse import reading
 
     if not settings.resolved_warehouse_path.exists():
         return False
-    with writing(settings) as con:
+    with reading(settings) as con:
         (found,) = con.execute(
             "select count(*) from information_schema.tables "
             "where table_schema = 'raw' and table_name = 'file_manifest'"

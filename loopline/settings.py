@@ -42,7 +42,6 @@ class Settings(BaseSettings):
     online_store_url: str | None = Field(
         None, description="redis://... to serve features from Redis."
     )
-    broker_url: str | None = Field(None, description="redis://... for the streaming line.")
 
     # -- streaming (`loopline stream`, `loopline produce`) ----------------------------
     stream_url: str | None = Field(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -13,6 +13,7 @@ from ml.recommender.model import RecParams
 from ml.registry import PromotionPolicy
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "conf" / "ml.yaml"
+M = TypeVar("M", bound=BaseModel)
 
 
 class ThresholdRule(BaseModel):
@@ -31,6 +32,9 @@ class ChurnConfig(BaseModel):
 
     holdout_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     gap_days: int = Field(0, ge=0, description="training rows dropped before the holdout")
+    training_days: int | None = Field(
+        None, ge=2, description="train on the latest N labelled as-of days (None: all of them)"
+    )
     feature_set_version: str | None = None
     as_known_at: bool = True
     threshold: ThresholdRule = ThresholdRule()
@@ -63,15 +67,26 @@ class ConfigError(ValueError):
     """The ML configuration file is missing or invalid; the message names the file and key."""
 
 
-def load_ml_config(path: Path | None = None) -> MLConfig:
-    """Read and validate the ML configuration (default: `conf/ml.yaml` in the repo)."""
-    path = path or DEFAULT_PATH
+def load_yaml_model(
+    path: Path | None,
+    default: Path,
+    model: type[M],
+    env_var: str,
+    error: type[ValueError] = ValueError,
+) -> M:
+    """Read one YAML settings file (`path`, else `default`) into `model`; an `error` names
+    the file, and the key on a validation failure, and how to get back to the default."""
+    path = path or default
+    what = f"{default.stem} config"
     if not path.exists():
-        raise ConfigError(
-            f"ML config {path} not found; copy conf/ml.yaml or unset LOOPLINE_ML_CONFIG"
-        )
+        raise error(f"{what} {path} not found; copy conf/{default.name} or unset {env_var}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-        return MLConfig.model_validate(raw)
+        return model.model_validate(raw)
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"ML config {path} is invalid:\n{exc}") from exc
+        raise error(f"{what} {path} is invalid:\n{exc}") from exc
+
+
+def load_ml_config(path: Path | None = None) -> MLConfig:
+    """Read and validate the ML configuration (default: `conf/ml.yaml` in the repo)."""
+    return load_yaml_model(path, DEFAULT_PATH, MLConfig, "LOOPLINE_ML_CONFIG", ConfigError)

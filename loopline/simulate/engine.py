@@ -23,6 +23,7 @@ N_STREAMS = 8
     N_STREAMS
 )
 HISTORY_DAYS = 730  # users on the start date signed up within the two years before
+POOL_FACTOR = 4  # signups drawn per start-date subscriber (the survivors are chosen from them)
 
 
 def day_epoch(config: SimConfig, day: int) -> int:
@@ -63,14 +64,48 @@ def initial_state(config: SimConfig) -> SimState:
         episodes=number_episodes(episodes, 1),
         counters={"next_show": config.n_shows + 1, "next_episode": len(episodes) + 1},
     )
-    signup_day = -rng_users.integers(1, HISTORY_DAYS, config.users)
-    _add_users(state, rng_users, np.sort(signup_day), day0, existing=True)
+    signup_day, mu, wander = _survivors(rng_users, config.users)
+    _add_users(state, rng_users, signup_day, day0, existing=True, mu=mu, wander=wander)
     state.users["eta"][:] = -np.inf  # nobody cancels on the first morning
     return state
 
 
+def _survivors(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signup day, lasting engagement, wander) of the start date's `n` subscribers.
+
+    A calm company is stationary. Subscribers who signed up long ago and stayed are the
+    engaged ones, so drawing the start date's users from every signup would make engagement
+    climb for months as the disengaged leave (and a drift monitor would rightly call that
+    drift). Instead a pool of signups, spread evenly over the history, lives through it (the
+    wander and the daily hazard, without payments or tickets), and `n` of the survivors are
+    drawn; each starts with the wander it has reached.
+    """
+    pool = -rng.integers(1, HISTORY_DAYS, POOL_FACTOR * n)
+    mu = rng.normal(0.0, m.ENGAGEMENT_SD, len(pool))
+    wander = rng.normal(0.0, m.WANDER_SD, len(pool))
+    alive = np.ones(len(pool), dtype=bool)
+    zeros, price = np.zeros(len(pool)), np.full(len(pool), 12.0)
+    for day in range(-HISTORY_DAYS, 0):
+        wander = m.WANDER_DECAY * wander + rng.normal(0.0, m.WANDER_STEP, len(pool))
+        tenure = (day - pool).astype(np.float64)
+        eta = m.churn_eta(m.BASE_COEFFICIENTS, mu + wander, zeros, zeros, price, tenure)
+        alive &= (tenure < 0) | (rng.random(len(pool)) >= m.sigmoid(eta))
+    survivors = np.flatnonzero(alive)
+    if len(survivors) < n:  # pragma: no cover - the pool is sized for a few years of churn
+        raise RuntimeError(f"{len(survivors)} of {len(pool)} signups survived; {n} needed")
+    chosen = np.sort(rng.choice(survivors, n, replace=False))
+    chosen = chosen[np.argsort(pool[chosen], kind="stable")]
+    return pool[chosen], mu[chosen], wander[chosen]
+
+
 def _add_users(
-    state: SimState, rng: np.random.Generator, signup_day: np.ndarray, day0: int, existing: bool
+    state: SimState,
+    rng: np.random.Generator,
+    signup_day: np.ndarray,
+    day0: int,
+    existing: bool,
+    mu: np.ndarray | None = None,
+    wander: np.ndarray | None = None,
 ) -> np.ndarray:
     """Append users who signed up on `signup_day` (day indices); return their positions."""
     cfg = state.config
@@ -90,8 +125,8 @@ def _add_users(
     new["device"] = rng.choice(len(m.DEVICES), n, p=weights)
     new["first_name"] = rng.integers(0, 500, n)
     new["last_name"] = rng.integers(0, 800, n)
-    new["mu"] = rng.normal(0.0, 0.9, n)
-    new["wander"] = rng.normal(0.0, 0.45, n)
+    new["mu"] = rng.normal(0.0, m.ENGAGEMENT_SD, n) if mu is None else mu
+    new["wander"] = rng.normal(0.0, m.WANDER_SD, n) if wander is None else wander
     risky = rng.random(n) < 0.08
     new["pay_risk"] = np.where(risky, rng.beta(4, 8, n), rng.beta(1, 60, n))
     rollout = cfg.day_index(cfg.rename_rollout_on) if cfg.rename_rollout_on else 10**6
@@ -152,7 +187,7 @@ def simulate_day(state: SimState, day: int) -> DayOutput:
 
     # 3. latent engagement wanders
     r = rngs[S_LATENT]
-    u["wander"] = 0.95 * u["wander"] + r.normal(0.0, 0.2, n)
+    u["wander"] = m.WANDER_DECAY * u["wander"] + r.normal(0.0, m.WANDER_STEP, n)
     engagement = u["mu"] + u["wander"]
 
     # 4. subscriptions: resumes, cancellations (yesterday's hazard), pauses, plan changes

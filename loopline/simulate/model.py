@@ -79,6 +79,13 @@ PLANS = ((1, "basic", 7.99, 1), (2, "standard", 12.99, 2), (3, "premium", 17.99,
 PLAN_WEIGHTS = np.array([0.35, 0.45, 0.20])
 PRICE_RISE = 1.2  # the price-rise drift scenario
 
+# latent engagement = a lasting part (mu) + a wandering part: an AR(1) whose stationary
+# spread every user starts at, so the population does not widen over the first months
+ENGAGEMENT_SD = 0.9
+WANDER_DECAY = 0.95
+WANDER_STEP = 0.2
+WANDER_SD = WANDER_STEP / float(np.sqrt(1.0 - WANDER_DECAY**2))
+
 TICKET_CATEGORIES = ("billing", "playback", "account", "content", "cancellation")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,7 @@ def _flat_params(trained: TrainedModel, config: ChurnConfig, version: str) -> di
         "calibration": config.train.calibration,
         "class_weight": config.train.class_weight,
         "holdout_fraction": config.holdout_fraction,
+        "training_days": config.training_days,
         "threshold_rule": config.threshold.rule,
         "capacity_share": config.threshold.capacity_share,
         "feature_set": CHURN.name,
@@ -290,6 +291,8 @@ def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
 
     with reading(settings) as con:
         start, end = label_window(con)
+        if config.training_days is not None:  # a sliding window: the latest labelled days
+            start = max(start, end - timedelta(days=config.training_days - 1))
         training_set = churn_training_set(
             con, start, end, config.feature_set_version, as_known_at=config.as_known_at
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ml.config import load_yaml_model
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "conf" / "monitoring.yaml"
 
@@ -66,6 +67,11 @@ class DriftConfig(BaseModel):
     entity: str = "user_id"
     sample_seed: int = 0
     warmup_days: int = Field(30, ge=0, description="reference days skipped after the data's first")
+    window_pattern: str = Field(
+        r"_(\d+)d$",
+        description="a feature whose name matches looks back group(1) days: where the "
+        "reference's days began before such a window was full, it is compared, never confirmed",
+    )
     min_served_rows: int = Field(
         100, ge=1, description="served requests needed before the prediction log is compared"
     )
@@ -79,6 +85,9 @@ class RetrainConfig(BaseModel):
     enabled: bool = True
     on_performance: bool = True
     on_drift: bool = True
+    # the training run a trigger starts learns from the latest N labelled days only (None:
+    # the window of conf/ml.yaml): after a shift, older days teach the old world
+    training_days: int | None = Field(None, ge=2)
 
 
 class MonitoringConfig(BaseModel):
@@ -97,14 +106,6 @@ class MonitoringConfigError(ValueError):
 
 def load_monitoring_config(path: Path | None = None) -> MonitoringConfig:
     """Read and validate the monitoring configuration (default: `conf/monitoring.yaml`)."""
-    path = path or DEFAULT_PATH
-    if not path.exists():
-        raise MonitoringConfigError(
-            f"monitoring config {path} not found; copy conf/monitoring.yaml or unset "
-            "LOOPLINE_MONITORING_CONFIG"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return MonitoringConfig.model_validate(raw)
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise MonitoringConfigError(f"monitoring config {path} is invalid:\n{exc}") from exc
+    return load_yaml_model(
+        path, DEFAULT_PATH, MonitoringConfig, "LOOPLINE_MONITORING_CONFIG", MonitoringConfigError
+    )

@@ -11,6 +11,7 @@ grows with the calendar by construction) are tested and shown but never confirm 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -108,10 +109,36 @@ def served_window(
     return as_model_input(rows.infer_objects())
 
 
+def unfilled_windows(
+    reference: pd.DataFrame,
+    time_column: str,
+    data_from: date | None,
+    columns: Sequence[str],
+    pattern: str,
+) -> list[str]:
+    """Features whose look-back window (N days, read from the name by `pattern`) was not yet
+    full on the reference's earliest day: a 90-day count on the data's 40th day covers 40 days,
+    so it is bound to be lower than the same count later, drift or not."""
+    if data_from is None or reference.empty:
+        return []
+    first = pd.Timestamp(pd.to_datetime(reference[time_column]).min()).date()
+    unfilled = []
+    for column in columns:
+        found = re.search(pattern, column)
+        if found and first < data_from + timedelta(days=int(found.group(1))):
+            unfilled.append(column)
+    return unfilled
+
+
 def compare(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str], config: DriftConfig
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: Sequence[str],
+    config: DriftConfig,
+    unfilled: Sequence[str] = (),
 ) -> DriftCheck:
-    """`ml.drift.detect_drift` on `columns`, with the monitor's thresholds and ignore list."""
+    """`ml.drift.detect_drift` on `columns`, with the monitor's thresholds; features in the
+    ignore list or in `unfilled` are tested and shown but never confirm drift."""
     report = detect_drift(
         reference[list(columns)],
         current[list(columns)],
@@ -120,6 +147,6 @@ def compare(
         workers=1,
     )
     rows = report.to_frame()
-    rows["is_ignored"] = rows["feature"].isin(config.ignore)
+    rows["is_ignored"] = rows["feature"].isin([*config.ignore, *unfilled])
     hit = rows.loc[rows["drifted"] & ~rows["is_ignored"], "feature"]
     return DriftCheck(report, rows, list(dict.fromkeys(hit)))

@@ -47,6 +47,7 @@ from ml.monitoring.drift_check import (
     one_row_per,
     reference_rows,
     served_window,
+    unfilled_windows,
 )
 from ml.monitoring.performance import (
     churn_window_metrics,
@@ -59,6 +60,7 @@ from ml.monitoring.rules import FAIL, METRIC_COLUMNS, NO_DATA, PASS
 
 if TYPE_CHECKING:
     from ml.churn.train import ChurnOutcome
+    from ml.config import ChurnConfig
 
 MONITORING_EXPERIMENT = "loopline-monitoring"
 EXPERIMENT_DESCRIPTION = (
@@ -303,6 +305,7 @@ def measure(
 
     reference: ChampionReference | None = None
     window: tuple[date, date] | None = None
+    data_from: date | None = None
     ref_rows = cur_rows = scores = pd.DataFrame()
     with reading(settings) as con:
         try:
@@ -333,12 +336,18 @@ def measure(
     drift: dict[str, DriftCheck] = {}
     if reference is not None and len(cur_rows):
         columns = reference.feature_columns
-        drift[FEATURES] = compare(ref_rows, cur_rows, columns, config.drift)
+        unfilled = unfilled_windows(
+            ref_rows, "as_of_date", data_from, columns, config.drift.window_pattern
+        )
+        if unfilled:
+            notes.append(f"{', '.join(unfilled)}: their look-back windows were not yet full on "
+                         "the reference's first days; compared, never confirmed")  # fmt: skip
+        drift[FEATURES] = compare(ref_rows, cur_rows, columns, config.drift, unfilled)
         if not reference.reproduced:
             notes.append("the rebuilt training set differs from the logged one (content hash)")
         served = _served(settings, reference, config, ref_rows)
         if len(served) >= config.drift.min_served_rows:
-            drift[SERVED] = compare(ref_rows, served, columns, config.drift)
+            drift[SERVED] = compare(ref_rows, served, columns, config.drift, unfilled)
         else:
             notes.append(f"{len(served)} served requests of v{reference.version} in the window: "
                          f"fewer than {config.drift.min_served_rows}, not compared")  # fmt: skip
@@ -514,12 +523,22 @@ def _log_mlflow(settings: Settings, result: MonitorResult, run_row: dict[str, An
     return str(run.info.run_id)
 
 
-def default_training(settings: Settings) -> Callable[[], ChurnOutcome]:
-    """The ordinary churn training step with `conf/ml.yaml` (what a trigger runs)."""
-    from ml.churn.train import train_churn
+def retraining_config(settings: Settings, training_days: int | None) -> ChurnConfig:
+    """`conf/ml.yaml`'s churn settings, on the latest `training_days` labelled days if set
+    (the window a triggered retrain learns from: `retrain.training_days`)."""
     from ml.config import load_ml_config
 
-    return lambda: train_churn(settings, load_ml_config(settings.ml_config).churn)
+    churn = load_ml_config(settings.ml_config).churn
+    if training_days is None:
+        return churn
+    return churn.model_copy(update={"training_days": training_days})
+
+
+def default_training(settings: Settings, training_days: int | None) -> Callable[[], ChurnOutcome]:
+    """The ordinary churn training step (what a trigger runs), on the retrain window."""
+    from ml.churn.train import train_churn
+
+    return lambda: train_churn(settings, retraining_config(settings, training_days))
 
 
 def monitor(
@@ -536,7 +555,8 @@ def monitor(
     if result.trigger is not None:
         if result.trigger.fires:
             try:
-                outcome = (train or default_training(settings))()
+                training = train or default_training(settings, config.retrain.training_days)
+                outcome = training()
             except Exception as exc:
                 record_trigger(settings, result.trigger, error=str(exc))
                 raise

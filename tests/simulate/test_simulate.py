@@ -511,3 +511,19 @@ def test_users_sign_up_inside_the_simulated_range_and_watch_only_afterwards(smal
     ).dt.tz_localize(None)
     first_seen = occurred.groupby(events["user_id"]).min()
     assert (first_seen >= signup.reindex(first_seen.index)).all()
+
+
+def test_a_calm_company_is_stationary():
+    """Without a drift scenario the subscribers' engagement neither climbs nor sinks: the
+    start date's users are survivors, as they would be at any later date (drawn from every
+    signup instead, the mean climbed about 0.18 over these eight weeks as the disengaged left)."""
+    from loopline.simulate.engine import initial_state, simulate_day
+
+    config = small_config(users=1500)
+    state = initial_state(config)
+    weekly = []
+    for day in range(56):
+        truth = simulate_day(state, day).truth
+        weekly.append(truth["engagement"].mean())
+    first, last = np.mean(weekly[:7]), np.mean(weekly[-7:])
+    assert abs(last - first) < 0.08, (first, last)
