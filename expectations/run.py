@@ -207,6 +207,51 @@ def validate(
     return report
 
 
+def validate_frame(
+    settings: Settings,
+    asset: str,
+    frame: Any,
+    expectations: Sequence[Any],
+    *,
+    relation: str,
+    layer: str = "monitoring",
+    record: bool = True,
+    data_docs: bool = True,
+    run_id: str | None = None,
+) -> ValidationReport:
+    """Validate a pandas data frame with `expectations` as suite `asset`, like `validate` does
+    a warehouse relation: Data Docs in the same site, rows for ``monitoring.validation_results``
+    (appended when `record`). `relation` says where the frame's rows came from.
+
+    For frames a caller already holds (the monitor's current window and the suite
+    ``expectations.suites.monitoring`` derives from its reference); no terminal line.
+    """
+    _quiet_gx()
+    report = ValidationReport(
+        run_id=run_id or f"validate-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        validated_at=datetime.now(UTC).replace(tzinfo=None),
+    )
+    started = time.monotonic()
+    context = _context(settings)
+    batch = (
+        context.data_sources.add_pandas(name="frames")
+        .add_dataframe_asset(name=asset)
+        .add_batch_definition_whole_dataframe("frame")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    base = SuiteResult(asset=asset, suite=asset, relation=relation, layer=layer)
+    result, rows, key = _judge(context, batch, list(expectations), base, report, started)
+    report.suites.append(result)
+    report.rows.extend(rows)
+    if data_docs:
+        context.build_data_docs(resource_identifiers=[key])
+        report.data_docs = data_docs_index(settings)
+    if record:
+        with warehouse_mod.writing(settings) as con:
+            report.recorded = append(con, report.rows)
+    return report
+
+
 def staged_relations(
     assets: Sequence[Asset],
     relations: Mapping[str, str] | None = None,
@@ -259,8 +304,6 @@ def _run_suite(
     policy: Policy,
     report: ValidationReport,
 ) -> tuple[SuiteResult, list[ResultRow], Any]:
-    import great_expectations as gx
-
     started = time.monotonic()
     suite_name = asset.name
     base = SuiteResult(asset=asset.name, suite=suite_name, relation=physical, layer=asset.layer)
@@ -293,10 +336,25 @@ def _run_suite(
 
     ctx = BuildContext(con=con, physical=physical, policy=policy)
     expectations = asset.build(relation, ctx)
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     schema, table = physical.split(".", 1)
     table_asset = datasource.add_table_asset(name=physical, table_name=table, schema_name=schema)
     batch = table_asset.add_batch_definition_whole_table("whole table").get_batch()
+    return _judge(context, batch, expectations, base, report, started)
+
+
+def _judge(
+    context: Any,
+    batch: Any,
+    expectations: list[Any],
+    base: SuiteResult,
+    report: ValidationReport,
+    started: float,
+) -> tuple[SuiteResult, list[ResultRow], Any]:
+    """Validate `batch` with `expectations` as suite ``base.suite``; store the result for Data
+    Docs; return the suite's outcome, its rows and the stored result's key."""
+    import great_expectations as gx
+
+    suite = context.suites.add(gx.ExpectationSuite(name=base.suite, expectations=expectations))
     result = batch.validate(
         suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0}
     )
@@ -306,7 +364,7 @@ def _run_suite(
     if failed:
         # a second pass over the failed ones only, for sample values in Data Docs
         retry = gx.ExpectationSuite(
-            name=f"{suite_name}.samples",
+            name=f"{base.suite}.samples",
             expectations=[copy.copy(r.expectation_config.to_domain_obj()) for r in failed],
         )
         sampled = batch.validate(
@@ -402,6 +460,7 @@ def _label(kind: str, kwargs: Mapping[str, Any]) -> str:
         "max_value",
         "type_",
         "mostly",
+        "threshold",
         "value_set",
         "column_set",
     ):

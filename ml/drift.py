@@ -323,8 +323,10 @@ def reference_profile(
       the quantile -+ effect * sd), ``psi_edges`` / ``psi_proportions``;
     - categorical: ``categories`` (the value set), ``proportions``, ``proportion_bounds``,
       ``kl_threshold`` (for GX's KL-divergence expectation: KL(current || reference) in nats,
-      the larger of the chi-square critical value / (2 n_eff) and 4 ln 2 * effect**2) and a
-      ``tail_weight_holdout`` to give categories unseen in the reference;
+      the larger of the chi-square critical value / (2 n_eff) and 4 ln 2 * effect**2), a
+      ``tail_weight_holdout`` to give categories unseen in the reference and
+      ``unseen_share_max``, the largest share of rows in such categories that is not both
+      significant and large (the null-rate rule for a reference rate of 0);
     - every column: ``null_rate`` and ``null_rate_max``.
 
     The result holds only JSON types (dict, list, str, int, float, bool, None).
@@ -1600,6 +1602,7 @@ def _categorical_profile(
         proportion_bounds=bounds,
         kl_threshold=kl,
         tail_weight_holdout=1 / (n + 1),
+        unseen_share_max=_null_rate_max(0, n, m, z, effect),
     )
     return entry
 

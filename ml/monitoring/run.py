@@ -59,6 +59,7 @@ from ml.monitoring.retrain import Trigger, decide_trigger, record_trigger
 from ml.monitoring.rules import FAIL, METRIC_COLUMNS, NO_DATA, PASS
 
 if TYPE_CHECKING:
+    from expectations.run import ValidationReport
     from ml.churn.train import ChurnOutcome
     from ml.config import ChurnConfig
 
@@ -97,6 +98,7 @@ class MonitorResult:
     mlflow_run_id: str | None
     window: tuple[date, date] | None
     notes: list[str]
+    suite: ValidationReport | None = None  # the GX monitoring suite on the current window
 
     @property
     def feature_drift(self) -> DriftCheck | None:
@@ -120,6 +122,15 @@ class MonitorResult:
         judged = self.performance[self.performance["status"] != "info"]
         return int((judged["status"] == status).sum())
 
+    def suite_summary(self, columns: bool = True) -> str | None:
+        """The GX monitoring suite's count (and the columns it warned on, with `columns`)."""
+        if self.suite is None:
+            return None
+        suite = self.suite.suites[0]
+        text = f"GX monitoring suite {suite.passed}/{suite.evaluated} passed"
+        warned = list(dict.fromkeys(str(r.column_name) for r in self.suite.rows if not r.success))
+        return text + (f", warnings on {', '.join(warned)}" if columns and warned else "")
+
     def summary(self) -> str:
         """One line for the terminal."""
         if self.feature_drift is None:
@@ -132,6 +143,8 @@ class MonitorResult:
             f"rules {self.count(PASS)} passed, {self.count(FAIL)} failed, "
             f"{self.count(NO_DATA)} waiting for labels"
         )
+        if self.suite is not None:
+            drift += f" ({self.suite_summary(columns=False)})"
         if self.trigger is None:
             action = "no retrain"
         elif self.trigger.fires:
@@ -165,12 +178,18 @@ def _frame(con: Any, relation: str, sql: str = "select * from {r}") -> pd.DataFr
 
 
 def data_quality_summary(con: Any) -> pd.DataFrame:
-    """Per asset of the latest validation run: expectations, critical and warning failures."""
+    """Per asset of the latest validation run: expectations, critical and warning failures.
+
+    The monitoring suites (assets ``monitoring.*``, `expectations.suites.monitoring.SCHEMA`)
+    are the monitor's own runs, not validation runs: they are left out."""
     return _frame(
         con,
         VALIDATION_RESULTS_TABLE,
         """
-        with latest as (select run_id from {r} order by validated_at desc limit 1)
+        with latest as (
+            select run_id from {r} where asset not like 'monitoring.%'
+            order by validated_at desc limit 1
+        )
         select
             run_id, asset,
             count(*) as expectations,
@@ -282,6 +301,26 @@ def _served(settings: Settings, reference: ChampionReference, config: Monitoring
     return served
 
 
+def _monitoring_suite(
+    settings: Settings, ref_rows: pd.DataFrame, cur_rows: pd.DataFrame, columns: list[str],
+    config: MonitoringConfig, run_id: str, window: tuple[date, date] | None,
+) -> ValidationReport:  # fmt: skip
+    """The GX monitoring suite derived from the reference, run on the current window (Data
+    Docs now; its rows reach monitoring.validation_results with the run's other tables)."""
+    from expectations.run import validate_frame
+    from expectations.suites.monitoring import asset_name, monitoring_suite
+
+    expectations = monitoring_suite(
+        ref_rows[columns], current_size=len(cur_rows), alpha=config.drift.alpha,
+        min_effect=config.drift.min_effect, ignore=config.drift.ignore,
+    )  # fmt: skip
+    where = f"{CHURN.relation}[{window[0]}..{window[1]}]" if window else CHURN.relation
+    return validate_frame(
+        settings, asset_name(CHURN.relation), cur_rows[columns], expectations,
+        relation=where, record=False, run_id=run_id,
+    )  # fmt: skip
+
+
 def measure(
     settings: Settings,
     config: MonitoringConfig,
@@ -334,6 +373,7 @@ def measure(
         history = _frame(con, MODEL_PERFORMANCE_TABLE)
 
     drift: dict[str, DriftCheck] = {}
+    suite = None
     if reference is not None and len(cur_rows):
         columns = reference.feature_columns
         unfilled = unfilled_windows(
@@ -351,6 +391,7 @@ def measure(
         else:
             notes.append(f"{len(served)} served requests of v{reference.version} in the window: "
                          f"fewer than {config.drift.min_served_rows}, not compared")  # fmt: skip
+        suite = _monitoring_suite(settings, ref_rows, cur_rows, columns, config, run_id, window)
         if len(scores):
             ref_scores = _prediction_reference(reference, config)
             drift[PREDICTIONS] = compare(ref_scores, scores, [PREDICTION], config.drift)
@@ -372,7 +413,7 @@ def measure(
     judged = [drift[s].rows.assign(scope=s) for s in (FEATURES, SERVED) if s in drift]
     result = MonitorResult(
         run_id, version, drift, performance, data_quality, None,
-        settings.reports_dir / "monitoring" / run_id / "report.html", None, window, notes,
+        settings.reports_dir / "monitoring" / run_id / "report.html", None, window, notes, suite,
     )  # fmt: skip
     trigger = decide_trigger(
         run_id, "loopline-churn", version, performance,
@@ -444,6 +485,10 @@ def _store(
                     con, FEATURE_DRIFT_TABLE, _drift_rows(check, scope, result.run_id, at, version)
                 )
         _append(con, MODEL_PERFORMANCE_TABLE, result.performance)
+        if result.suite is not None:
+            from expectations.results import append
+
+            append(con, result.suite.rows)
 
 
 def _champion(model_name: str, settings: Settings) -> str | None:
@@ -474,6 +519,10 @@ def _write_report(
         retrain = "Retraining is disabled (retrain.enabled or --no-retrain): reported only."
     summary = {k: v for k, v in run_row.items() if k not in ("report_path",)}
     summary.update({"notes": "; ".join(result.notes) or "-"})
+    if result.suite is not None:
+        summary["monitoring_suite"] = (
+            f"{result.suite_summary()} (Data Docs: {result.suite.data_docs})"
+        )
     with tempfile.TemporaryDirectory(prefix="loopline-monitor-") as tmp:
         plots = _plots(result.feature_drift, ref_rows, cur_rows, Path(tmp))
         charts = performance_plots(history, Path(tmp)) if not history.empty else []

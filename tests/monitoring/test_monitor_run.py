@@ -184,3 +184,24 @@ def test_without_a_churn_champion_the_run_still_reports(built_warehouse, tmp_pat
     assert outcome.result.report.exists()
     (runs,) = query(settings, "select count(*) from monitoring.monitor_runs")
     assert runs == (1,)
+
+
+def test_the_gx_monitoring_suite_runs_on_the_window(monitored) -> None:
+    settings, result = monitored["settings"], monitored["outcome"].result
+    assert result.suite is not None
+    [suite] = result.suite.suites
+    rows = query(
+        settings,
+        "select asset, count(*), count(*) filter (where critical), "
+        "count(distinct column_name), count(*) filter (where success) "
+        f"from monitoring.validation_results where run_id = '{result.run_id}' group by 1",
+    )
+    assert rows == [
+        ("monitoring.fs_churn__user_daily", suite.evaluated, 0, rows[0][3], suite.passed)
+    ]
+    assert rows[0][3] > 15  # every feature the champion reads
+    assert not [r.expectation for r in result.suite.rows if r.exception]
+    assert f"GX monitoring suite {suite.passed}/{suite.evaluated} passed" in result.summary()
+    assert "monitoring.fs_churn__user_daily" in (settings.data_dir / "gx" / "data_docs" /
+                                                 "index.html").read_text()  # fmt: skip
+    assert "GX monitoring suite" in result.report.read_text()
