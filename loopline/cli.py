@@ -768,6 +768,7 @@ def status() -> None:
     logs = [_shown(r.running.log) for r in rows if r.running is not None]
     if logs:
         console.print(f"logs: {_shown(services.log_dir(settings))}/<service>.log")
+    _stream_status(settings, next((r for r in rows if r.name == "stream"), None))
     prefect = next(r for r in rows if r.name == "prefect")
     api_url = os.environ.get("PREFECT_API_URL") or services.prefect_api_url(settings)
     if prefect.ready or os.environ.get("PREFECT_API_URL"):
@@ -783,6 +784,29 @@ def status() -> None:
             console.print(
                 f"  {run.name:<24} {run.schedule:<14} {run.runs_on:<14} last: {last}{upcoming}"
             )
+
+
+def _stream_status(settings: Settings, row: object | None) -> None:
+    """The stream consumer's lag and throughput, from the metrics file it rewrites as it runs."""
+    from loopline.stream.consumer import metrics_path, read_metrics
+
+    metrics = read_metrics(settings)
+    if metrics is None:
+        return
+    running = getattr(row, "running", None) is not None
+    when = "" if running else " (its last report: the consumer is not running)"
+
+    def number(key: str) -> float:
+        value = metrics.get(key) if metrics else None
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    console.print(
+        f"stream consumer ({metrics.get('source')}): lag {number('lag_events'):,.0f} events, "
+        f"{number('events_per_second'):,.0f} events/s, {number('events_total'):,.0f} landed in "
+        f"{number('batches_total'):,.0f} batches; updated {metrics.get('updated_at')}{when}; "
+        f"metrics in {escape(_shown(metrics_path(settings)))}",
+        soft_wrap=True,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

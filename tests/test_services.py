@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import psutil
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from loopline import services
 from loopline.cli import app
 from loopline.settings import Settings, get_settings
+from tests.conftest import require_service
 
 runner = CliRunner()
 
@@ -39,9 +41,44 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(settings):
-    started = services.resolve(None, settings)  # the stream consumer only when configured
-    assert "stream" not in started
+@pytest.fixture
+def redis_stream(monkeypatch) -> Iterator[str]:
+    """The stream on a Redis database of its own (7), empty before and after."""
+    require_service("Redis", "127.0.0.1", 6379)
+    import redis
+
+    from loopline.stream.sources import DEFAULT_STREAM_KEY
+
+    url = "redis://127.0.0.1:6379/7"
+    client = redis.Redis.from_url(url)
+    client.delete(DEFAULT_STREAM_KEY)
+    monkeypatch.setenv("LOOPLINE_STREAM_URL", url)
+    get_settings.cache_clear()
+    yield url
+    client.delete(DEFAULT_STREAM_KEY)
+    client.close()
+
+
+def _metrics_when(settings: Settings, done: Callable[[dict], bool], log: str) -> dict:
+    from loopline.stream.consumer import read_metrics
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        metrics = read_metrics(settings)
+        if metrics is not None and done(metrics):
+            return metrics
+        time.sleep(0.2)
+    raise AssertionError(f"{read_metrics(settings)}\n{services.log_tail(log, 10)}")
+
+
+def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(
+    settings, redis_stream
+):
+    from loopline.stream.sources import open_target
+
+    settings = get_settings()  # with the stream configured: `up` starts its consumer too
+    started = services.resolve(None, settings)
+    assert started[-1] == "stream" and "worker" in started
     first = runner.invoke(app, ["up"])
     assert first.exit_code == 0, first.output
     recorded = {name: services.recorded(settings, name) for name in started}
@@ -78,10 +115,20 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
         }
         assert listening == {"127.0.0.1"}, (port, listening)
 
+    # the consumer takes what is published and reports its lag, which `status` shows
+    open_target(settings).publish([json.dumps({"event_id": f"e{i}"}) for i in range(25)])
+    consumer = recorded["stream"]
+    assert consumer is not None
+    _metrics_when(settings, lambda m: m["events_total"] >= 25 and m["lag_events"] == 0,
+                  consumer.log)  # fmt: skip
+
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output
     for name in started:
         assert re.search(rf"{name}\s+ready", status.output), status.output
+    assert re.search(
+        r"stream consumer \(redis.*\): lag 0 events, .* 25 landed", one_line(status.output)
+    ), status.output
     assert str(settings.prefect_port) in status.output
     assert "loopline-line/line" in status.output and "last: no run yet" in status.output
     assert re.search(r"loopline-line/line\s+15,45 \* \* \* \*\s+served", status.output)
@@ -128,6 +175,7 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(set
     assert not list((settings.data_dir / "services").glob("*.json"))
     after = runner.invoke(app, ["status"])
     assert one_line(after.output).count("stopped") == len(services.REGISTRY)
+    assert "the consumer is not running" in one_line(after.output)
 
 
 def test_down_never_stops_a_process_that_only_reuses_a_recorded_pid(settings):

@@ -33,7 +33,7 @@ JUDGED_ON = date(2026, 6, 26)  # labels through 2026-05-27 for days after both t
 UNSEEN = (date(2026, 4, 26), date(2026, 5, 27))  # as-of days no model trained on
 RETRAIN_DAYS = 35
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # 12 min on a quiet machine
 
 
 def _advance(settings: Settings, until: date, config: Any = None) -> None:
