@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(DATA)/prefect
 export OMP_NUM_THREADS ?= 2
 SCALE ?=
 
-.PHONY: help install demo test test-slow lint format bench up down status docs mlflow-ui serve deployments clean
+.PHONY: help install demo test test-slow reliability lint format bench up down status docs mlflow-ui serve deployments clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ test: install ## the test suite CI runs (fast: heavier suites are marked slow)
 
 test-slow: install ## the heavier suites (large-scale simulation, full builds)
 	$(RUN) pytest -m slow
+
+# the tests that record what they tried (kill -9 trials, fuzzing, bad input), slow ones
+# included, then docs/reliability.md's generated blocks from what they recorded
+RELIABILITY_TESTS := tests/reliability tests/ml/serving/test_fuzz.py tests/ml/serving/test_limits.py \
+	tests/ingest/test_bad_input.py tests/ingest/test_poison.py
+reliability: install ## kill -9 trials, fuzzing, bad input; then regenerate docs/reliability.md's numbers
+	LOOPLINE_RELIABILITY_REPORT=1 $(RUN) pytest -m "slow or not slow" $(RELIABILITY_TESTS)
+	$(RUN) python -m loopline.reliability
 
 lint: install ## ruff, mypy on ml/ loopline/ flows/, sqlfluff on models/ and snapshots/
 	$(RUN) ruff check .

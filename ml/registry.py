@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,10 +213,38 @@ def configure(settings: Settings) -> MlflowClient:
 
     uri = settings.resolved_mlflow_uri
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def create_sqlite_store(path: Path) -> None:
+    """Create MLflow's SQLite store at `path`, whole, unless it exists.
+
+    MLflow creates its tables on first use, in statements SQLite does not undo together: a
+    process killed meanwhile left a store that no later process could open ("table ...
+    already exists"), and the registry with it (found by `tests/reliability/`). So the store
+    is built in a file beside it and linked into place when complete; of two processes
+    doing so at once, the first one's stays.
+    """
+    if path.exists():
+        return
+    import secrets
+
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.new")
+    try:
+        # the artifact root MLflow gives the Default experiment when it creates the store
+        store = SqlAlchemyStore(f"sqlite:///{building}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
+        with suppress(FileExistsError):  # another process created it meanwhile: keep it
+            os.link(building, path)
+    finally:
+        building.unlink(missing_ok=True)
 
 
 def experiment_for(settings: Settings, model_name: str) -> str:

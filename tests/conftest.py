@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +114,85 @@ def postgres_url() -> Iterator[str]:
     yield f"postgresql://root@127.0.0.1:5432/{name}"
     with psycopg.connect(admin, autocommit=True) as con:
         con.execute(f"drop database if exists {name} with (force)")
+
+
+# -- what the reliability tests tried, for docs/reliability.md ---------------------------------
+RELIABILITY_REPORT_ENV = "LOOPLINE_RELIABILITY_REPORT"
+
+
+class ReliabilityRecord:
+    """What the reliability tests tried and how it ended, by kind (`faults_fast`, `api_fuzz`,
+    `bad_input` ...), written at the end of the session as `<kind>.json` into the session's
+    temporary folder, and into the data folder's `reports/reliability/` when
+    LOOPLINE_RELIABILITY_REPORT is set (`1`, or the folder to write to). docs/reliability.md
+    is generated from those files: `python -m loopline.reliability`."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, kind: str, entry: dict[str, Any]) -> None:
+        self.entries.setdefault(kind, []).append(entry)
+
+    def write(self, folder: Path) -> list[Path]:
+        """One file per kind recorded in this session (replacing an earlier session's)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        for kind, entries in sorted(self.entries.items()):
+            path = folder / f"{kind}.json"
+            document = {"kind": kind, "written_at": stamp, "entries": entries}
+            path.write_text(json.dumps(document, indent=1, default=str) + "\n")
+            written.append(path)
+        return written
+
+
+RELIABILITY = ReliabilityRecord()
+
+
+@pytest.fixture(scope="session")
+def reliability_record() -> ReliabilityRecord:
+    return RELIABILITY
+
+
+def reliability_report_folder() -> Path | None:
+    """Where LOOPLINE_RELIABILITY_REPORT says the session's records go (None: unset)."""
+    value = os.environ.get(RELIABILITY_REPORT_ENV, "").strip()
+    if value.lower() in ("", "0", "false", "no"):
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return Settings().reports_dir / "reliability"
+    return Path(value)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Record the outcome of each test marked `reliability(kind)` (a bad input tried)."""
+    outcome = yield
+    marker = item.get_closest_marker("reliability")
+    report = outcome.get_result()
+    if marker is None or not (report.when == "call" or (report.when == "setup" and report.failed)):
+        return
+    function = getattr(item, "function", None)
+    doc = (function.__doc__ or "").strip().split("\n\n")[0] if function else ""
+    RELIABILITY.add(
+        str(marker.args[0]),
+        {
+            "test": item.nodeid,
+            "module": item.nodeid.split("::")[0],
+            "case": item.name,
+            "doc": " ".join(doc.split()),
+            "outcome": "error" if report.when == "setup" else report.outcome,
+        },
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not RELIABILITY.entries:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        RELIABILITY.write(factory.getbasetemp() / "reliability")
+    folder = reliability_report_folder()
+    if folder is not None:
+        for path in RELIABILITY.write(folder):
+            print(f"\nreliability record: {path}")

@@ -390,6 +390,7 @@ class Scan:
     new: list[Path] = field(default_factory=list)  # not in the manifest yet: to load
     changed: list[tuple[Path, str]] = field(default_factory=list)  # (file, why): to reject
     outside: list[tuple[Path, Path, str]] = field(default_factory=list)  # (file, link, why)
+    unmoved: list[Path] = field(default_factory=list)  # rejected, then a crash before the move
 
 
 def _escape(path: Path, landing: Path, root: Path) -> tuple[Path, str] | None:
@@ -417,15 +418,16 @@ def _escape(path: Path, landing: Path, root: Path) -> tuple[Path, str] | None:
 def scan(con: duckdb.DuckDBPyConnection, landing: Path, source: FileSource) -> Scan:
     """The landed files of `source` to load (not in the manifest), to reject because they
     changed since they were loaded (size, then SHA-256 when the size is the same but the
-    modification time is not), and to reject because they lead out of the landing folder."""
-    known = {
-        rel: (size, sha256, mtime_ns)
-        for rel, size, sha256, mtime_ns in con.execute(
-            "select file_path, size_bytes, sha256, mtime_ns from raw.file_manifest "
-            "where source = ?",
-            [source.name],
-        ).fetchall()
-    }
+    modification time is not), to reject because they lead out of the landing folder, and
+    to move aside because they were recorded as rejected by a run that died before it
+    moved them."""
+    rows = con.execute(
+        "select file_path, size_bytes, sha256, mtime_ns, status from raw.file_manifest "
+        "where source = ?",
+        [source.name],
+    ).fetchall()
+    known = {rel: (size, sha256, mtime_ns) for rel, size, sha256, mtime_ns, _ in rows}
+    rejected = {rel for rel, *_, status in rows if status == "rejected"}
     root = landing.resolve()
     found = Scan()
     unchanged: list[tuple[str, int]] = []  # same content, new modification time
@@ -442,10 +444,14 @@ def scan(con: duckdb.DuckDBPyConnection, landing: Path, source: FileSource) -> S
             continue
         size, sha256, mtime_ns = known[rel]
         st = path.stat()
-        if st.st_size == size and st.st_mtime_ns == mtime_ns:
-            continue
-        if st.st_size == size and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
-            unchanged.append((rel, st.st_mtime_ns))
+        same = st.st_size == size and st.st_mtime_ns == mtime_ns
+        if not same and st.st_size == size:
+            same = hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+            if same and rel not in rejected:
+                unchanged.append((rel, st.st_mtime_ns))
+        if same and rel in rejected:  # recorded as rejected, then a crash before the move
+            found.unmoved.append(path)
+        if same:
             continue
         found.changed.append(
             (path, f"changed after load: was {size:,} bytes (sha256 {sha256[:12]}), now "
@@ -540,6 +546,10 @@ def _set_aside(
         f = LandedFile(path, f"{f.rel}.changed-{f.sha256[:12]}", f.size, f.sha256, reason)
         _reject(con, landing, f, source, batch_id, reason, report)
         report.changed.append(f.rel)
+    for path in found.unmoved:  # finish a rejection a crash interrupted: move, keep the record
+        rel = str(path.relative_to(landing))
+        _move_aside(landing, path, landing / REJECTED_DIR / rel)
+        report.rejected.append(rel)
 
 
 def _load_group(
@@ -686,10 +696,15 @@ def _reject(
     target = (
         landing / REJECTED_DIR / (moved.relative_to(landing) if entry is not None else Path(f.rel))
     )
+    _move_aside(landing, moved, target)
+    report.rejected.append(f.rel)
+    log.info("rejected %s: %s", f.rel, reason)
+
+
+def _move_aside(landing: Path, moved: Path, target: Path) -> None:
+    """Move `moved` (a file, or the link itself) to `target` under `landing/_rejected/`."""
     if os.path.lexists(moved):  # a linked folder is moved once, for its first file
         while os.path.lexists(target):
             target = target.with_name(target.name + "~")
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(moved, target)  # the entry itself, within the landing folder's file system
-    report.rejected.append(f.rel)
-    log.info("rejected %s: %s", f.rel, reason)

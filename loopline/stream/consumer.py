@@ -1,12 +1,16 @@
-"""The long-lived stream consumer: read, batch, land durably, acknowledge, then features.
+"""The long-lived stream consumer: read, batch, land durably, features, then acknowledge.
 
-Order per micro-batch: the file is written and fsynced (`sink.land`), then the events are
-acknowledged (`Source.ack`), then the streaming features are written and the metrics
+Order per micro-batch: the file is written and fsynced (`sink.land`), then the streaming
+features are written, then the events are acknowledged (`Source.ack`) and the metrics
 updated. A crash before the file is in place loses nothing (the events were never
 acknowledged, so they are read again); a crash between landing and acknowledging is
-repaired at start (`Source.recover` acknowledges what a landed file already holds), so the
-events are not landed twice. The consumer only writes files: it never waits for the
-warehouse writer lock, so a long ingest or dbt build never holds the stream back.
+repaired at start: the features of what a landed file holds are written (again: the writes
+are newer-wins, so twice is once), then `Source.recover` acknowledges it, so the events are
+not landed twice and their features not lost. (Features written after the acknowledgement
+were lost when the process died between the two: the file was landed and acknowledged, so
+nothing ever read it again; found by `tests/reliability/`.) The consumer only writes files:
+it never waits for the warehouse writer lock, so a long ingest or dbt build never holds the
+stream back.
 
 Metrics go to ``<data_dir>/stream/metrics.json`` after every batch (replaced atomically),
 for the monitor and `loopline status`, and one `progress.phase` line per report interval.
@@ -105,10 +109,18 @@ class Consumer:
         self._interval_start = time.monotonic()
 
     def recover(self) -> int:
-        """Clear half-written files and acknowledge what a previous run landed; return events."""
+        """Clear half-written files; write the features of what a previous run landed but did
+        not acknowledge (it may have died before writing them), then acknowledge it; return
+        how many events that was."""
         landing = self.settings.landing_dir
         sink.remove_partial(landing, self.source.name)
-        recovered = self.source.recover(sink.landed_ranges(landing, self.source.name))
+        landed = sink.landed_ranges(landing, self.source.name)
+        if self.features:
+            for unacknowledged in self.source.pending(landed):
+                if unacknowledged.path is not None:
+                    lines = unacknowledged.path.read_text().splitlines()
+                    self._features([Entry(unacknowledged.first, line) for line in lines])
+        recovered = self.source.recover(landed)
         self.metrics.recovered_events = recovered
         if recovered:
             progress.phase("stream", f"{recovered:,} events landed before a restart acknowledged")
@@ -147,9 +159,11 @@ class Consumer:
         return self.metrics
 
     def flush(self) -> Path:
-        """Land the open batch, acknowledge it, then update features and metrics."""
+        """Land the open batch, write its features, acknowledge it, update the metrics."""
         batch = self.batcher.take()
         path = sink.land(self.settings.landing_dir, self.source.name, batch)
+        if self.features:
+            self._features(batch)
         self.source.ack(batch)
         m = self.metrics
         m.events_total += len(batch)
@@ -158,8 +172,6 @@ class Consumer:
         m.largest_batch_events = max(m.largest_batch_events, len(batch))
         m.last_file = str(path.relative_to(self.settings.landing_dir))
         self._interval_events += len(batch)
-        if self.features:
-            self._features(batch)
         m.lag_events = self.source.lag()
         m.batch_size = self.batcher.resize(m.lag_events)
         self._write_metrics()

@@ -50,7 +50,7 @@ def landed_ranges(landing: Path, source: str) -> list[LandedRange]:
     ranges = []
     for path in (landing / "events").glob(f"date=*/events_*{_STREAM_TAG}{source}-*.ndjson"):
         first, last = path.name.removesuffix(".ndjson").rsplit("-", 2)[1:]
-        ranges.append(LandedRange(first, last))
+        ranges.append(LandedRange(first, last, path))
     return ranges
 
 

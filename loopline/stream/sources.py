@@ -18,7 +18,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -47,10 +47,11 @@ class Entry:
 
 @dataclass(frozen=True)
 class LandedRange:
-    """The first and last position of a landed file."""
+    """The first and last position of a landed file (and the file, when read back)."""
 
     first: str
     last: str
+    path: Path | None = field(default=None, compare=False)
 
 
 class Source(ABC):
@@ -69,6 +70,10 @@ class Source(ABC):
     @abstractmethod
     def lag(self) -> int:
         """Return how many entries are not acknowledged yet (read or not)."""
+
+    @abstractmethod
+    def pending(self, landed: Sequence[LandedRange]) -> list[LandedRange]:
+        """The landed ranges that hold entries not acknowledged yet, in stream order."""
 
     @abstractmethod
     def recover(self, landed: Sequence[LandedRange]) -> int:
@@ -172,6 +177,9 @@ class SpoolSource(Source):
 
     def close(self) -> None:
         pass  # no file stays open between reads
+
+    def pending(self, landed: Sequence[LandedRange]) -> list[LandedRange]:
+        return sorted((r for r in landed if int(r.last) > self.acked), key=lambda r: r.first)
 
     def recover(self, landed: Sequence[LandedRange]) -> int:
         ends = [int(r.last) for r in landed if int(r.last) > self.acked]
@@ -310,11 +318,20 @@ class RedisSource(Source):
                 return int(waiting) + int(info.get("pending") or 0)
         return 0
 
-    def recover(self, landed: Sequence[LandedRange]) -> int:
+    def _pending_positions(self) -> list[tuple[str, Any]]:
+        """(position, entry id) of every entry delivered to this consumer, not acknowledged."""
         pending = self._client.xpending_range(
             self.key, self.group, min="-", max="+", count=1_000_000, consumername=self.consumer
         )
-        positions = [(_id_position(p["message_id"]), p["message_id"]) for p in pending]
+        return [(_id_position(p["message_id"]), p["message_id"]) for p in pending]
+
+    def pending(self, landed: Sequence[LandedRange]) -> list[LandedRange]:
+        positions = [position for position, _ in self._pending_positions()]
+        holding = (r for r in landed if any(r.first <= p <= r.last for p in positions))
+        return sorted(holding, key=lambda r: r.first)
+
+    def recover(self, landed: Sequence[LandedRange]) -> int:
+        positions = self._pending_positions()
         done = [
             entry_id
             for position, entry_id in positions

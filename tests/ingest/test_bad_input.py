@@ -23,6 +23,8 @@ from tests.conftest import copy_company, ingest_simulated, query
 
 LIMIT = 64 << 10  # a small bound, so the test's oversized records stay small
 HEADER = ",".join(PAYMENT_COLUMNS)
+# each case and its outcome goes into docs/reliability.md (`python -m loopline.reliability`)
+pytestmark = pytest.mark.reliability("bad_input")
 
 
 @dataclass
@@ -175,6 +177,7 @@ def _in_raw(hostile: Hostile, file_like: str) -> int:
         ("quarantine_support__tickets", "tickets/tickets_20260213_big.ndjson", 1),
         ("quarantine_billing__payments", "payments/payments_20260213_big.csv", 3),
     ],
+    ids=["an event", "a ticket", "a payment row"],
 )  # fmt: skip
 def test_an_oversized_record_is_quarantined_as_a_stub_that_keeps_its_place(
     hostile, table, file, line_no
@@ -227,6 +230,7 @@ def test_the_records_beside_an_oversized_one_load_as_usual(hostile):
         ("payments/payments_20260213_bom.csv",
          "not the billing export: unexpected CSV header '\\ufeffpayment_id"),
     ],
+    ids=["events in UTF-16", "tickets in Latin-1", "payments with a BOM"],
 )  # fmt: skip
 def test_a_file_in_another_encoding_is_rejected_with_its_reason(hostile, file, reason):
     ((status, why, records),) = _manifest(hostile, file).values()
@@ -269,6 +273,7 @@ def test_a_payment_export_with_other_columns_is_rejected_with_its_header(hostile
         ("stg_support__tickets", "quarantine_support__tickets",
          "tickets/tickets_20260213_again.ndjson"),
     ],
+    ids=["events", "payments", "tickets"],
 )  # fmt: skip
 def test_a_file_delivered_again_under_another_name_adds_nothing(hostile, staged, quarantined, file):
     """Every record of the copy is quarantined (a duplicate, or the rule its original failed)."""

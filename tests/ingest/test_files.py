@@ -238,6 +238,54 @@ def test_a_crash_leaves_whole_files_and_a_rerun_completes_the_load(landing, tmp_
     assert _contents(con) == _contents(clean)
 
 
+DIES_BEFORE_THE_MOVE = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import duckdb
+    from loopline.ingest import files as loader
+
+    def dying(*args, **kwargs):
+        os._exit(3)  # the rejected file is recorded; the process dies before moving it
+
+    loader.os.rename = dying
+    con = duckdb.connect(sys.argv[2])
+    loader.load_files(con, Path(sys.argv[1]), "crashed", show_progress=False)
+    """
+)
+
+
+def test_a_crash_between_recording_a_rejected_file_and_moving_it_is_finished_by_the_rerun(
+    landing, tmp_path
+):
+    """The rerun moves the file aside, which it would otherwise leave in the landing
+    folder for good (it is in the manifest already), and records it once."""
+    db = tmp_path / "wh.duckdb"
+    run = subprocess.run(
+        [sys.executable, "-c", DIES_BEFORE_THE_MOVE, str(landing), str(db)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 3, run.stderr
+    con = duckdb.connect(str(db))
+    ((recorded,),) = con.execute(
+        "select list(file_path) from raw.file_manifest where status = 'rejected'"
+    ).fetchall()
+    assert len(recorded) == 1 and (landing / recorded[0]).exists()  # recorded, not moved
+
+    report = load_files(con, landing, "rerun", show_progress=False)
+    for rel in ("events/date=2026-01-01/events_20260101T15.ndjson",
+                "payments/payments_20260102_part2.csv"):  # fmt: skip
+        assert (landing / "_rejected" / rel).exists() and not (landing / rel).exists()
+        assert rel in report.rejected
+    rows = con.execute(
+        "select file_path, batch_id from raw.file_manifest where status = 'rejected' order by 1"
+    ).fetchall()
+    assert len(rows) == 2 and dict(rows)[recorded[0]] == "crashed"  # once, as first recorded
+    clean, _ = _load(_copy_back(landing, tmp_path), tmp_path / "clean.duckdb")
+    assert _contents(con) == _contents(clean)
+
+
 def _copy_back(landing: Path, tmp_path: Path) -> Path:
     """The original landing folder again (the load moved its rejects aside)."""
     import shutil

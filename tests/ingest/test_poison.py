@@ -15,6 +15,8 @@ from tests.conftest import copy_company, ingest_simulated, query
 from tests.ingest.test_bad_input import _clean_events
 
 runner = CliRunner()
+# each case and its outcome goes into docs/reliability.md (`python -m loopline.reliability`)
+pytestmark = pytest.mark.reliability("bad_input")
 POISON = "events/date=2026-02-13/events_20260213T21_poison.ndjson"
 UNREADABLE = "events/date=2026-02-13/events_20260213T22_utf16.ndjson"  # rejected in the batch
 

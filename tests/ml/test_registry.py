@@ -307,3 +307,43 @@ def test_the_recommender_loads_without_running_its_logged_code(tmp_path):
     # the appended line is live: MLflow's pyfunc loader would have run it
     mlflow.pyfunc.load_model(f"models:/{RECS_MODEL}/{version}")
     assert marker.exists()
+
+
+DIES_WHILE_MLFLOW_CREATES_ITS_TABLES = """
+import os, sys
+from pathlib import Path
+from alembic.operations import Operations
+from loopline.settings import Settings
+from ml.registry import alias_version, configure
+
+real, calls = Operations.create_table, [0]
+
+def dying(self, *args, **kwargs):
+    result = real(self, *args, **kwargs)
+    calls[0] += 1
+    if calls[0] == 3:  # a few migrations in: the process dies
+        os._exit(3)
+    return result
+
+Operations.create_table = dying
+alias_version(configure(Settings(data_dir=Path(sys.argv[1]))), "m", "champion")
+"""
+
+
+def test_a_process_killed_while_mlflow_creates_its_store_leaves_a_store_that_opens(tmp_path):
+    """MLflow creates its tables on first use, in statements SQLite does not undo together: a
+    process killed meanwhile used to leave a store no later process could open ("table ...
+    already exists"), the registry with it. The store now appears whole or not at all."""
+    import subprocess
+    import sys
+
+    died = subprocess.run(
+        [sys.executable, "-c", DIES_WHILE_MLFLOW_CREATES_ITS_TABLES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == 3, died.stderr
+    client = configure(Settings(data_dir=tmp_path))
+    assert alias_version(client, CHURN_MODEL, CHAMPION) is None  # opens, answers
+    experiment_for(Settings(data_dir=tmp_path), CHURN_MODEL)
+    assert [e.name for e in client.search_experiments()] == [CHURN_MODEL, "Default"]

@@ -65,6 +65,67 @@ def test_a_batch_landed_but_not_acknowledged_is_not_landed_again(settings):
     assert metrics.lag_events == 0
 
 
+class DiesAfterAck(SpoolSource):
+    """A spool source whose process dies right after it acknowledged its first batch."""
+
+    def ack(self, entries):
+        super().ack(entries)
+        raise SystemExit("killed after acknowledging")
+
+
+class DiesInTheFeatures(Consumer):
+    """A consumer whose process dies while it writes its first batch's features."""
+
+    def _features(self, batch):
+        raise SystemExit("killed while writing the features")
+
+
+def _streamed_shows(settings) -> dict[str, str]:
+    """user -> the show of their latest streamed event, from the online store."""
+    from loopline.stream.features import STREAM_FEATURE_SET, STREAM_FEATURE_SET_VERSION
+    from ml.features.online import open_online_store
+
+    with open_online_store(settings) as store:
+        vectors = store.get(STREAM_FEATURE_SET, list(range(8)), STREAM_FEATURE_SET_VERSION)
+    return {str(u): str(v.values["last_watched_show"]) for u, v in enumerate(vectors) if v}
+
+
+# users 0..3 watch only in the first batch of 10 events, users 4..7 only afterwards
+FIRST_USERS = [event(i, user=i % 4, show=f"sh_{i}") for i in range(10)]
+LATER_USERS = [event(i, user=4 + i % 4, show=f"sh_{i}") for i in range(10, 25)]
+LATEST_SHOWS = {  # user -> the show of their latest event (the events are in time order)
+    str(doc["user_id"]): doc["show_id"] for doc in map(json.loads, FIRST_USERS + LATER_USERS)
+}
+
+
+def test_the_features_of_a_batch_acknowledged_just_before_a_crash_are_not_lost(settings):
+    """A crash right after the acknowledgement: the batch's features were written before it
+    (they used to be written after, and were lost: nothing reads an acknowledged batch)."""
+    spool = settings.resolved_stream_spool_path
+    offsets = settings.stream_dir / "spool.offset"
+    SpoolTarget(spool).publish(FIRST_USERS + LATER_USERS)
+    with pytest.raises(SystemExit):
+        Consumer(settings, DiesAfterAck(spool, offsets)).run(idle_exit_s=0.1)
+    Consumer(settings, SpoolSource(spool, offsets)).run(idle_exit_s=0.1)
+    assert Counter(landed_ids(settings.landing_dir)) == Counter(f"e{i}" for i in range(25))
+    assert _streamed_shows(settings) == LATEST_SHOWS  # users 0..3 from the first batch
+
+
+def test_a_batch_landed_before_its_features_were_written_gets_them_at_the_restart(settings):
+    """Landed, then the process died while writing its features (not acknowledged): the
+    restart writes them from the landed file, and acknowledges it without landing it again."""
+    spool = settings.resolved_stream_spool_path
+    offsets = settings.stream_dir / "spool.offset"
+    SpoolTarget(spool).publish(FIRST_USERS + LATER_USERS)
+    with pytest.raises(SystemExit):
+        DiesInTheFeatures(settings, SpoolSource(spool, offsets)).run(idle_exit_s=0.1)
+    assert _streamed_shows(settings) == {}
+    metrics = Consumer(settings, SpoolSource(spool, offsets)).run(idle_exit_s=0.1)
+    assert metrics.recovered_events == 10
+    assert Counter(landed_ids(settings.landing_dir)) == Counter(f"e{i}" for i in range(25))
+    assert _streamed_shows(settings) == LATEST_SHOWS  # users 0..3 from the first batch
+
+
 def test_a_spike_grows_the_batches_and_the_lag_returns_to_zero(settings):
     spool = settings.resolved_stream_spool_path
     consumer = Consumer(settings, open_source(settings), report_every_s=0.5)

@@ -5,15 +5,13 @@ Schemathesis generates valid and invalid requests for every operation of the app
 body matching the declared model, invalid data rejected, valid data accepted unless the served
 model does not read a feature the request names, or reads it as a number). The app serves a
 churn model compiled to the fast path (where a 401-digit number once overflowed) and a
-recommender, over a real SQLite online store. The number of requests sent is written to
-``data/reports/reliability/api_fuzz.json`` for docs/reliability.md.
+recommender, over a real SQLite online store. Each run's counts (requests, statuses, failures)
+are recorded for docs/reliability.md (`reliability_record`, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
@@ -32,7 +30,6 @@ from tests.ml.churn.test_model import FAST, LABEL, TIME, synthetic_frame
 from tests.ml.serving.fakes import FixedModels, recommender
 
 MIN_REQUESTS = 1000
-REPORT = Path(__file__).resolve().parents[3] / "data" / "reports" / "reliability" / "api_fuzz.json"
 
 
 def _fast_churn() -> LoadedChurn:
@@ -109,32 +106,38 @@ def _fuzz(
     return statuses, failures, sorted(f"{op.method.upper()} {op.path}" for op in operations)
 
 
-def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store):
-    models = FixedModels(_fast_churn(), recommender("h1"))
-    app = create_app(Settings(data_dir=tmp_path), poll_seconds=60, store=store, models=models)
-    statuses, failures, operations = _fuzz(app, MIN_REQUESTS + 200)
-    sent = sum(statuses.values())
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "requests": sent,
+def _summary(
+    run: str, statuses: Counter[int], failures: list[str], operations: list[str]
+) -> dict[str, Any]:
+    return {
+        "run": run,
+        "requests": sum(statuses.values()),
         "server_errors": sum(n for code, n in statuses.items() if code >= 500),
         "conformance_failures": len(failures),
         "statuses": {str(code): n for code, n in sorted(statuses.items())},
         "operations": operations,
     }
-    REPORT.write_text(json.dumps(summary, indent=2) + "\n")
-    (tmp_path / "api_fuzz.json").write_text(json.dumps(summary))
+
+
+def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(tmp_path, store, reliability_record):
+    models = FixedModels(_fast_churn(), recommender("h1"))
+    app = create_app(Settings(data_dir=tmp_path), poll_seconds=60, store=store, models=models)
+    statuses, failures, operations = _fuzz(app, MIN_REQUESTS + 200)
+    summary = _summary("open (no token set)", statuses, failures, operations)
+    reliability_record.add("api_fuzz", summary)
     assert not failures, "\n".join(failures[:20])
-    assert sent >= MIN_REQUESTS, statuses
+    assert summary["requests"] >= MIN_REQUESTS, statuses
     assert summary["server_errors"] == 0
 
 
-def test_fuzzed_requests_with_the_token_required_for_reads(tmp_path, store):
+def test_fuzzed_requests_with_the_token_required_for_reads(tmp_path, store, reliability_record):
     """Schemathesis' auth checks too: requests without or with a wrong token must get a 401."""
     models = FixedModels(_fast_churn(), recommender("h1"))
     token = "fuzz-token"
     configured = Settings(data_dir=tmp_path, api_token=token, api_token_required_for_reads=True)
     app = create_app(configured, poll_seconds=60, store=store, models=models)
-    statuses, failures, _ = _fuzz(app, 250, headers={"authorization": f"Bearer {token}"})
+    statuses, failures, operations = _fuzz(app, 250, headers={"authorization": f"Bearer {token}"})
+    summary = _summary("token required for reads", statuses, failures, operations)
+    reliability_record.add("api_fuzz", summary)
     assert not failures, "\n".join(failures[:20])
     assert not any(code >= 500 for code in statuses), statuses

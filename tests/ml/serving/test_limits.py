@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 
 import jsonschema
+import pytest
 from fastapi.testclient import TestClient
 
 from ml.serving.prediction_log import PredictionLog
 from tests.ml.serving.fakes import FixedModels, churn_model, client_for, recommender
 
 SCORE = "/v1/churn/score"
+# each case and its outcome goes into docs/reliability.md (`python -m loopline.reliability`)
+pytestmark = pytest.mark.reliability("bad_input")
 
 
 def _models() -> FixedModels:
