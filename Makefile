@@ -53,7 +53,7 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-bench: install ## benchmarks (serving, batch, drift, ingest, dbt, demo) -> data/bench/results.md (BENCH_ARGS=--quick)
+bench: install ## benchmarks (serving, batch, validation, PIT, drift, ingest, dbt, demo) -> data/bench/results.md (BENCH_ARGS=--quick)
 	$(RUN) python -m bench.run $(BENCH_ARGS)
 
 up: install ## start Prefect (+ deployments), MLflow UI, dbt docs and the API in the background

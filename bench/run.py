@@ -5,7 +5,8 @@
     python -m bench.run --skip-serving --skip-batch   # only the rows after scoring
 
 Rows: serving and batch scoring (bench/serving.py, bench/batch.py, on the bench company of
-bench/fixture.py), drift (bench/drift.py), ingest (bench/ingest.py), the whole loop
+bench/fixture.py), validation (bench/validation.py), the point-in-time builder
+(bench/pit.py), drift (bench/drift.py), ingest (bench/ingest.py), the whole loop
 (`loopline demo`, bench/demo.py) and, on the folder the demo filled, dbt's incremental build
 against a full refresh (bench/dbt_build.py). Numbers are measured, never asserted: each
 target is reported as a ratio and pass/fail in ``data/bench/results.json`` and
@@ -35,6 +36,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.fixture import DEFAULT_DATA_DIR, REPO
+from bench.pit import pit_body
+from bench.validation import validation_body
 
 console = Console()
 
@@ -93,6 +96,34 @@ def checks(results: dict[str, Any]) -> list[Check]:
         baseline = batch.get("raw_whole_rows_per_s", batch["raw_rows_per_s"])
         ratio = batch["score_churn_rows_per_s"] / baseline
         out.append(Check("score_churn / raw predict_proba", ratio, 0.9, "x", True))
+    validation = results.get("validation")
+    if validation:
+        out.append(
+            Check(
+                "validation: loopline validate / SQL pass, time",
+                validation["time_ratio"],
+                validation["target_time"],
+                "x",
+                False,
+                "validation",
+            )
+        )
+        out.append(
+            Check(
+                "validation: loopline validate / SQL pass, peak RSS",
+                validation["memory_ratio"],
+                validation["target_memory"],
+                "x",
+                False,
+                "validation",
+            )
+        )
+    pit = results.get("pit")
+    if pit:
+        ratio, target = pit["ratio_vs_asof"], pit["target_vs_asof"]
+        out.append(Check("PIT: loopline / ASOF JOIN", ratio, target, "x", False, "pit"))
+        speedup, target = pit["speedup_vs_pandas"], pit["target_vs_pandas"]
+        out.append(Check("PIT: speed-up over pandas merge_asof", speedup, target, "x", True, "pit"))
     drift = results.get("drift")
     if drift:
         out.append(
@@ -216,6 +247,8 @@ def _fmt(value: float, unit: str) -> str:
 #: the rows in the order the results show them, with their section titles
 ROWS = {
     "scoring": "Rows 0 and batch: serving and batch scoring",
+    "validation": "Row 1: validating a 5-million-row feature table vs one SQL pass and GX-pandas",
+    "pit": "Row 2: point-in-time training set vs DuckDB ASOF JOIN and pandas merge_asof",
     "drift": "Row 3: drift, `detect_drift` vs scipy per column",
     "ingest": "Row 4b: ingest of landed files vs DuckDB's own readers",
     "dbt": "Row 4: dbt incremental build vs full refresh",
@@ -548,6 +581,8 @@ def _demo_body(results: dict[str, Any]) -> list[str]:
 
 SECTION_BODIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "scoring": _scoring_body,
+    "validation": lambda results: validation_body(results["validation"]),
+    "pit": lambda results: pit_body(results["pit"]),
     "drift": _drift_body,
     "ingest": _ingest_body,
     "dbt": _dbt_body,
@@ -580,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke check)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bench company")
-    for row in ("serving", "batch", "drift", "ingest", "dbt", "demo"):
+    for row in ("serving", "batch", "validation", "pit", "drift", "ingest", "dbt", "demo"):
         parser.add_argument(f"--skip-{row}", action="store_true")
     parser.add_argument(
         "--render-only",
@@ -589,7 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, help="batch rows (default 500,000; quick 200,000)")
     parser.add_argument(
-        "--runs", type=int, help="timed runs of the drift, ingest and no-op dbt rows (default 5)"
+        "--runs",
+        type=int,
+        help="timed runs of the validation, PIT, drift, ingest and no-op dbt rows (default 5)",
     )
     parser.add_argument(
         "--drift-rows", type=int, help="rows a side of the drift row (default 1M; quick 20,000)"
@@ -620,6 +657,36 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir.resolve()
     if not (args.skip_serving and args.skip_batch):
         _row(results, "scoring", lambda: _scoring(results, args, data_dir, say))
+    if not args.skip_validation:
+        from bench.validation import FULL as VALIDATION_FULL
+        from bench.validation import QUICK as VALIDATION_QUICK
+        from bench.validation import run_validation
+
+        size = VALIDATION_QUICK if args.quick else VALIDATION_FULL
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="validation-", dir=data_dir) as work:
+            _row(
+                results,
+                "validation",
+                lambda: {
+                    "validation": run_validation(
+                        size["users"], size["days"], runs, Path(work), say, warmup=not args.quick
+                    )
+                },
+            )
+    if not args.skip_pit:
+        from bench.pit import FULL as PIT_FULL
+        from bench.pit import QUICK as PIT_QUICK
+        from bench.pit import run_pit
+
+        size = PIT_QUICK if args.quick else PIT_FULL
+        _row(
+            results,
+            "pit",
+            lambda: {
+                "pit": run_pit(size["entity_rows"], size["feature_rows"], size["keys"], runs, say)
+            },
+        )
     if not args.skip_drift:
         from bench.drift import run_drift
 

@@ -25,8 +25,34 @@ def quick(data_dir: Path, *skips: str) -> dict:
     return results
 
 
+def test_quick_validation_and_pit_check_equal_outputs_and_write_results(tmp_path):
+    results = quick(tmp_path, "drift", "ingest", "demo", "dbt")
+    validation = results["validation"]
+    # the three sides agreed on every check before the ratios (run_validation raises if not)
+    assert validation["checks"] == sum(validation["checks_by_kind"].values()) > 50
+    assert validation["checks_by_kind"]["unique keys"] == 2
+    # the planted faults fail, and only they: both key checks, the share above 1, null rates
+    failed = validation["failed_checks"]
+    assert sum("compound_key" in k for k in failed) == 2
+    assert any("mobile_share_30d, min_value=0.0, max_value=1.0" in k for k in failed)
+    assert len(failed) == 5
+    for side in ("loopline", "sql", "gx_pandas"):
+        assert validation[side]["median_s"] > 0 and validation[side]["peak_rss_mb"] > 0
+    assert validation["rows"] == 500 * 20 + 3
+    pit = results["pit"]
+    assert pit["verification"]["identical"] and pit["verification"]["rows"] == 20_000
+    # some entity rows find features and some do not (TTL, unknown keys)
+    assert 0 < pit["matched_rows"] < pit["entity_rows"]
+    assert pit["ratio_vs_asof"] > 0 and pit["speedup_vs_pandas"] > 0
+    assert {c["row"] for c in results["checks"]} == {"validation", "pit"}
+    assert len(results["checks"]) == 4
+    md = (tmp_path / "results.md").read_text()
+    assert "## Row 1: validating" in md and "## Row 2: point-in-time" in md
+    assert not list(tmp_path.glob("validation-*")), "the validation row's folder is removed"
+
+
 def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
-    results = quick(tmp_path, "demo", "dbt")
+    results = quick(tmp_path, "validation", "pit", "demo", "dbt")
     drift = results["drift"]
     gaps = drift["verification"]
     assert gaps["ks_statistic_gap"] <= 1e-9 and gaps["chi2_gap"] <= 1e-9
@@ -45,7 +71,7 @@ def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
 
 @pytest.mark.slow
 def test_quick_loop_reports_phases_and_compares_incremental_with_full_refresh(tmp_path):
-    results = quick(tmp_path, "drift", "ingest")
+    results = quick(tmp_path, "validation", "pit", "drift", "ingest")
     demo = results["demo"]
     names = [p["phase"] for p in demo["phases"]]
     assert {"simulate", "ingest", "build", "train", "demo"} <= set(names)
@@ -113,7 +139,7 @@ def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monke
 
     monkeypatch.setattr(bench.drift, "run_drift", broken)
     argv = ["--quick", "--data-dir", str(tmp_path), "--skip-serving", "--skip-batch"]
-    skips = ["--skip-ingest", "--skip-demo", "--skip-dbt"]
+    skips = ["--skip-validation", "--skip-pit", "--skip-ingest", "--skip-demo", "--skip-dbt"]
     assert run.main([*argv, *skips]) == 1
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}

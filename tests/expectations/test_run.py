@@ -53,6 +53,46 @@ def test_data_docs_html_is_written(warehouse):
     assert pages and any("No two rows may share the key" in p.read_text() for p in pages)
 
 
+def test_failed_map_checks_get_samples_and_failed_table_checks_run_once(warehouse):
+    """The second pass (sample values for Data Docs) reruns failed value-by-value checks only:
+    a failed uniqueness check has no samples, and computing it again costs a GROUP BY."""
+    import sqlalchemy as sa
+
+    asset = "features.fs_churn__user_daily"
+    staged = stage(
+        warehouse,
+        asset,
+        "select * from {src} union all (select * from {src} limit 1)",
+        "update {t} set sessions_7d = -5 where user_id = (select min(user_id) from {t})",
+    )
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        report = validate(warehouse, [asset], relations={asset: staged}, record=False)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    failed = [r for r in report.rows if not r.success]
+    assert sum(r.expectation_type == "expect_compound_key_to_be_unique" for r in failed) == 2
+    assert any(r.column_name == "sessions_7d" for r in failed)
+    group_bys = [s for s in statements if "HAVING" in s.upper()]
+    assert len(group_bys) == 2, "each key checked once, not again for samples"
+    stored = [
+        json.loads(path.read_text())
+        for path in (warehouse.data_dir / "gx" / "validations").rglob("*.json")
+    ]
+    samples = [
+        r["result"].get("partial_unexpected_list")
+        for v in stored
+        for r in v["results"]
+        if r["expectation_config"]["kwargs"].get("column") == "sessions_7d" and not r["success"]
+    ]
+    assert samples and set(samples[0]) == {-5}
+
+
 def test_record_false_leaves_the_warehouse_untouched(warehouse):
     validate(warehouse, ["core.dim_shows"], record=False, data_docs=False)
     tables = query(

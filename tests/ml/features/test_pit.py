@@ -553,6 +553,41 @@ def test_as_known_at_falls_back_to_the_latest_row_known_at_t(
     assert known.feature_set_versions == {"features.a": ["v1"]}
 
 
+@pytest.mark.parametrize(
+    "origin", [datetime(1970, 1, 1), datetime(1969, 12, 31, 23, 58), datetime(2024, 3, 10)]
+)
+@pytest.mark.parametrize("ttl_us", [1, 7, 60_000_000])
+def test_as_known_at_with_a_ttl_is_exact_at_the_time_bucket_edges(
+    con: duckdb.DuckDBPyConnection, origin: datetime, ttl_us: int
+) -> None:
+    """With a TTL the candidates are also matched on a time bucket as wide as the TTL: rows on
+    each side of a bucket edge, before and after 1970 (negative epoch), at t - ttl and at t,
+    give what the row-by-row rules give."""
+    ttl = timedelta(microseconds=ttl_us)
+    offsets = sorted({k * ttl_us + d for k in range(-2, 3) for d in (-1, 0, 1)})
+    rows = [
+        a_row(1, origin + timedelta(microseconds=o), origin + timedelta(microseconds=o + lag), i)
+        for i, o in enumerate(offsets)
+        for lag in (0, ttl_us // 2)
+    ]
+    create_table(con, "features.a", A_SCHEMA, rows)
+    times = [origin + timedelta(microseconds=o + d) for o in offsets for d in (0, ttl_us)]
+    # before every row, and past the last one's TTL: no match
+    times += [
+        origin + timedelta(microseconds=o) for o in (offsets[0] - 1, offsets[-1] + ttl_us + 1)
+    ]
+    training = build_training_set(
+        con, entities([1] * len(times), times), [a_request(ttl=ttl)], as_known_at=True
+    )
+    expected = [
+        None if m is None else m["spend"]
+        for m in (oracle_match(rows, ("user_id",), A_FEATURES, {"user_id": 1}, t, ttl, True)
+                  for t in times)
+    ]  # fmt: skip
+    assert spend(training) == expected
+    assert any(v is not None for v in expected) and None in expected
+
+
 def test_no_match_gives_null_features(con: duckdb.DuckDBPyConnection) -> None:
     create_table(con, "features.a", A_SCHEMA, [a_row(1, minute(5), minute(5), 5, visits=1)])
     training = build_training_set(
