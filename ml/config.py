@@ -36,7 +36,7 @@ class ChurnConfig(BaseModel):
         None, ge=2, description="train on the latest N labelled as-of days (None: all of them)"
     )
     feature_set_version: str | None = None
-    as_known_at: bool = True
+    as_known_at: bool = False  # see conf/ml.yaml
     threshold: ThresholdRule = ThresholdRule()
     importance_rows: int = Field(5000, ge=100)
     train: TrainParams = TrainParams()
