@@ -261,15 +261,15 @@ def refused(built_warehouse, tmp_path_factory) -> Iterator[dict[str, Any]]:
     publish(settings, "blue")  # the last good publication
     refresh_online_store(settings)
     train_champions(settings, churn_versions=1)
-    api, url = serve(settings, folder / "api.log")
     copy_schema(settings, "features__blue", "features__green")
     query(
         settings,
         "insert into features__green.fs_churn__user_daily "
         "select * from features__green.fs_churn__user_daily limit 3",
     )
+    api, url = serve(settings, folder / "api.log")
     try:
-        yield {"settings": settings, "url": url, "api": api}
+        yield {"settings": settings, "url": url}
     finally:
         services.stop(api)
 
