@@ -14,8 +14,8 @@ the TTL; ties on ``feature_timestamp`` go to the latest ``created_at``, then the
   ranked in the rules' order, a running maximum of that rank in knowledge-time order gives
   the best row known at each instant, one ASOF JOIN on the knowledge time picks it, and the
   TTL is checked on the winner (if the best row known at t is too old, so is every other).
-  (Carrying the whole winning row in a running ``arg_max`` of structs instead was about 4x
-  slower.);
+  (Carrying the whole winning row in a running ``arg_max`` of structs instead was about 3x
+  slower.)
 - **pandas `merge_asof`**: the same plan in pandas (the feature rows read from the warehouse
   into a frame, a running maximum per key with ``groupby().cummax()``, ``merge_asof`` with
   ``by=`` the key, then the TTL), from the same DuckDB file.
