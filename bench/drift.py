@@ -26,8 +26,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bench.fixture import bench_settings
-from bench.memory import sampled
+from bench.memory import timed
 
 NUMERIC, POISSON, CATEGORICAL = 80, 20, 20  # 100 numeric + 20 categorical
 SHARES = np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.015, 0.005])
@@ -154,15 +152,6 @@ def _same_reports(pandas_report: Any, duckdb_report: Any) -> float:
 # timing
 
 
-def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
-    """(result, seconds, peak RSS added in MB) of one call."""
-    with sampled() as peak:
-        started = time.perf_counter()
-        result = call()
-        seconds = time.perf_counter() - started
-    return result, seconds, peak.added_mb
-
-
 def run_drift(rows: int, runs: int, wide_rows: int | None) -> dict[str, Any]:
     """Warm-up on a small sample, then `runs` interleaved runs of each side at `rows`."""
     from loopline.warehouse import connect
@@ -183,11 +172,11 @@ def run_drift(rows: int, runs: int, wide_rows: int | None) -> dict[str, Any]:
         con.execute("checkpoint")
         detect_drift_duckdb(con, "reference", "current")  # warm the DuckDB path too
         for _ in range(runs):
-            pandas_report, s, mb = _timed(lambda: detect_drift(reference, current))
+            pandas_report, s, mb = timed(lambda: detect_drift(reference, current))
             sides["pandas"].append((s, mb))
-            duckdb_report, s, mb = _timed(lambda: detect_drift_duckdb(con, "reference", "current"))
+            duckdb_report, s, mb = timed(lambda: detect_drift_duckdb(con, "reference", "current"))
             sides["duckdb"].append((s, mb))
-            theirs, s, mb = _timed(
+            theirs, s, mb = timed(
                 lambda: scipy_per_column(reference, current, numeric, categorical)
             )
             sides["scipy"].append((s, mb))
@@ -226,7 +215,7 @@ def run_wide(rows: int, features: int = WIDE_FEATURES) -> dict[str, Any]:
     names = [f"f{i:04d}" for i in range(features)]
     reference = pd.DataFrame(rng.normal(size=(rows, features)), columns=names)
     current = pd.DataFrame(rng.normal(size=(rows, features)), columns=names)
-    report, seconds, mb = _timed(lambda: detect_drift(reference, current))
+    report, seconds, mb = timed(lambda: detect_drift(reference, current))
     if len(values_rows(report)) != features:
         raise AssertionError("the wide report lacks columns")
     return {

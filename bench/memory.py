@@ -12,10 +12,11 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -99,6 +100,15 @@ class Finished:
             tail = "\n".join((self.stderr or self.stdout).splitlines()[-25:])
             raise RuntimeError(f"{' '.join(self.args)} exited {self.returncode}:\n{tail}")
         return self
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
+    """(result, seconds, peak RSS added in MB) of one call in this process."""
+    with sampled() as peak:
+        started = time.perf_counter()
+        result = call()
+        seconds = time.perf_counter() - started
+    return result, seconds, peak.added_mb
 
 
 def run_sampled(

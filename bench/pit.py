@@ -36,7 +36,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from bench.fixture import bench_settings
-from bench.memory import sampled
+from bench.memory import timed
 
 TABLE = "features.fs_bench__pit"
 KEY = "user_id"
@@ -285,15 +284,6 @@ def same_rows(name: str, ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
 # timing
 
 
-def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
-    """(result, seconds, peak RSS added in MB) of one call."""
-    with sampled() as peak:
-        started = time.perf_counter()
-        result = call()
-        seconds = time.perf_counter() - started
-    return result, seconds, peak.added_mb
-
-
 SIDES: dict[str, Callable[[duckdb.DuckDBPyConnection, pd.DataFrame], pd.DataFrame]] = {
     "loopline": side_loopline,
     "asof": side_asof,
@@ -325,7 +315,7 @@ def run_pit(
             measured: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
             for i in range(runs):
                 for side, call in SIDES.items():
-                    _, seconds, mb = _timed(lambda call=call: call(con, entities))
+                    _, seconds, mb = timed(lambda call=call: call(con, entities))
                     measured[side].append((seconds, mb))
                 say(
                     f"pit: run {i + 1}/{runs}: "
