@@ -90,17 +90,23 @@ class Built(TypedDict):
 def dbt_build(full_refresh: bool, extra_args: tuple[str, ...] = ()) -> Built:
     """Run `dbt build` (seeds, snapshots, models, tests) into the colour that is not live.
 
+    In a flow run every dbt node shows as a task run of its own while it runs, and a table
+    artifact lists how each ended; a failure raises `DbtError` naming the failed nodes.
+
     `extra_args` (`loopline build --select ...`) make a developer's partial build: it runs
     in place in the plain schemas, unaudited, as a plain `dbt build` does (a partial colour
     cannot be published whole).
     """
+    from flows.dbt_nodes import node_runs
     from loopline.dbt import run_dbt
     from loopline.publish import build_colour
 
     settings = get_settings()
     colour = None if extra_args else build_colour(settings)
     args = ["build", *(["--full-refresh"] if full_refresh else []), *extra_args]
-    result = run_dbt(settings, args, colour=colour)
+    # in a flow run, each node is a task run of its own as it runs (flows/dbt_nodes.py)
+    with node_runs() as callbacks:
+        result = run_dbt(settings, args, colour=colour, callbacks=callbacks)
     statuses: dict[str, int] = {}
     for _, status in result.results:
         statuses[status] = statuses.get(status, 0) + 1

@@ -15,6 +15,7 @@ from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
 from flows.logs import run_logger
+from flows.slots import each_write_takes_the_slot
 from loopline import progress
 from loopline.settings import get_settings
 
@@ -69,16 +70,19 @@ def monitor_models(params: MonitorFlowParams | None = None) -> dict[str, object]
     from ml.monitoring.config import load_monitoring_config
 
     params = params or MonitorFlowParams()
-    measured = measure_task(params.retrain)
-    trigger = measured["trigger"]
-    retrained: dict[str, object] = {}
-    if trigger is not None:
-        decision = None
-        if getattr(trigger, "fires", False):
-            days = load_monitoring_config(get_settings().monitoring_config).retrain.training_days
-            trained = train_models(TrainFlowParams(models=("churn",), churn_training_days=days))
-            churn = trained.get("churn")
-            retrained = dict(churn) if isinstance(churn, dict) else {}
-            decision = retrained.pop("decision", None)
-        record_task(trigger, decision)
+    # each opening of the warehouse holds its slot while it lasts (flows/slots.py)
+    with each_write_takes_the_slot():
+        measured = measure_task(params.retrain)
+        trigger = measured["trigger"]
+        retrained: dict[str, object] = {}
+        if trigger is not None:
+            decision = None
+            if getattr(trigger, "fires", False):
+                settings = get_settings()
+                days = load_monitoring_config(settings.monitoring_config).retrain.training_days
+                trained = train_models(TrainFlowParams(models=("churn",), churn_training_days=days))
+                churn = trained.get("churn")
+                retrained = dict(churn) if isinstance(churn, dict) else {}
+                decision = retrained.pop("decision", None)
+            record_task(trigger, decision)
     return {**{k: v for k, v in measured.items() if k != "trigger"}, "retrained": retrained}

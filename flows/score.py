@@ -12,6 +12,7 @@ from prefect import flow, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.logs import run_logger
+from flows.slots import each_write_takes_the_slot
 from loopline import progress
 from loopline.settings import get_settings
 
@@ -78,7 +79,9 @@ def recommend_task(as_of: date | None, k: int) -> dict[str, object]:
 def batch_score(params: ScoreFlowParams | None = None) -> dict[str, object]:
     """Churn scores first (they fix the as-of day), then recommendations for the same day."""
     params = params or ScoreFlowParams()
-    churn = score_churn_task(params.as_of)
-    as_of = churn["as_of"]  # the day churn was scored for (None: no churn champion yet)
-    recs = recommend_task(as_of if isinstance(as_of, date) else params.as_of, params.k)
+    # each step holds the warehouse slot while it reads, scores and writes (flows/slots.py)
+    with each_write_takes_the_slot():
+        churn = score_churn_task(params.as_of)
+        as_of = churn["as_of"]  # the day churn was scored for (None: no churn champion yet)
+        recs = recommend_task(as_of if isinstance(as_of, date) else params.as_of, params.k)
     return {"churn": churn, "recommendations": recs}

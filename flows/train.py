@@ -13,6 +13,7 @@ from prefect import flow, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.logs import run_logger
+from flows.slots import each_write_takes_the_slot
 from loopline.progress import phase
 from loopline.settings import get_settings
 
@@ -94,8 +95,11 @@ def train_models(params: TrainFlowParams | None = None) -> dict[str, object]:
     """Train the chosen models in turn; return what each decided."""
     params = params or TrainFlowParams()
     results: dict[str, object] = {}
-    if "churn" in params.models:
-        results["churn"] = train_churn_model(params.churn_training_days)
-    if "recommender" in params.models:
-        results["recommender"] = train_recommender_model()
+    # reading the training sets and recording the decisions wait for the warehouse slot;
+    # fitting does not hold it, so a line run may write meanwhile (flows/slots.py)
+    with each_write_takes_the_slot():
+        if "churn" in params.models:
+            results["churn"] = train_churn_model(params.churn_training_days)
+        if "recommender" in params.models:
+            results["recommender"] = train_recommender_model()
     return results

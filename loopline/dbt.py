@@ -130,11 +130,14 @@ def run_dbt(
     args: Sequence[str],
     raise_on_failure: bool = True,
     colour: str | None = None,
+    callbacks: Sequence[Callable[[Any], None]] = (),
 ) -> DbtResult:
     """Run one dbt command (e.g. ["build"]) holding the warehouse writer lock.
 
     `colour` builds the models into `<schema>__<colour>` for write-audit-publish
-    (loopline/publish.py); without it they land in the plain schemas.
+    (loopline/publish.py); without it they land in the plain schemas. `callbacks` get every
+    dbt event of the command itself (not of the preparatory parse and empty build): the
+    flows report each node to Prefect through one (flows/dbt_nodes.py).
 
     Before the first build of a warehouse, the incremental models are created empty:
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
@@ -151,7 +154,7 @@ def run_dbt(
         incremental = ensure_incremental_relations(settings, manifest, colour)
     shows = bool(args) and args[0] in RUNS_NODES and "--empty" not in args
     bar = f"dbt {args[0]}" if shows else None
-    result = _invoke(settings, args, manifest=manifest, bar=bar, colour=colour)
+    result = _invoke(settings, args, manifest=manifest, bar=bar, colour=colour, callbacks=callbacks)
     if building and result.success:
         result.processed.update(_rows_written(settings, incremental))
     if shows:
@@ -302,8 +305,12 @@ def _invoke(
     manifest: Any = None,
     bar: str | None = None,
     colour: str | None = None,
+    callbacks: Sequence[Callable[[Any], None]] = (),
 ) -> DbtResult:
-    """One dbt invocation, silent on the terminal; a bar over its nodes when `bar` names one."""
+    """One dbt invocation, silent on the terminal; a bar over its nodes when `bar` names one.
+
+    `callbacks` receive dbt's events (from dbt's threads) beside the bar's counter.
+    """
     from dbt.cli.main import dbtRunner
 
     root = project_dir(settings)
@@ -326,11 +333,11 @@ def _invoke(
         with warehouse_writer(settings):
             try:
                 if bar is None:
-                    result = dbtRunner(manifest=manifest).invoke(command)
+                    result = dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke(command)
                 else:
                     with progress.track(bar, unit="nodes") as tracker:
-                        callbacks: list[Callable[[Any], None]] = [_NodeCounter(tracker)]
-                        result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(command)
+                        counted: list[Callable[[Any], None]] = [_NodeCounter(tracker), *callbacks]
+                        result = dbtRunner(manifest=manifest, callbacks=counted).invoke(command)
             finally:
                 _close_dbt_duckdb()
     finally:

@@ -3,6 +3,8 @@ owns the DDL of the tables Python (not dbt) writes.
 
 - `connect` opens a DuckDB file (the warehouse, a bench copy, `:memory:`) with the configured
   threads and memory limit: for processes that own the file (ingest, the GX runner).
+- `warehouse_writer` holds the writer lock file; under `guarded_by(guard)` it enters the
+  guard first (the flows: the Prefect slot, flows/slots.py).
 - `open_warehouse` opens the warehouse as in-process dbt does (DuckDB refuses a second
   connection to one file with another configuration in the same process); `reading` and
   `writing` wrap it in a context, `writing` under the writer lock.
@@ -14,8 +16,10 @@ owns the DDL of the tables Python (not dbt) writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -99,6 +103,28 @@ def lock_holder(warehouse: Path | str) -> str:
     return locks.holder(writer_lock_path(Path(warehouse)))
 
 
+# what a writer takes before the lock file, when a caller set one (`guarded_by`): the flows'
+# Prefect slot (flows/slots.py), so a flow run waiting for the warehouse shows as waiting
+_guard: ContextVar[Callable[[], AbstractContextManager[object]] | None] = ContextVar(
+    "loopline_warehouse_guard", default=None
+)
+
+
+@contextmanager
+def guarded_by(guard: Callable[[], AbstractContextManager[object]]) -> Iterator[None]:
+    """Within the block, every outermost take of the writer lock first enters `guard()`.
+
+    The guard is always the outer of the two (guard, then lock file), so two holders can
+    never wait for each other: a writer without a guard (the command line, plain dbt) only
+    ever holds the lock file, which a guarded writer waits for while holding its guard.
+    """
+    token = _guard.set(guard)
+    try:
+        yield
+    finally:
+        _guard.reset(token)
+
+
 @contextmanager
 def warehouse_writer(
     settings: Settings, timeout_s: float = 1800.0, waiting_note_s: float = 2.0
@@ -108,16 +134,23 @@ def warehouse_writer(
     Every process that opens the warehouse file takes it (DuckDB lets one process at a time
     open a file for writing, and none read beside it), so concurrent runs queue here instead
     of failing on DuckDB's own file lock. A waiter says who holds the lock and since when
-    (after `waiting_note_s`, then every minute). Re-entrant within a process.
+    (after `waiting_note_s`, then every minute). Re-entrant within a process. Under
+    `guarded_by`, the outermost take enters the guard first.
     """
     path = settings.resolved_warehouse_path
-    with locks.exclusive_file(
-        writer_lock_path(path),
-        "the warehouse",
-        timeout_s=timeout_s,
-        waiting_note_s=waiting_note_s,
-        busy=WarehouseBusyError,
-    ):
+    guard = _guard.get()
+    with contextlib.ExitStack() as held:
+        if guard is not None and not holds_warehouse_writer(path):
+            held.enter_context(guard())
+        held.enter_context(
+            locks.exclusive_file(
+                writer_lock_path(path),
+                "the warehouse",
+                timeout_s=timeout_s,
+                waiting_note_s=waiting_note_s,
+                busy=WarehouseBusyError,
+            )
+        )
         yield path
 
 

@@ -1,8 +1,14 @@
-"""One path per step: `loopline ingest` + `loopline build` leave what the line flow leaves."""
+"""One path per step: `loopline ingest` + `loopline build` leave what the line flow leaves.
+
+The line's run also shows its dbt build node by node (flows/dbt_nodes.py, and
+tests/flows/test_dbt_nodes.py for failures): checked here on the real project, for free.
+"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +20,7 @@ from loopline.simulate.run import catalogue_dir
 from loopline.simulate.vendor_api import ApiBehaviour, CatalogueServer
 from loopline.warehouse import reading
 from tests.conftest import copy_company
+from tests.flows.test_dbt_nodes import task_runs
 
 CALM = ApiBehaviour(rate_limit_per_s=1e6, burst=1_000_000, failure_rate=0.0)
 
@@ -56,7 +63,8 @@ def test_the_cli_and_the_line_flow_leave_the_same_tables(prefect_harness, small_
     by_cli = copy_company(small_sim[0], tmp_path / "cli" / "data")
     with CatalogueServer(catalogue_dir(small_sim[0]), CALM) as vendor:
         use(by_flow, vendor.url)
-        line(LineParams())  # what the deployment runs
+        run = line(LineParams(), return_state=True)  # what the deployment runs
+        assert run.is_completed(), run
         use(by_cli, vendor.url)
         runner = CliRunner()
         for command in (["ingest", "--quiet"], ["build"]):
@@ -66,3 +74,10 @@ def test_the_cli_and_the_line_flow_leave_the_same_tables(prefect_harness, small_
     assert any(name.startswith("online:") for name in expected), expected  # refreshed
     assert any(name.startswith("core.") for name in expected), expected
     assert state(by_cli) == expected
+    # the build showed in Prefect node by node: one completed task run per node dbt ran
+    ran = json.loads((by_flow.data_dir / "dbt" / "target" / "run_results.json").read_text())
+    kinds = Counter(result["unique_id"].split(".")[0] for result in ran["results"])
+    runs = task_runs(run.state_details.flow_run_id, expected=sum(kinds.values()))
+    nodes = [r for r in runs if r.name.split(" ")[0] in kinds]
+    assert Counter(r.name.split(" ")[0] for r in nodes) == kinds
+    assert {r.state.type.value for r in nodes if r.state} == {"COMPLETED"}
