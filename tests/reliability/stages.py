@@ -240,7 +240,7 @@ def _predict(settings: Settings, model: str, alias: str) -> Any:
 
     loaded = load_recommender(settings, alias)
     assert loaded is not None
-    shows = sorted(loaded.model._index)[:20]  # histories of two shows
+    shows = sorted(loaded.model.show_ids)[:20]  # histories of two shows
     return [loaded.model.recommend([a, b], 5) for a, b in pairwise(shows)]
 
 
