@@ -16,6 +16,9 @@ import duckdb
 from loopline.warehouse import VALIDATION_RESULTS_TABLE, ensure
 
 TABLE = VALIDATION_RESULTS_TABLE
+#: The schema part of the monitor's own suites' asset names (``monitoring.fs_x``): rows of
+#: the monitor's runs, not of `loopline validate` (which has no such schema).
+MONITORING_ASSET_SCHEMA = "monitoring"
 
 
 @dataclass(frozen=True)

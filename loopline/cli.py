@@ -552,8 +552,11 @@ def promote(
         decision = do_rollback(configure(settings), names[model])
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
-    record_decision(settings, decision)
+    # the alias has moved (serving follows at once); say so before the record, which may
+    # wait for the warehouse writer lock (a note names its holder while it waits)
     console.print(f"{decision.summary()}; @champion is v{decision.version} again")
+    record_decision(settings, decision)
+    console.print("recorded in ml.model_decisions")
 
 
 @app.command()
@@ -768,7 +771,8 @@ def status() -> None:
     logs = [_shown(r.running.log) for r in rows if r.running is not None]
     if logs:
         console.print(f"logs: {_shown(services.log_dir(settings))}/<service>.log")
-    _stream_status(settings, next((r for r in rows if r.name == "stream"), None))
+    stream = next((r for r in rows if r.name == "stream"), None)
+    _stream_status(settings, running=stream is not None and stream.running is not None)
     prefect = next(r for r in rows if r.name == "prefect")
     api_url = os.environ.get("PREFECT_API_URL") or services.prefect_api_url(settings)
     if prefect.ready or os.environ.get("PREFECT_API_URL"):
@@ -786,14 +790,13 @@ def status() -> None:
             )
 
 
-def _stream_status(settings: Settings, row: object | None) -> None:
+def _stream_status(settings: Settings, *, running: bool) -> None:
     """The stream consumer's lag and throughput, from the metrics file it rewrites as it runs."""
     from loopline.stream.consumer import metrics_path, read_metrics
 
     metrics = read_metrics(settings)
     if metrics is None:
         return
-    running = getattr(row, "running", None) is not None
     when = "" if running else " (its last report: the consumer is not running)"
 
     def number(key: str) -> float:

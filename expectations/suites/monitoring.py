@@ -69,11 +69,12 @@ import pandas as pd
 from great_expectations.expectations.expectation import Expectation
 from scipy import special
 
+from expectations.results import MONITORING_ASSET_SCHEMA
 from expectations.suites import warning
 from ml.drift import NULL_RATE, NUMERIC, reference_profile
 
 #: The schema part of a monitoring suite's asset name (`loopline validate` has no such schema).
-SCHEMA = "monitoring"
+SCHEMA = MONITORING_ASSET_SCHEMA
 #: Quantile levels the quantile expectation bounds (a subset of ml.drift.PROFILE_QUANTILES).
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: Numeric columns with at most this many distinct reference values get one KL bin per value.

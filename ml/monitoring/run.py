@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from expectations.results import MONITORING_ASSET_SCHEMA
 from loopline.settings import Settings
 from loopline.warehouse import (
     FEATURE_DRIFT_TABLE,
@@ -180,14 +181,16 @@ def _frame(con: Any, relation: str, sql: str = "select * from {r}") -> pd.DataFr
 def data_quality_summary(con: Any) -> pd.DataFrame:
     """Per asset of the latest validation run: expectations, critical and warning failures.
 
-    The monitoring suites (assets ``monitoring.*``, `expectations.suites.monitoring.SCHEMA`)
-    are the monitor's own runs, not validation runs: they are left out."""
+    The monitoring suites (assets ``monitoring.*``, `MONITORING_ASSET_SCHEMA`) are the
+    monitor's own runs, not validation runs: they are left out."""
     return _frame(
         con,
         VALIDATION_RESULTS_TABLE,
         """
         with latest as (
-            select run_id from {r} where asset not like 'monitoring.%'
+            select run_id from {r} where asset not like '"""
+        + MONITORING_ASSET_SCHEMA
+        + """.%'
             order by validated_at desc limit 1
         )
         select

@@ -83,22 +83,27 @@ def test_unknown_compare_metric_is_a_clear_error() -> None:
         decide("m", "1", PromotionPolicy(compare_on="auc"), {"roc_auc": 0.7}, [], None, None)
 
 
-@pytest.fixture
-def registry(tmp_path: Path):
-    """A real MLflow store with three registered versions of a tiny model."""
+def _registered(tmp_path: Path, name: str, versions: int):
+    """A real MLflow store with `versions` registered versions of a tiny model `name`."""
     import mlflow
 
     settings = Settings(data_dir=tmp_path / "data")
     client = configure(settings)
-    experiment = experiment_for(settings, "tiny")
+    experiment = experiment_for(settings, name)
     model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
-    for _ in range(3):
+    for _ in range(versions):
         with mlflow.start_run(experiment_id=experiment):
             mlflow.sklearn.log_model(
-                model, name="model", registered_model_name="tiny",
+                model, name="model", registered_model_name=name,
                 pip_requirements=model_requirements(),
             )  # fmt: skip
     return settings, client
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A real MLflow store with three registered versions of a tiny model."""
+    return _registered(tmp_path, "tiny", 3)
 
 
 def test_aliases_history_and_rollback_follow_the_decisions(registry) -> None:
@@ -145,6 +150,45 @@ def test_aliases_history_and_rollback_follow_the_decisions(registry) -> None:
         ("1", "rollback", True),
     ]  # fmt: skip
     assert json.loads(rows[0][4]) == []
+
+
+def test_cli_rollback_moves_the_champion_at_once_and_names_who_delays_its_record(
+    tmp_path: Path,
+) -> None:
+    """`loopline promote --rollback` while another process writes the warehouse: @champion
+    moves (and says so) before the decision's record waits for the writer lock, the wait
+    names the holder, and the record lands once the lock is free."""
+    import os
+    import subprocess
+    import sys
+
+    from loopline.warehouse import writing
+
+    settings, client = _registered(tmp_path, CHURN_MODEL, 2)
+    apply_decision(client, decide(CHURN_MODEL, "1", POLICY, {"roc_auc": 0.7}, [], None, None))
+    apply_decision(
+        client, decide(CHURN_MODEL, "2", POLICY, {"roc_auc": 0.8}, [], "1", {"roc_auc": 0.7})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env |= {"LOOPLINE_DATA_DIR": str(settings.data_dir), "LOOPLINE_PROGRESS": "log"}
+    with writing(settings):  # this test process holds the writer lock
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "loopline.cli", "promote", "--rollback"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert cli.stdout is not None
+        seen: list[str] = []
+        for line in cli.stdout:
+            seen.append(line)
+            if "waiting for the warehouse" in line:
+                break
+        assert any("@champion is v1 again" in line for line in seen), seen
+        assert alias_version(client, CHURN_MODEL, CHAMPION) == "1"
+        assert f"pid {os.getpid()}" in seen[-1], seen
+    rest, _ = cli.communicate(timeout=120)
+    assert cli.returncode == 0, "".join(seen) + rest
+    assert "recorded in ml.model_decisions" in rest
+    assert query(settings, "select version, action from ml.model_decisions") == [("1", "rollback")]
 
 
 def test_experiments_and_registered_models_carry_descriptions(tmp_path: Path) -> None:
