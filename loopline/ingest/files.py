@@ -26,6 +26,7 @@ rejected under `<path>.changed-<sha12>`, its loaded rows kept.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -33,7 +34,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,17 +163,21 @@ def ensure_raw(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _staged(con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], select: str) -> None:
-    """`_landed`: one row per file (its `rel` and what `select` makes of `content`)."""
-    con.execute(
-        f"""
-        create or replace temp table _landed as
-        select files.rel, {select}
-        from read_text($paths) as t
-        join (select unnest($paths) as path, unnest($rels) as rel) as files
-            on t.filename = files.path
-        """,
-        {"paths": [str(f.path) for f in files], "rels": [f.rel for f in files]},
+    """`_landed`: one row per file (its `rel` and what `select` makes of `content`, the
+    bytes `inspect` read and hashed: the landed path is not read again)."""
+    contents = pa.table(
+        {
+            "rel": pa.array([f.rel for f in files], pa.string()),
+            "content": pa.array([f.data.decode("utf-8") for f in files], pa.large_string()),
+        }
     )
+    con.register("_landed_contents", contents)
+    try:
+        con.execute(
+            f"create or replace temp table _landed as select rel, {select} from _landed_contents"
+        )
+    finally:
+        con.unregister("_landed_contents")
 
 
 def _counts(con: duckdb.DuckDBPyConnection, column: str) -> dict[str, int]:
@@ -296,10 +301,13 @@ def _load_payments(
     for f in files:
         over = oversized_lines(f.data, max_record_bytes)
         with tempfile.TemporaryDirectory(prefix="loopline-payments-") as tmp:
-            path = f.path
-            if over:  # read a copy whose oversized rows are empty rows, never the payload
-                path = Path(tmp) / f.path.name
-                path.write_bytes(blank_lines(f.data, over, b"," * (len(PAYMENT_COLUMNS) - 1)))
+            # DuckDB reads a copy of the bytes `inspect` read and hashed, never the landed
+            # path again (it may have changed or become a link since); oversized rows are
+            # empty rows in the copy, never the payload
+            path = Path(tmp) / f.path.name
+            path.write_bytes(
+                blank_lines(f.data, over, b"," * (len(PAYMENT_COLUMNS) - 1)) if over else f.data
+            )
             (n,) = con.execute(
                 f"""
                 insert into raw.payments_rows
@@ -365,11 +373,56 @@ SOURCES = (
 )
 
 
+#: `inspect`'s problem for a file that was found by `scan` and gone when it was to be read
+#: (moved away by its producer): neither loaded nor rejected, a later scan finds it again.
+VANISHED = "vanished after the scan"
+
+
+def _read_inside(path: Path, landing: Path) -> tuple[bytes, int] | str:
+    """(the bytes, the modification time) of `path` read through one descriptor that is a
+    regular file inside the landing folder, or why it is not. `scan` checked the path, but
+    it may have become a link since: its real location (links inside the folder are
+    followed, as by `scan`) is opened without following a link in its last part
+    (O_NOFOLLOW), and once open the path must still resolve to that location and name the
+    same file (device and inode), so a file or a folder swapped for a link out is refused.
+    Every later reader (DuckDB included) reads these bytes, never the path again."""
+    real = path.resolve()
+    if not real.is_relative_to(landing.resolve()):
+        return f"outside the landing folder: a link to {real}"
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(real, flags)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            return "not a regular file (a folder, a device, a broken link)"
+        return VANISHED
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"outside the landing folder: {path.name} became a link after the scan"
+        return f"unreadable: {exc.strerror}"
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode):
+            return "not a regular file (a folder, a device, a broken link)"
+        try:
+            again = path.resolve()
+            named = again.stat()
+        except OSError:
+            return VANISHED
+        if again != real or (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+            return f"outside the landing folder: a link to {again}"
+        return handle.read(), opened.st_mtime_ns
+
+
 def inspect(path: Path, landing: Path, check: Callable[[bytes], str | None]) -> LandedFile:
     """The file read once: size, SHA-256, and why it cannot load (not UTF-8 text, or not
-    what its source expects). Landed files are small; a chunk holds few megabytes of them."""
-    mtime_ns = path.stat().st_mtime_ns
-    data = path.read_bytes()
+    what its source expects, or no longer a regular file inside the landing folder: nothing
+    of it is read then). Landed files are small; a chunk holds few megabytes of them."""
+    rel = str(path.relative_to(landing))
+    read = _read_inside(path, landing)
+    if isinstance(read, str):
+        return LandedFile(path, rel, 0, "", read)
+    data, mtime_ns = read
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -378,7 +431,6 @@ def inspect(path: Path, landing: Path, check: Callable[[bytes], str | None]) -> 
         )
     else:
         problem = check(data[:4096].split(b"\n", 1)[0])
-    rel = str(path.relative_to(landing))
     sha256 = hashlib.sha256(data).hexdigest()
     return LandedFile(path, rel, len(data), sha256, problem, data, mtime_ns)
 
@@ -481,7 +533,8 @@ def _chunks(paths: Sequence[Path], max_bytes: int, max_files: int) -> list[list[
     size = 0
     for path in paths:
         chunk.append(path)
-        size += path.stat().st_size
+        with suppress(FileNotFoundError):  # gone since the scan: `inspect` says so
+            size += path.lstat().st_size
         if len(chunk) >= max_files or size >= max_bytes:
             out.append(chunk)
             chunk, size = [], 0
@@ -543,6 +596,8 @@ def _set_aside(
         _reject(con, landing, f, source, batch_id, reason, report, entry)
     for path, reason in found.changed:
         f = inspect(path, landing, lambda head: None)
+        if f.problem == VANISHED:
+            continue
         f = LandedFile(path, f"{f.rel}.changed-{f.sha256[:12]}", f.size, f.sha256, reason)
         _reject(con, landing, f, source, batch_id, reason, report)
         report.changed.append(f.rel)
@@ -575,7 +630,10 @@ def _load_group(
     con.execute("begin")
     try:
         for chunk, files in zip(chunks, _read_ahead(chunks, landing, source), strict=True):
-            unreadable += [f for f in files if f.problem is not None]
+            for f in files:
+                if f.problem == VANISHED:
+                    log.info("%s: %s; a later ingest loads it if it comes back", f.rel, VANISHED)
+            unreadable += [f for f in files if f.problem not in (None, VANISHED)]
             good = [f for f in files if f.problem is None]
             if good:
                 records = source.load(con, good, batch_id, max_record_bytes)
@@ -589,7 +647,8 @@ def _load_group(
         advance(-shown)
         if len(paths) == 1:
             f = inspect(paths[0], landing, lambda head: None)
-            _reject(con, landing, f, source.name, batch_id, _reason(exc), report)
+            if f.problem != VANISHED:
+                _reject(con, landing, f, source.name, batch_id, _reason(exc), report)
             advance(1)
             return
         smaller = chunks if len(chunks) > 1 else [[path] for path in paths]

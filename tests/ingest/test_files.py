@@ -393,3 +393,82 @@ def test_a_file_changed_after_load_is_rejected_and_an_untouched_one_is_not(landi
     assert same.exists()
     again = load_files(con, landing, "b3", show_progress=False)
     assert again.changed == [] and again.rejected == []
+
+
+# -- a landed path swapped after the scan: what loads is what was checked and hashed ----------
+
+
+def test_a_file_swapped_for_a_link_after_the_scan_is_refused_unread(landing, tmp_path, monkeypatch):
+    """`scan` found regular files; before they are read, one becomes a link to a file outside
+    the landing folder and a dated folder becomes a link to a folder outside. Neither target
+    is read: both are rejected with the reason, and no raw row holds the outside content."""
+    outside = tmp_path / "outside"
+    _write(outside / "secret.ndjson", b'{"secret": "outside-1"}\n')
+    _write(outside / "day" / "events_20260101T00.ndjson", b'{"secret": "outside-2"}\n')
+    ticket = landing / "tickets" / "tickets_20260101.ndjson"
+    day = landing / "events" / "date=2026-01-01"
+    real_scan = loader.scan
+
+    def scan_then_swap(con, root, source):  # type: ignore[no-untyped-def]
+        found = real_scan(con, root, source)
+        if source.name == "tickets":
+            ticket.unlink()
+            ticket.symlink_to(outside / "secret.ndjson")
+        if source.name == "events":
+            day.rename(tmp_path / "moved-day")
+            day.symlink_to(outside / "day", target_is_directory=True)
+        return found
+
+    monkeypatch.setattr(loader, "scan", scan_then_swap)
+    con, _ = _load(landing, tmp_path / "wh.duckdb")
+    for table in LINE_TABLES:
+        (n,) = con.execute(
+            f"select count(*) from raw.{table} where line like '%outside-%'"
+        ).fetchone()
+        assert n == 0, table
+    reasons = dict(
+        con.execute(
+            "select file_path, reason from raw.file_manifest where status = 'rejected'"
+        ).fetchall()
+    )
+    assert reasons["tickets/tickets_20260101.ndjson"].startswith("outside the landing folder")
+    swapped = "events/date=2026-01-01/events_20260101T00.ndjson"
+    assert reasons[swapped].startswith("outside the landing folder"), reasons
+    assert (outside / "secret.ndjson").read_bytes() == b'{"secret": "outside-1"}\n'
+
+
+def test_what_loads_is_the_content_that_was_hashed(landing, tmp_path, monkeypatch):
+    """A payment export and a catalogue page rewritten on disk just after they were read and
+    hashed: the rows loaded are the hashed content (DuckDB never reads the landed path)."""
+    import hashlib
+    import json
+
+    page = landing / "catalogue" / "shows" / "batch=b0" / "page_0001.json"
+    original_page = {
+        "entity": "shows", "batch_id": "b0", "extracted_at": "2026-01-01T00:00:00Z",
+        "body": {"data": [{"show_id": 1, "title": "Before"}]},
+    }  # fmt: skip
+    _write(page, json.dumps(original_page).encode())
+    export = landing / "payments" / "payments_20260102.csv"
+    before = {export: export.read_bytes(), page: page.read_bytes()}
+    real_inspect = loader.inspect
+
+    def inspect_then_rewrite(path, root, check):  # type: ignore[no-untyped-def]
+        landed = real_inspect(path, root, check)
+        if path in before:
+            path.write_bytes(before[path].replace(b"py_0", b"py_X").replace(b"Before", b"After!"))
+        return landed
+
+    monkeypatch.setattr(loader, "inspect", inspect_then_rewrite)
+    con, _ = _load(landing, tmp_path / "wh.duckdb")
+    assert con.execute(
+        "select payment_id from raw.payments_rows where _file = 'payments/payments_20260102.csv'"
+    ).fetchall() == [("py_0",)]
+    (item,) = con.execute("select * from raw.catalogue_items").fetchall()
+    assert "Before" in str(item) and "After!" not in str(item)
+    for path, data in before.items():
+        rel = str(path.relative_to(landing))
+        (sha,) = con.execute(
+            "select sha256 from raw.file_manifest where file_path = ?", [rel]
+        ).fetchone()
+        assert sha == hashlib.sha256(data).hexdigest()
