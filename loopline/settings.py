@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="Tries per catalogue API request before ingest gives up on the API "
         "(and loads the other sources without it).",
     )
+    catalogue_max_page_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="Largest catalogue API answer (one page) ingest reads; a larger one stops "
+        "the extraction with an error naming the page, and nothing of it is landed.",
+    )
     # where `loopline catalogue-api` (and `loopline up`) serve the simulated vendor
     catalogue_host: str = "127.0.0.1"
     catalogue_port: int = Field(8765, ge=0, le=65535)

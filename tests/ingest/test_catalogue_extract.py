@@ -63,11 +63,11 @@ class CrashingClient(httpx.Client):
         self.crash_after = crash_after
         self.ok = 0
 
-    def get(self, url: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
-        """GET, unless it is time to crash."""
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        """Send, unless it is time to crash."""
         if self.ok >= self.crash_after:
             raise SimulatedCrashError(f"crashed after {self.ok} pages")
-        response = super().get(url, **kwargs)
+        response = super().send(request, **kwargs)
         if response.status_code == 200:
             self.ok += 1
         return response
@@ -501,6 +501,25 @@ def test_a_4xx_stops_at_once_with_the_servers_message_and_a_rerun_recovers(
     assert sleep.calls == []  # not retried
     assert batches(sink, "shows") == []  # no file for an error
     report = extract_catalogue(sink, calm_server.url, ("shows",), page_size=100, sleep=no_sleep)
+    assert report["shows"].completed and report["shows"].items == len(
+        catalogue_rows(source, "shows")
+    )
+
+
+def test_a_page_over_the_size_bound_stops_unread_and_lands_nothing(
+    calm_server: CatalogueServer, sink: Settings, source: Settings
+) -> None:
+    """A vendor answering a page larger than `catalogue_max_page_bytes`: the extraction stops
+    at once with the bound in the message, not retried, nothing landed, the cursor kept; with
+    a bound the pages fit, a rerun extracts everything."""
+    sleep = RecordingSleep()
+    tight = sink.model_copy(update={"catalogue_max_page_bytes": 4096})
+    with pytest.raises(ExtractError, match=r"more than 4,096 bytes.*page_size") as info:
+        extract_catalogue(tight, calm_server.url, ("shows",), page_size=200, sleep=sleep)
+    assert info.value.status == 200 and sleep.calls == []
+    assert batches(sink, "shows") == []
+    assert load_cursor(sink).get("shows", {}).get("page_token") is None
+    report = extract_catalogue(sink, calm_server.url, ("shows",), page_size=200, sleep=no_sleep)
     assert report["shows"].completed and report["shows"].items == len(
         catalogue_rows(source, "shows")
     )

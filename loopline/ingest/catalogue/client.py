@@ -3,7 +3,10 @@
 429 waits ``Retry-After`` seconds (these waits do not use up ``max_attempts``);
 500/502/503/504, timeouts and connection errors back off exponentially (0.5 s doubling, capped
 at 30 s, with jitter, at least ``Retry-After``) for at most ``max_attempts`` tries per request.
-Any other 4xx stops at once. Either way the error is an :class:`ExtractError`.
+Any other 4xx stops at once. Either way the error is an :class:`ExtractError`. An answer is
+read as a stream and never held past ``max_bytes`` (the ``catalogue_max_page_bytes``
+setting): a larger one stops the extraction at once, like a 4xx (asking again would give the
+same page), and lands nothing.
 """
 
 from __future__ import annotations
@@ -71,9 +74,11 @@ class Fetcher:
         max_rate_limit_wait: float,
         resume_hint: Callable[[], str],
         report: EntityReport,
+        max_bytes: int,
     ) -> None:
         """Remember the client, the (injectable) sleep, the limits and where to count retries."""
         self.client = client
+        self.max_bytes = max_bytes
         self.sleep = sleep
         self.max_attempts = max_attempts
         self.max_rate_limit_wait = max_rate_limit_wait
@@ -86,6 +91,34 @@ class Fetcher:
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * BACKOFF_FACTOR ** (failures - 1))
         delay = ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
         return max(delay, retry_after) if retry_after is not None else delay
+
+    def _bounded_get(self, url: str, params: dict[str, Any]) -> httpx.Response:
+        """``GET url?params`` read in full, unless the answer is over ``max_bytes``: then an
+        ExtractError once the bound is passed, without reading (or holding) the rest."""
+        with self.client.stream("GET", url, params=params) as streamed:
+            declared = streamed.headers.get("content-length", "")
+            size = int(declared) if declared.isdigit() else 0
+            body = bytearray()
+            if size <= self.max_bytes:
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    size = len(body)
+                    if size > self.max_bytes:
+                        break
+            if size > self.max_bytes:
+                raise ExtractError(
+                    f"GET {url} with {params} answered more than {self.max_bytes:,} bytes "
+                    f"(catalogue_max_page_bytes); nothing of it was landed. Ask for smaller "
+                    f"pages (page_size) or raise the bound. {self.resume_hint()}",
+                    url=url,
+                    status=streamed.status_code,
+                )
+            return httpx.Response(
+                streamed.status_code,
+                headers=streamed.headers,
+                content=bytes(body),
+                request=streamed.request,
+            )
 
     def _give_up(self, url: str, status: int | None, last: str, failures: int) -> ExtractError:
         """The error for a request that failed ``max_attempts`` times."""
@@ -105,7 +138,7 @@ class Fetcher:
         waited_429 = 0.0
         while True:
             try:
-                response = self.client.get(url, params=params)
+                response = self._bounded_get(url, params)
             except httpx.TransportError as exc:
                 failures += 1
                 last = f"{type(exc).__name__}: {exc}"

@@ -172,7 +172,10 @@ def _extract_entity(
             f"of {entity} batch {batch_id}; rerun to resume."
         )
 
-    fetcher = Fetcher(client, sleep, max_attempts, max_rate_limit_wait, resume_hint, report)
+    fetcher = Fetcher(
+        client, sleep, max_attempts, max_rate_limit_wait, resume_hint, report,
+        max_bytes=settings.catalogue_max_page_bytes,
+    )  # fmt: skip
     while True:
         token = cursor.get("page_token")
         params: dict[str, Any] = {"page_size": page_size}
