@@ -307,6 +307,29 @@ class RedisSource(Source):
         ids = [_position_id(e.position) for e in entries]
         for start in range(0, len(ids), 1000):
             self._client.xack(self.key, self.group, *ids[start : start + 1000])
+        self.trim()
+
+    def trim(self) -> int:
+        """Delete the entries every consumer group of the stream is done with, so the stream
+        does not grow for ever: below the oldest entry any group still holds (delivered, not
+        acknowledged) or has not been delivered yet. Entries a group has not acknowledged,
+        and entries after any group's last delivered one, stay. (A reader without a group,
+        a plain XREAD, is not seen: give each reader a group.) Returns the entries deleted."""
+        keep_from: list[tuple[int, int]] = []
+        for info in self._client.xinfo_groups(self.key):
+            last = _text(info.get("last-delivered-id")) or "0-0"
+            ms, _, seq = last.partition("-")
+            first_undelivered = (int(ms), int(seq or 0) + 1)
+            if int(info.get("pending") or 0):
+                oldest = _text(self._client.xpending(self.key, _text(info["name"]))["min"])
+                if oldest:
+                    ms, _, seq = oldest.partition("-")
+                    first_undelivered = min(first_undelivered, (int(ms), int(seq or 0)))
+            keep_from.append(first_undelivered)
+        if not keep_from:
+            return 0
+        ms, seq = min(keep_from)
+        return int(self._client.xtrim(self.key, minid=f"{ms}-{seq}", approximate=False))
 
     def lag(self) -> int:
         for info in self._client.xinfo_groups(self.key):

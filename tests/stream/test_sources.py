@@ -107,3 +107,36 @@ def test_a_restarted_consumer_recovers_only_what_it_landed_itself(redis_key, tmp
     again.close()
     with pytest.raises(StreamError, match="letters, digits"):
         RedisSource(REDIS_URL, redis_key, group="g", consumer="landing-1")
+
+
+@pytest.mark.redis
+def test_entries_every_group_acknowledged_are_trimmed_and_no_other(redis_key):
+    """Two consumer groups read one stream: an entry leaves the stream only once both have
+    acknowledged it; delivered-but-unacknowledged and undelivered entries stay, so a
+    restarted consumer still rereads its pending entries after a trim."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    target = RedisTarget(REDIS_URL, redis_key)
+    target.publish([event(i) for i in range(1, 11)])
+    fast = RedisSource(REDIS_URL, redis_key, group="fast", consumer="c1")
+    slow = RedisSource(REDIS_URL, redis_key, group="slow", consumer="c1")
+    fast.ack(fast.read(10, 0))  # fast is done with all ten
+    assert client.xlen(redis_key) == 10  # slow has read none: nothing goes
+    done = slow.read(4, 0)
+    slow.ack(done[:3])  # slow: 1-3 acknowledged, 4 delivered and pending, 5-10 undelivered
+    assert client.xlen(redis_key) == 7
+    slow.close()
+    restarted = RedisSource(REDIS_URL, redis_key, group="slow", consumer="c1")
+    pending = restarted.read(10, 0)
+    assert [e.line for e in pending] == [event(4)]  # its pending entry survived the trim
+    rest = restarted.read(10, 0)
+    assert [e.line for e in rest] == [event(i) for i in range(5, 11)]
+    target.publish([event(11)])
+    assert restarted.lag() == 8  # 4-10 pending, 11 new: the lag still counts after trims
+    restarted.ack(pending + rest)
+    assert client.xlen(redis_key) == 1  # only 11: fast has not read it yet
+    for source in (fast, restarted):
+        source.close()
+    target.close()
+    client.close()
