@@ -232,6 +232,12 @@ def _position_id(position: str) -> str:
     return f"{int(millis)}-{int(seq or 0)}"
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A Redis stream entry id ``<ms>-<seq>`` as a comparable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _redis_client(url: str) -> Any:
     import redis
 
@@ -317,14 +323,12 @@ class RedisSource(Source):
         a plain XREAD, is not seen: give each reader a group.) Returns the entries deleted."""
         keep_from: list[tuple[int, int]] = []
         for info in self._client.xinfo_groups(self.key):
-            last = _text(info.get("last-delivered-id")) or "0-0"
-            ms, _, seq = last.partition("-")
-            first_undelivered = (int(ms), int(seq or 0) + 1)
+            last = _stream_id(_text(info.get("last-delivered-id")) or "0-0")
+            first_undelivered = (last[0], last[1] + 1)
             if int(info.get("pending") or 0):
                 oldest = _text(self._client.xpending(self.key, _text(info["name"]))["min"])
                 if oldest:
-                    ms, _, seq = oldest.partition("-")
-                    first_undelivered = min(first_undelivered, (int(ms), int(seq or 0)))
+                    first_undelivered = min(first_undelivered, _stream_id(oldest))
             keep_from.append(first_undelivered)
         if not keep_from:
             return 0
