@@ -494,16 +494,34 @@ def score(
         ),
     ] = None,
     k: Annotated[int, typer.Option(help="Recommendations per user.", min=1, max=100)] = 10,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            help="Score churn in this many partitions of users on Dask (1: in this process; "
+            "more: a temporary LocalCluster unless --dask-address is given).",
+            min=1,
+            max=1024,
+        ),
+    ] = 1,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="A running Dask scheduler (tcp://host:8786) to score churn on "
+            "(default LOOPLINE_DASK_ADDRESS)."
+        ),
+    ] = None,
 ) -> None:
     """Batch-score every active user with @champion; write top-N recommendations for every user.
 
-    Runs the scoring flow's steps (flows/score.py), as the daily deployment does."""
-    from flows.score import recommend_task, score_churn_task
+    Runs the scoring flow's steps (flows/score.py), as the daily deployment does.
+
+    On Dask, churn scoring is a Prefect flow run (one task run per partition): it uses the Prefect server of `loopline up`, or starts a temporary one."""
+    from flows.score import recommend_task, score_churn_step
     from ml.registry import RegistryError
 
     _settings()
     try:
-        churn = score_churn_task.fn(as_of)
+        churn = score_churn_step(as_of, partitions, dask_address)
         scored = churn["as_of"]
         recommend_task.fn(scored if isinstance(scored, date) else as_of, k)
         if churn["version"] is None:

@@ -78,6 +78,19 @@ class Settings(BaseSettings):
     duckdb_threads: int = Field(2, ge=1)
     duckdb_memory_limit: str = Field("8GB")
 
+    # -- partitioned batch scoring (`loopline score --partitions N`; flows/score.py) -------
+    dask_address: str | None = Field(
+        None,
+        description="tcp://host:8786: score churn partitions on this Dask scheduler. Unset: "
+        "a temporary LocalCluster when more than one partition is asked for.",
+    )
+    score_stage_dir: Path | None = Field(
+        None,
+        description="Where partitioned scoring stages feature and prediction parts; default "
+        "<data_dir>/scoring. With a remote Dask scheduler, a folder every worker sees at the "
+        "same path (a shared mount).",
+    )
+
     # -- catalogue API --------------------------------------------------------------
     catalogue_url: str | None = Field(
         None,
@@ -235,6 +248,10 @@ class Settings(BaseSettings):
     @property
     def resolved_stream_spool_path(self) -> Path:
         return self.stream_spool_path or self.stream_dir / "spool.ndjson"
+
+    @property
+    def resolved_score_stage_dir(self) -> Path:
+        return self.score_stage_dir or self.data_dir / "scoring"
 
     @property
     def reports_dir(self) -> Path:

@@ -5,6 +5,10 @@ model's own ``predict_proba`` (no per-row Python), and stream back in as Arrow; 
 batch is read while the current one is scored. A run is idempotent per (as-of day, model
 version): it replaces that slice in one transaction, so a crashed or repeated run leaves
 exactly one copy of each prediction.
+
+The same day can be scored partitioned (`stage_features`, `score_part`, `store_predictions`):
+the features are staged as parquet parts by user, each part is scored on its own (on Dask
+workers, flows/score.py), and the predictions are written once, with the same replace.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from loopline.settings import Settings
-from loopline.warehouse import PREDICTIONS_TABLE
+from loopline.warehouse import PREDICTIONS_TABLE, ensure
 from ml.churn.model import as_model_input
 from ml.features.definitions import CHURN
 from ml.registry import CHAMPION, CHURN_MODEL, RegistryError, alias_version, configure
@@ -182,6 +187,76 @@ class _Inserter:
             raise self._error
 
 
+def _newest_day(con: Any, champion: ChampionModel) -> date:
+    """The newest as-of day with features in the version `champion` was trained on."""
+    (as_of,) = con.execute(
+        f"select max(as_of_date) from {CHURN.relation} where feature_set_version = ?",
+        [champion.feature_set_version],
+    ).fetchone() or (None,)
+    if as_of is None:
+        raise RegistryError(
+            f"no rows of feature set version {champion.feature_set_version!r} "
+            f"(model v{champion.version} was trained on it); rebuild the features"
+        )
+    return as_of
+
+
+def _feature_query(champion: ChampionModel) -> str:
+    """The day's feature rows the model reads (parameters: as-of day, feature set version)."""
+    columns = ", ".join(["user_id", "as_of_date", *champion.feature_columns])
+    return (
+        f"select {columns} from {CHURN.relation} where as_of_date = ? and feature_set_version = ?"
+    )
+
+
+def _replace_slice(
+    con: Any,
+    champion: ChampionModel,
+    as_of: date,
+    scored: Callable[[], Iterator[pa.Table]],
+    progress: Callable[[int], None] | None,
+) -> tuple[int, int]:
+    """Replace the (as_of, model version) slice with `scored()`'s tables in one transaction.
+
+    Chunks are inserted as they come (`_Inserter`); a failure rolls back to the previous
+    slice. Returns (rows written, rows replaced).
+    """
+    ensure(con, PREDICTIONS_TABLE)
+    slice_ = [as_of, champion.name, champion.version]
+    where = "as_of_date = ? and model_name = ? and model_version = ?"
+    (replaced,) = con.execute(
+        f"select count(*) from {PREDICTIONS_TABLE} where {where}", slice_
+    ).fetchone() or (0,)
+    # constants travel as parameters, not as n-row Arrow columns
+    insert = (
+        f"insert into {PREDICTIONS_TABLE} select user_id, as_of_date, churn_probability, "
+        "churn_probability >= $threshold, $threshold, $name, $version, $fs_version, "
+        "$scored_at from _chunk"
+    )
+    constants = {
+        "threshold": champion.threshold,
+        "name": champion.name,
+        "version": champion.version,
+        "fs_version": champion.feature_set_version,
+        "scored_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+    rows = 0
+    con.execute("begin transaction")
+    try:
+        con.execute(f"delete from {PREDICTIONS_TABLE} where {where}", slice_)
+        with _Inserter(con, insert, constants) as inserter:
+            for table in scored():
+                inserter.put(table)
+                rows += table.num_rows
+                if progress is not None:
+                    progress(table.num_rows)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return rows, int(replaced)
+
+
 def score_churn(
     settings: Settings,
     as_of: date | None = None,
@@ -197,64 +272,114 @@ def score_churn(
     writing the last one overlap with scoring this one (`prefetched`, `_Inserter`). A caller
     scoring several days passes the loaded `champion` to load it once.
     """
-    from loopline.warehouse import ensure, writing
+    from loopline.warehouse import writing
 
     champion = champion or load_churn_model(settings, alias)
-    scored_at = datetime.now(UTC).replace(tzinfo=None)
     with writing(settings) as con:
-        if as_of is None:
-            (as_of,) = con.execute(
-                f"select max(as_of_date) from {CHURN.relation} where feature_set_version = ?",
-                [champion.feature_set_version],
-            ).fetchone() or (None,)
-            if as_of is None:
-                raise RegistryError(
-                    f"no rows of feature set version {champion.feature_set_version!r} "
-                    f"(model v{champion.version} was trained on it); rebuild the features"
-                )
-        ensure(con, PREDICTIONS_TABLE)
-        slice_ = [as_of, champion.name, champion.version]
-        where = "as_of_date = ? and model_name = ? and model_version = ?"
-        (replaced,) = con.execute(
-            f"select count(*) from {PREDICTIONS_TABLE} where {where}", slice_
-        ).fetchone() or (0,)
-        columns = ", ".join(["user_id", "as_of_date", *champion.feature_columns])
+        day = as_of or _newest_day(con, champion)
         reader = con.cursor()
-        reader.execute(
-            f"select {columns} from {CHURN.relation} "
-            "where as_of_date = ? and feature_set_version = ?",
-            [as_of, champion.feature_set_version],
-        )
-        # constants travel as parameters, not as n-row Arrow columns
-        insert = (
-            f"insert into {PREDICTIONS_TABLE} select user_id, as_of_date, churn_probability, "
-            "churn_probability >= $threshold, $threshold, $name, $version, $fs_version, "
-            "$scored_at from _chunk"
-        )
-        constants = {
-            "threshold": champion.threshold,
-            "name": champion.name,
-            "version": champion.version,
-            "fs_version": champion.feature_set_version,
-            "scored_at": scored_at,
-        }
-        rows = 0
-        con.execute("begin transaction")
         try:
-            con.execute(f"delete from {PREDICTIONS_TABLE} where {where}", slice_)
-            frames = prefetched(_model_inputs(reader.to_arrow_reader(chunk_rows)))
-            with _Inserter(con, insert, constants) as inserter:
-                for table in predict_chunks(frames, champion):
-                    inserter.put(table)
-                    rows += table.num_rows
-                    if progress is not None:
-                        progress(table.num_rows)
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+            reader.execute(_feature_query(champion), [day, champion.feature_set_version])
+            rows, replaced = _replace_slice(
+                con,
+                champion,
+                day,
+                lambda: predict_chunks(
+                    prefetched(_model_inputs(reader.to_arrow_reader(chunk_rows))), champion
+                ),
+                progress,
+            )
         finally:
             reader.close()
-    return ScoreReport(
-        champion.name, champion.version, as_of, rows, int(replaced), PREDICTIONS_TABLE
+    return ScoreReport(champion.name, champion.version, day, rows, replaced, PREDICTIONS_TABLE)
+
+
+# -- partitioned scoring: the day's features staged as parquet parts, scored anywhere ----------
+#
+# DuckDB lets one process write a file, and no process read it while one writes; a Dask
+# worker on another host cannot open it at all. So the warehouse is read once, here, into
+# one parquet part per partition of users; workers score parts into parquet parts of their
+# own (`score_part`, no warehouse), and the predictions are written once, as one
+# transaction, by the process that staged them (`store_predictions`).
+
+
+@dataclass(frozen=True)
+class StagedDay:
+    """One as-of day's feature rows, split by user into parquet parts (one folder each)."""
+
+    as_of: date
+    rows: int
+    parts: list[Path]
+
+
+def stage_features(
+    settings: Settings, champion: ChampionModel, as_of: date | None, partitions: int, folder: Path
+) -> StagedDay:
+    """Write the day's feature rows (default: the newest day) as up to `partitions` parts.
+
+    A user lands in part ``hash(user_id) % partitions``; a part with no users is not written.
+    """
+    from loopline.warehouse import reading
+
+    if partitions < 1:
+        raise ValueError(f"partitions={partitions}: score with at least one partition")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = str(folder).replace("'", "''")
+    with reading(settings) as con:
+        day = as_of or _newest_day(con, champion)
+        staged = con.execute(
+            f"copy (select *, hash(user_id) % {int(partitions)} as part "
+            f"from ({_feature_query(champion)})) "
+            f"to '{target}' (format parquet, partition_by (part))",
+            [day, champion.feature_set_version],
+        ).fetchone()
+    parts = sorted(folder.glob("part=*"), key=lambda path: int(path.name.split("=")[1]))
+    return StagedDay(day, int(staged[0]) if staged else 0, parts)
+
+
+def score_part(
+    champion: ChampionModel, features: Path, out: Path, chunk_rows: int = 100_000
+) -> int:
+    """Score one staged part (a folder of parquet files) into the parquet file `out`; its rows.
+
+    The same chunked `predict_chunks` as `score_churn`, so a user's probability does not
+    depend on the partition it was scored in.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    source = ds.dataset(features, format="parquet")
+    columns = ["user_id", "as_of_date", *champion.feature_columns]
+    batches = source.to_batches(columns=columns, batch_size=chunk_rows)
+    rows = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema(
+        [("user_id", pa.int64()), ("as_of_date", pa.date32()), ("churn_probability", pa.float64())]
     )
+    with pq.ParquetWriter(out, schema) as writer:
+        for table in predict_chunks(_model_inputs(batches), champion):
+            writer.write_table(table)
+            rows += table.num_rows
+    return rows
+
+
+def store_predictions(
+    settings: Settings,
+    champion: ChampionModel,
+    as_of: date,
+    parts: list[Path],
+    progress: Callable[[int], None] | None = None,
+) -> ScoreReport:
+    """Replace the (as_of, model version) slice with the scored parts, in one transaction."""
+    import pyarrow.parquet as pq
+
+    from loopline.warehouse import writing
+
+    def scored() -> Iterator[pa.Table]:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches():
+                yield pa.Table.from_batches([batch])
+
+    with writing(settings) as con:
+        rows, replaced = _replace_slice(con, champion, as_of, scored, progress)
+    return ScoreReport(champion.name, champion.version, as_of, rows, replaced, PREDICTIONS_TABLE)
