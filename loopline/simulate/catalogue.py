@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from loopline.simulate.model import GENRES
+from loopline.simulate.model import GENRES, MOVIE_SHARE
 
 _FIRST = ("Ava", "Ben", "Chloe", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivo", "Jun", "Kofi", "Lena",
           "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Uma", "Vik", "Wen", "Yara")  # fmt: skip
@@ -31,7 +31,7 @@ def new_shows(
     ids = np.arange(first_id, first_id + count)
     n_genres = rng.integers(1, 4, count)
     primary = rng.integers(0, len(GENRES), count)
-    is_movie = rng.random(count) < 0.25
+    is_movie = rng.random(count) < MOVIE_SHARE
     popularity = rng.lognormal(0.0, 1.0, count)
     released_at = day0_epoch + release_day * DAY_S + rng.integers(0, DAY_S, count)
     rows = []
@@ -69,6 +69,7 @@ def new_shows(
                 "updated_at": int(released_at[i]),
                 # truth, not published
                 "primary_genre": int(primary[i]),
+                "is_movie": bool(is_movie[i]),
                 "popularity": float(popularity[i]),
                 "release_day": int(release_day[i]),
             }

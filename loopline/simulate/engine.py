@@ -53,7 +53,7 @@ def initial_state(config: SimConfig) -> SimState:
     seq = np.random.SeedSequence([config.seed, 0])
     rng_users, rng_cat = (np.random.default_rng(s) for s in seq.spawn(2))
     day0 = day_epoch(config, 0)
-    release = -rng_cat.integers(1, 5 * 365, config.n_shows)
+    release = -rng_cat.integers(1, m.LICENCE_DAYS, config.n_shows)
     shows, episodes = new_shows(rng_cat, 1, config.n_shows, np.sort(release), day0)
     state = SimState(
         config=config,
@@ -254,12 +254,12 @@ def simulate_day(state: SimState, day: int) -> DayOutput:
 
 def _catalogue_day(state: SimState, r: np.random.Generator, day: int, t0: int) -> None:
     cfg = state.config
-    n_new = r.poisson(max(0.3, cfg.n_shows / 400))
+    # as many releases as licences run out, on average (see model.LICENCE_DAYS)
+    n_new = r.poisson(cfg.n_shows / m.LICENCE_DAYS)
     if n_new:
         shows, episodes = new_shows(
             r, state.counters["next_show"], n_new, np.full(n_new, day), day_epoch(cfg, 0)
         )
-        shows["popularity"] *= 2.0  # new releases are watched more
         episodes = number_episodes(episodes, state.counters["next_episode"])
         state.counters["next_show"] += n_new
         state.counters["next_episode"] += len(episodes)
@@ -384,6 +384,41 @@ def _tickets_day(
     )
 
 
+def _pick_shows(state: SimState, r: np.random.Generator, day: int, idx: np.ndarray) -> np.ndarray:
+    """The show of each session of users `idx`: a genre from the user's taste, a film or a
+    series (model.MOVIE_SHARE), then one of that genre and kind on offer, by popularity
+    boosted while it is new. The kind never depends on what the catalogue holds."""
+    shows = state.shows
+    k = len(idx)
+    age = day - shows["release_day"].to_numpy()
+    offered = np.flatnonzero((age >= 0) & (age < m.LICENCE_DAYS))
+    genre_of = shows["primary_genre"].to_numpy()[offered]
+    movie_of = shows["is_movie"].to_numpy()[offered]
+    weight = shows["popularity"].to_numpy()[offered] * (
+        1.0 + m.RELEASE_BOOST * np.exp(-age[offered] / m.BOOST_DAYS)
+    )
+    genre = (r.random((k, 1)) < state.taste[idx].cumsum(axis=1)).argmax(axis=1)
+    movie = r.random(k) < m.MOVIE_SHARE
+    pick = r.random(k)
+    show_pos = np.zeros(k, dtype=np.int64)
+    for g in range(len(m.GENRES)):
+        for kind in (False, True):
+            sel = (genre == g) & (movie == kind)
+            if not sel.any():
+                continue
+            # nothing of that genre and kind on offer: that kind in any genre, then anything
+            candidates = np.flatnonzero((genre_of == g) & (movie_of == kind))
+            if len(candidates) == 0:
+                candidates = np.flatnonzero(movie_of == kind)
+            if len(candidates) == 0:
+                candidates = np.arange(len(offered))
+            cdf = weight[candidates].cumsum()
+            cdf /= cdf[-1]
+            chosen = np.minimum(np.searchsorted(cdf, pick[sel]), len(candidates) - 1)
+            show_pos[sel] = candidates[chosen]
+    return offered[show_pos]
+
+
 def _sessions_day(
     state: SimState, r: np.random.Generator, day: int, t0: int, engagement: np.ndarray
 ) -> pd.DataFrame:
@@ -401,24 +436,7 @@ def _sessions_day(
     idx = np.repeat(np.arange(n), count)
     k = len(idx)
     shows = state.shows
-    released = np.flatnonzero(shows["release_day"].to_numpy() <= day)
-    genre_of = shows["primary_genre"].to_numpy()[released]
-    pop = shows["popularity"].to_numpy()[released]
-    # genre from the user's taste, then a show of that genre by popularity
-    genre = (r.random((k, 1)) < state.taste[idx].cumsum(axis=1)).argmax(axis=1)
-    show_pos = np.zeros(k, dtype=np.int64)
-    pick = r.random(k)
-    for g in range(len(m.GENRES)):
-        in_genre = np.flatnonzero(genre_of == g)
-        sel = genre == g
-        if not sel.any():
-            continue
-        if len(in_genre) == 0:  # nothing of that genre: fall back to anything popular
-            in_genre = np.arange(len(released))
-        cdf = pop[in_genre].cumsum()
-        cdf /= cdf[-1]
-        show_pos[sel] = in_genre[np.minimum(np.searchsorted(cdf, pick[sel]), len(in_genre) - 1)]
-    show_idx = released[show_pos]
+    show_idx = _pick_shows(state, r, day, idx)
     eps = state.episodes
     ep_show = eps["show_id"].to_numpy()
     show_ids = shows["show_id"].to_numpy()[show_idx]

@@ -86,6 +86,18 @@ WANDER_DECAY = 0.95
 WANDER_STEP = 0.2
 WANDER_SD = WANDER_STEP / float(np.sqrt(1.0 - WANDER_DECAY**2))
 
+# the catalogue and what is watched. A calm company is stationary in viewing too, so the
+# mix a user watches must not follow the catalogue's luck: a session is a film with a fixed
+# probability (films run 85-135 min, episodes 25 or 50), and only then is a title of the
+# user's genre and that kind chosen by popularity. A new release is watched RELEASE_BOOST
+# times more at first, fading over BOOST_DAYS; a show is offered for LICENCE_DAYS after its
+# release, and releases arrive at the pace that keeps the offered catalogue the same size
+# (the start's catalogue was released at that pace over the LICENCE_DAYS before it).
+MOVIE_SHARE = 0.25
+RELEASE_BOOST = 1.0
+BOOST_DAYS = 30.0
+LICENCE_DAYS = 400
+
 TICKET_CATEGORIES = ("billing", "playback", "account", "content", "cancellation")
 
 

@@ -7,7 +7,8 @@ gate decides whether that version is any better). The second run finds the champ
 still shifted and retrains on the latest labelled days, which now teach the new world; that
 version must beat the champion on its holdout to be promoted. A month later, on labelled days
 neither model saw, the new champion must score better than the one trained before the change.
-Over the same dates without the change, neither run retrains anything.
+Over the same dates without the change, neither run confirms drift and the champion scores
+as it did on its holdout (nor should anything be retrained: see that test's xfail).
 """
 
 from __future__ import annotations
@@ -139,24 +140,50 @@ def test_a_change_is_flagged_at_once_and_the_retrained_champion_is_better_after_
     assert new["log_loss"] < old["log_loss"], scores
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the calm simulated company still drifts slowly in viewing: on 2026-05-25 against the "
-    "champion's February training days minutes_per_session_30d is +7 % (effect 0.29) and "
-    "watch_minutes_30d +12 % (0.19), watch_minutes_14d already +8 % (0.11) on 2026-03-22; "
-    "the simulator's catalogue mix (new releases watched twice as much) is the suspect. "
-    "Survivorship and the as-known-at selection bias, the two larger causes, are fixed.",
-)
-def test_without_the_change_over_the_same_dates_nothing_is_retrained(tmp_path) -> None:
-    loop = _loop(tmp_path / "calm", changed=False)
-    for outcome in loop["outcomes"]:
+@pytest.fixture(scope="module")
+def calm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same loop over the same dates without the change, run once for the tests below."""
+    return _loop(tmp_path_factory.mktemp("calm"), changed=False)
+
+
+def test_without_the_change_no_drift_is_confirmed_and_the_champion_performs_as_at_training(
+    calm: dict[str, Any],
+) -> None:
+    for outcome in calm["outcomes"]:
         result = outcome.result
         assert result.feature_drift is not None
         assert not result.feature_drift.drifted, result.feature_drift.confirmed
+        reasons = result.trigger.reasons if result.trigger else []
+        assert all(reason.startswith("performance:") for reason in reasons), reasons
+    # a week's metrics stay within a week's noise (about 100 churners) of the holdout's
+    holdout = calm["champion"].metrics
+    weekly = query(
+        calm["settings"],
+        "select metric, value from monitoring.model_performance "
+        "where model = 'churn' and version = '1' and metric in ('roc_auc', 'recall')",
+    )
+    assert weekly
+    for metric, value in weekly:
+        assert abs(value - holdout[f"holdout_{metric}"]) < 0.1, (metric, value, holdout)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="no drift is confirmed (the test above), but the fast champion (one logistic "
+    "regression) misses conf/monitoring.yaml's absolute churn rules from its first day: ROC AUC "
+    "0.691 < 0.70 and recall 0.30 < 0.5 on its own holdout, 0.696 and 0.32 in the week of "
+    "2026-03-16, so the performance trigger retrains although the world did not change. A "
+    "champion that clears the rules, or rules judged against its own holdout, would pass.",
+)
+def test_without_the_change_over_the_same_dates_nothing_is_retrained(
+    calm: dict[str, Any],
+) -> None:
+    for outcome in calm["outcomes"]:
+        result = outcome.result
         assert result.trigger is None, result.trigger.reasons if result.trigger else None
-    assert loop["trained"] == []
+    assert calm["trained"] == []
     tables = query(
-        loop["settings"],
+        calm["settings"],
         "select table_name from information_schema.tables where table_schema = 'monitoring'",
     )
     assert ("monitor_runs",) in tables and ("retrain_triggers",) not in tables
