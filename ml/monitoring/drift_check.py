@@ -2,9 +2,11 @@
 
 Both sides hold **one row per user**: a user's rows on neighbouring days are near-copies, and
 counting them as independent draws would make every p-value of `ml.drift` far too small. The
-reference is the champion's training set (`ml.monitoring.reference`), one random day per
-user, less its first `warmup_days` of data (30-day features are still filling up there); the
-current side is each user's newest row in the latest window. Features in ``ignore`` (tenure
+reference is the champion's training set (`ml.monitoring.reference`), less its first
+`warmup_days` of data (30-day features are still filling up there), sampled as an average
+snapshot of `window_days` windows (`snapshot_sample`: a user is kept in proportion to the
+windows they appear in, so users who left early are not over-weighted); the current side is
+each user's newest row in the latest window. Features in ``ignore`` (tenure
 grows with the calendar by construction) are tested and shown but never confirm drift.
 """
 
@@ -18,6 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ml.churn.model import as_model_input
@@ -41,10 +44,39 @@ class DriftCheck:
         return bool(self.confirmed)
 
 
-def one_row_per(frame: pd.DataFrame, entity: str, seed: int) -> pd.DataFrame:
-    """One row per entity, drawn at random (reproducibly with `seed`)."""
-    shuffled = frame.sample(frac=1.0, random_state=seed)
-    return shuffled.drop_duplicates(entity).sort_values(entity, ignore_index=True)
+def snapshot_sample(
+    frame: pd.DataFrame, time_column: str, entity: str, window_days: int, seed: int
+) -> pd.DataFrame:
+    """One row per entity, drawn so that the sample looks like the current window does: an
+    average of the snapshots ("each entity's newest row in `window_days` days") the frame's
+    span holds, not one row of every entity that ever appeared in it.
+
+    The difference matters. Over a long span the entities that left early (churned users:
+    the least active) appear as often as those that stayed, so a sample of one row per
+    entity over-weights them against any single window, and the features of a calm company
+    look drifted. Here the span is cut into `window_days` windows counted back from its
+    newest day (an incomplete oldest window is dropped when a full one exists); an entity
+    present in n of the W windows is kept with probability n / W, with one of its windows'
+    newest rows at random. So each window is represented as much as the others, every
+    entity at most once (its rows on neighbouring days are near-copies, not draws)."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    days = pd.to_datetime(frame[time_column]).dt.normalize()
+    end = days.max()
+    window = (end - days).dt.days // window_days
+    full = ((end - days.min()).days + 1) // window_days
+    inside = window < full if full >= 1 else window >= 0
+    rows = frame[inside.to_numpy()].assign(_window=window[inside], _day=days[inside])
+    newest = rows.sort_values("_day", kind="stable").drop_duplicates(
+        [entity, "_window"], keep="last"
+    )
+    windows = newest["_window"].nunique()
+    present = newest.groupby(entity)["_window"].transform("size")
+    shuffled = newest.assign(_present=present).sample(frac=1.0, random_state=seed)
+    one = shuffled.drop_duplicates(entity)
+    rng = np.random.default_rng(seed)
+    kept = one[rng.random(len(one)) < one["_present"].to_numpy() / windows]
+    return kept.drop(columns=["_window", "_day", "_present"]).sort_values(entity, ignore_index=True)
 
 
 def reference_rows(
@@ -56,14 +88,15 @@ def reference_rows(
 ) -> pd.DataFrame:
     """The training rows to compare with: rows that found a feature row (the point-in-time
     join leaves a row's features null when none was known yet; the current window has only
-    rows that exist), past the warm-up days if any remain, one per user."""
+    rows that exist), past the warm-up days if any remain, one per user drawn as the current
+    window is (`snapshot_sample`)."""
     rows = frame[frame[list(columns)].notna().any(axis=1)]
     frame = rows
     if data_from is not None and config.warmup_days:
         cut = pd.Timestamp(data_from + timedelta(days=config.warmup_days))
         warm = frame[pd.to_datetime(frame[time_column]) >= cut]
         rows = warm if warm[config.entity].nunique() >= 2 else frame
-    return one_row_per(rows, config.entity, config.sample_seed)
+    return snapshot_sample(rows, time_column, config.entity, config.window_days, config.sample_seed)
 
 
 def latest_window(

@@ -35,6 +35,7 @@ from loopline.warehouse import (
     MODEL_PERFORMANCE_TABLE,
     MONITOR_RUNS_TABLE,
     PREDICTIONS_TABLE,
+    RETRAIN_TRIGGERS_TABLE,
     VALIDATION_RESULTS_TABLE,
     NoWarehouseError,
 )
@@ -45,9 +46,9 @@ from ml.monitoring.drift_check import (
     DriftCheck,
     compare,
     latest_window,
-    one_row_per,
     reference_rows,
     served_window,
+    snapshot_sample,
     unfilled_windows,
 )
 from ml.monitoring.performance import (
@@ -283,12 +284,16 @@ def _plots(
 
 
 def _prediction_reference(reference: ChampionReference, config: MonitoringConfig) -> pd.DataFrame:
-    """The champion's scores on its holdout rows (one per user) that found a feature row."""
+    """The champion's scores on its holdout rows that found a feature row, one per user
+    drawn as the current window is (`snapshot_sample`)."""
     from ml.registry import load_sklearn_version
 
     model = load_sklearn_version(reference.model_name, reference.version)
     found = reference.holdout[reference.feature_columns].notna().any(axis=1)
-    holdout = one_row_per(reference.holdout[found], config.drift.entity, config.drift.sample_seed)
+    holdout = snapshot_sample(
+        reference.holdout[found], "as_of_date", config.drift.entity, config.drift.window_days,
+        config.drift.sample_seed,
+    )  # fmt: skip
     return pd.DataFrame({PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]})
 
 
@@ -477,10 +482,11 @@ def _run_row(
 def _store(
     settings: Settings, result: MonitorResult, run_row: dict[str, Any], at: datetime
 ) -> None:
-    from loopline.warehouse import writing
+    from loopline.warehouse import ensure, writing
 
     with writing(settings) as con:
         _append(con, MONITOR_RUNS_TABLE, pd.DataFrame([run_row]))
+        ensure(con, RETRAIN_TRIGGERS_TABLE)  # queryable (empty) before the first trigger
         version = result.champion_version
         for scope, check in result.drift.items():
             if version is not None:
