@@ -88,6 +88,9 @@ class RetrainConfig(BaseModel):
     # the training run a trigger starts learns from the latest N labelled days only (None:
     # the window of conf/ml.yaml): after a shift, older days teach the old world
     training_days: int | None = Field(None, ge=2)
+    # a rule the champion also failed on its own holdout is a standing failure, not a
+    # reason, unless the window is worse than the holdout by more than this (metric units)
+    standing_tolerance: float = Field(0.05, ge=0.0)
 
 
 class MonitoringConfig(BaseModel):

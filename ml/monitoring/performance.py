@@ -39,27 +39,37 @@ def churn_window_metrics(outcomes: pd.DataFrame) -> pd.DataFrame:
     rows: list[dict[str, object]] = []
     known = outcomes[outcomes["has_outcome"].astype(bool)]
     for keys, window in known.groupby(_GROUP, sort=True):
-        y = window["is_churned"].astype(int).to_numpy()
-        p = window["churn_probability"].astype(float).to_numpy()
-        predicted = window["is_high_risk"].astype(bool).to_numpy()
-        values = {
-            "n": float(len(y)),
-            "positives": float(y.sum()),
-            "positive_rate": float(y.mean()),
-            "mean_probability": float(p.mean()),
-            "accuracy": float((predicted == y.astype(bool)).mean()),
-            "calibration_error": expected_calibration_error(y, p),
-            "brier": float(np.mean((p - y) ** 2)),
-        }
-        if 0 < y.sum() < len(y):
-            metrics = evaluate(y, p, float(window["threshold"].iloc[0])).metrics()
-            values.update(
-                roc_auc=metrics["roc_auc"], recall=metrics["recall"], precision=metrics["precision"]
-            )
-        else:
-            values.update(roc_auc=np.nan, recall=np.nan, precision=np.nan)
+        values = churn_metrics(
+            window["is_churned"].astype(int).to_numpy(),
+            window["churn_probability"].astype(float).to_numpy(),
+            float(window["threshold"].iloc[0]),
+        )
         rows.extend(_long("churn", keys, values))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def churn_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """The churn metrics of one set of labelled rows (a window, or a version's holdout): n,
+    positives, ROC AUC (NaN with one class), recall, precision and accuracy at `threshold`
+    (high risk: p >= threshold), calibration error, Brier score."""
+    predicted = p >= threshold
+    values = {
+        "n": float(len(y)),
+        "positives": float(y.sum()),
+        "positive_rate": float(y.mean()),
+        "mean_probability": float(p.mean()),
+        "accuracy": float((predicted == y.astype(bool)).mean()),
+        "calibration_error": expected_calibration_error(y, p),
+        "brier": float(np.mean((p - y) ** 2)),
+    }
+    if 0 < y.sum() < len(y):
+        metrics = evaluate(y, p, threshold).metrics()
+        values.update(
+            roc_auc=metrics["roc_auc"], recall=metrics["recall"], precision=metrics["precision"]
+        )
+    else:
+        values.update(roc_auc=np.nan, recall=np.nan, precision=np.nan)
+    return values
 
 
 def recommender_window_metrics(outcomes: pd.DataFrame) -> pd.DataFrame:

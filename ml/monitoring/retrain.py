@@ -1,7 +1,8 @@
 """Feeding back: when the monitor's findings start a training run, and the record of it.
 
 `decide_trigger` is pure: a failed performance rule of the churn champion (its latest judged
-window) or drift confirmed on its features gives a `Trigger` with one-line reasons and the
+window; not one it also failed on its own holdout: `standing`) or drift confirmed on its
+features gives a `Trigger` with one-line reasons and the
 evidence (the rules' and features' numbers). The training run it starts is the ordinary one
 (`ml.churn.train_churn`): the new version passes the quality gate and must beat the champion
 on its holdout, the latest labelled days, to be promoted (`ml.registry.decide`).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -62,6 +64,28 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     return [{c: _plain(row[c]) for c in columns} for _, row in frame.iterrows()]
 
 
+def standing(
+    failed: pd.DataFrame, holdout: Mapping[str, float] | None, tolerance: float = 0.05
+) -> pd.Series:
+    """Per failed rule row: True when the champion failed the same rule on its own holdout
+    when it was trained and is no worse now than there by more than `tolerance` (in the
+    metric's units): a standing failure, not a change (the quality gate let that version
+    through, and retraining on the same world would not mend it). Worse than that is a
+    change, and a reason."""
+    if not holdout or failed.empty:
+        return pd.Series(False, index=failed.index)
+
+    def fails(row: pd.Series) -> bool:
+        value = holdout.get(str(row["metric"]))
+        if value is None or not math.isfinite(value) or not math.isfinite(row["threshold"]):
+            return False
+        if row["comparison"] == "<=":
+            return bool(value > row["threshold"] and row["value"] <= value + tolerance)
+        return bool(value < row["threshold"] and row["value"] >= value - tolerance)
+
+    return failed.apply(fails, axis=1).astype(bool)
+
+
 def decide_trigger(
     run_id: str,
     model_name: str,
@@ -71,13 +95,18 @@ def decide_trigger(
     confirmed: list[str],
     config: RetrainConfig,
     enabled: bool = True,
+    holdout: Mapping[str, float] | None = None,
 ) -> Trigger | None:
     """A trigger when a rule of the champion failed in its latest judged window or drift is
-    confirmed on its features (each as `config` allows); None when there is no reason."""
+    confirmed on its features (each as `config` allows); None when there is no reason.
+
+    A rule the champion also failed on its `holdout` (its metrics there, when known) is a
+    standing failure, not a reason: monitoring feeds back what changed."""
     reasons: list[str] = []
     evidence: dict[str, Any] = {}
     if config.on_performance and not performance.empty:
         failed = failures(performance, "churn", champion_version)
+        failed = failed[~standing(failed, holdout, config.standing_tolerance)]
         for _, row in failed.iterrows():
             reasons.append(
                 f"performance: {row['rule']} failed with {row['value']:.4f} in the week of "

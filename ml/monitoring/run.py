@@ -52,13 +52,14 @@ from ml.monitoring.drift_check import (
     unfilled_windows,
 )
 from ml.monitoring.performance import (
+    churn_metrics,
     churn_window_metrics,
     performance_rows,
     recommender_window_metrics,
 )
 from ml.monitoring.reference import ChampionReference, champion_reference
-from ml.monitoring.retrain import Trigger, decide_trigger, record_trigger
-from ml.monitoring.rules import FAIL, METRIC_COLUMNS, NO_DATA, PASS
+from ml.monitoring.retrain import Trigger, decide_trigger, record_trigger, standing
+from ml.monitoring.rules import FAIL, METRIC_COLUMNS, NO_DATA, PASS, failures
 
 if TYPE_CHECKING:
     from expectations.run import ValidationReport
@@ -297,6 +298,20 @@ def _prediction_reference(reference: ChampionReference, config: MonitoringConfig
     return pd.DataFrame({PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]})
 
 
+def _holdout_metrics(reference: ChampionReference) -> dict[str, float]:
+    """The champion's churn metrics on its own holdout rows (as at training), computed as a
+    monitoring window's are (`churn_metrics`): what its rules are held against."""
+    from ml.churn.train import LABEL
+    from ml.registry import load_sklearn_version
+
+    rows = reference.holdout.dropna(subset=[LABEL])
+    if rows.empty:
+        return {}
+    model = load_sklearn_version(reference.model_name, reference.version)
+    scores = model.predict_proba(rows[reference.feature_columns])[:, 1]
+    return churn_metrics(rows[LABEL].astype(int).to_numpy(), scores, reference.threshold)
+
+
 def _served(settings: Settings, reference: ChampionReference, config: MonitoringConfig,
             ref_rows: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
     served = served_window(
@@ -423,10 +438,18 @@ def measure(
         run_id, version, drift, performance, data_quality, None,
         settings.reports_dir / "monitoring" / run_id / "report.html", None, window, notes, suite,
     )  # fmt: skip
+    holdout = _holdout_metrics(reference) if reference is not None else None
+    failed = failures(performance, "churn", version) if len(performance) else performance
+    for _, row in failed[standing(failed, holdout, config.retrain.standing_tolerance)].iterrows():
+        notes.append(
+            f"{row['rule']} failed in the week of {row['window_start']} ({row['value']:.3f}) as "
+            f"on v{version}'s own holdout ({(holdout or {})[row['metric']]:.3f}): a standing "
+            "failure of the version the gate let through, not a reason to retrain"
+        )
     trigger = decide_trigger(
         run_id, "loopline-churn", version, performance,
         pd.concat(judged, ignore_index=True) if judged else pd.DataFrame(), result.confirmed,
-        config.retrain, retrain_enabled,
+        config.retrain, retrain_enabled, holdout,
     )  # fmt: skip
     result = replace(result, trigger=trigger)
     run_row = _run_row(settings, result, started, len(ref_rows), len(cur_rows), reference)

@@ -126,3 +126,39 @@ def test_a_bad_config_names_the_file(tmp_path: Path) -> None:
     path.write_text("performance:\n  rules:\n    - {model: churn, metric: roc_auc, minimum: 1}\n")
     with pytest.raises(MonitoringConfigError, match=str(path)):
         load_monitoring_config(path)
+
+
+def test_a_rule_the_champion_already_failed_on_its_holdout_does_not_retrain_it() -> None:
+    """ROC AUC below 0.70 this week, as on the version's own holdout at training (0.69): a
+    standing failure, no trigger. A version that met the rule at training (0.78) and misses
+    it now has changed: that triggers. Recall is judged the same way, rule by rule."""
+    from ml.monitoring.config import RetrainConfig
+    from ml.monitoring.retrain import decide_trigger, standing
+
+    rules = [
+        Rule(model="churn", metric="roc_auc", min=0.70),
+        Rule(model="churn", metric="calibration_error", max=0.05),
+    ]
+    judged = evaluate_rules(
+        metrics(WEEK, {"n": 500, "roc_auc": 0.66, "calibration_error": 0.08}), rules, 50
+    )
+    failed = failures(judged, "churn", "1")
+    assert len(failed) == 2
+
+    def trigger(holdout):  # type: ignore[no-untyped-def]
+        return decide_trigger(
+            "run", "churn", "1", judged, pd.DataFrame(), [], RetrainConfig(), holdout=holdout
+        )
+
+    weak = {"roc_auc": 0.69, "calibration_error": 0.09}
+    assert standing(failed, weak).all()
+    assert trigger(weak) is None
+    changed = trigger({"roc_auc": 0.78, "calibration_error": 0.09})
+    assert changed is not None and changed.fires
+    assert [r.split(" failed")[0] for r in changed.reasons] == ["performance: churn roc_auc >= 0.7"]
+    assert trigger(None) is not None and len(trigger(None).reasons) == 2  # unknown: both count
+    # weak at training (0.69) and weaker now (0.66): standing within the tolerance, a
+    # change beyond it; a rule met at training (calibration 0.02) is never standing
+    fallen = {"roc_auc": 0.69, "calibration_error": 0.02}
+    assert standing(failed, fallen, tolerance=0.02).tolist() == [False, False]
+    assert standing(failed, fallen, tolerance=0.05).tolist() == [True, False]
