@@ -6,7 +6,8 @@
 
 Rows: serving and batch scoring (bench/serving.py, bench/batch.py, on the bench company of
 bench/fixture.py), validation (bench/validation.py), the point-in-time builder
-(bench/pit.py), drift (bench/drift.py), ingest (bench/ingest.py), the whole loop
+(bench/pit.py), drift (bench/drift.py), ingest (bench/ingest.py), streaming from Redis
+(bench/stream.py; needs the Redis at 127.0.0.1:6379, db 11), the whole loop
 (`loopline demo`, bench/demo.py) and, on the folder the demo filled, dbt's incremental build
 against a full refresh (bench/dbt_build.py). Numbers are measured, never asserted: each
 target is reported as a ratio and pass/fail in ``data/bench/results.json`` and
@@ -620,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs",
         type=int,
-        help="timed runs of the validation, PIT, drift, ingest and no-op dbt rows (default 5)",
+        help="timed runs of the validation, PIT, drift, ingest, stream and no-op dbt rows "
+        "(default 5)",
     )
     parser.add_argument(
         "--drift-rows", type=int, help="rows a side of the drift row (default 1M; quick 20,000)"
