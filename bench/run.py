@@ -6,7 +6,8 @@
 
 Rows: serving and batch scoring (bench/serving.py, bench/batch.py, on the bench company of
 bench/fixture.py), validation (bench/validation.py), the point-in-time builder
-(bench/pit.py), drift (bench/drift.py), ingest (bench/ingest.py), the whole loop
+(bench/pit.py), drift (bench/drift.py), ingest (bench/ingest.py), streaming from Redis
+(bench/stream.py; needs the Redis at 127.0.0.1:6379, db 11), the whole loop
 (`loopline demo`, bench/demo.py) and, on the folder the demo filled, dbt's incremental build
 against a full refresh (bench/dbt_build.py). Numbers are measured, never asserted: each
 target is reported as a ratio and pass/fail in ``data/bench/results.json`` and
@@ -37,6 +38,8 @@ from rich.table import Table
 
 from bench.fixture import DEFAULT_DATA_DIR, REPO
 from bench.pit import pit_body
+from bench.serving import serving_lines
+from bench.stream import stream_body, stream_checks
 from bench.validation import validation_body
 
 console = Console()
@@ -90,6 +93,9 @@ def checks(results: dict[str, Any]) -> list[Check]:
         out.append(Check("online p99 latency (ours, c=1)", lat["p99_ms"], 5.0, "ms", False))
         ratio = tp["ours_throughput"]["rps"] / tp["mlflow_throughput"]["rps"]
         out.append(Check("throughput ours / mlflow serve", ratio, 10.0, "x", True))
+        for c, trivial in serving.get("throughput", {}).get("trivial", {}).items():
+            ratio = serving["throughput"]["ours"][c] / trivial
+            out.append(Check(f"churn / constant endpoint req/s (c={c})", ratio, 0.5, "x", True))
     batch = results.get("batch")
     if batch:
         # the target's baseline: one predict_proba call over all the rows, already in memory
@@ -175,6 +181,9 @@ def checks(results: dict[str, Any]) -> list[Check]:
                     "dbt",
                 )
             )
+    stream = results.get("stream")
+    if stream:
+        out += stream_checks(stream)
     demo = results.get("demo")
     if demo:
         scale = demo["scale"]
@@ -252,6 +261,7 @@ ROWS = {
     "drift": "Row 3: drift, `detect_drift` vs scipy per column",
     "ingest": "Row 4b: ingest of landed files vs DuckDB's own readers",
     "dbt": "Row 4: dbt incremental build vs full refresh",
+    "stream": "Row 5: streaming, `loopline stream` from Redis Streams vs the file-drop path",
     "demo": "Row 6: the whole loop, `loopline demo`",
 }
 _ROW_KEYS = {"scoring": ("serving", "batch")}
@@ -351,33 +361,7 @@ def _scoring_body(results: dict[str, Any]) -> list[str]:
         ]
     serving = results.get("serving")
     if serving:
-        cfg = serving["config"]
-        lines += [
-            "",
-            "### Online: `POST /v1/churn/score` vs `mlflow models serve` `POST /invocations`",
-            "",
-            f"Both servers: one worker, loopback, OMP_NUM_THREADS="
-            f"{serving['server_env']['OMP_NUM_THREADS']}; the same {serving['users']} users in "
-            "the same order (ours by `user_id` from the online store, mlflow with that user's "
-            "stored feature values as `dataframe_split`). Answers checked before timing: "
-            f"{serving['verification']['users_checked']} users, 200s, same model version, "
-            "probabilities equal to within "
-            f"{serving['verification']['max_abs_probability_difference']:.1e}.",
-            "",
-            f"Latency: {cfg['warmup']} warm-up then {cfg['requests']} sequential requests on one "
-            f"keep-alive connection. Throughput: {cfg['connections']} closed-loop connections "
-            f"(one process each) for {cfg['seconds']:.0f} s.",
-            "",
-            "| server | p50 | p90 | p99 | max | sequential req/s | throughput req/s |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, label in (("ours", "loopline serve"), ("mlflow", "mlflow models serve")):
-            lat, tp = serving[f"{name}_latency"], serving[f"{name}_throughput"]
-            lines.append(
-                f"| {label} | {lat['p50_ms']:.3f} ms | {lat['p90_ms']:.3f} ms | "
-                f"{lat['p99_ms']:.3f} ms | {lat['max_ms']:.3f} ms | "
-                f"{lat['rps_sequential']:,.0f} | {tp['rps']:,.0f} |"
-            )
+        lines += serving_lines(serving)
     batch = results.get("batch")
     if batch:
         cpu_ratio = batch["score_churn_rows_per_cpu_s"] / batch["raw_rows_per_cpu_s"]
@@ -586,6 +570,7 @@ SECTION_BODIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "drift": _drift_body,
     "ingest": _ingest_body,
     "dbt": _dbt_body,
+    "stream": lambda results: stream_body(results["stream"]),
     "demo": _demo_body,
 }
 
@@ -615,7 +600,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke check)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bench company")
-    for row in ("serving", "batch", "validation", "pit", "drift", "ingest", "dbt", "demo"):
+    for row in (
+        "serving",
+        "batch",
+        "validation",
+        "pit",
+        "drift",
+        "ingest",
+        "dbt",
+        "demo",
+        "stream",
+    ):
         parser.add_argument(f"--skip-{row}", action="store_true")
     parser.add_argument(
         "--render-only",
@@ -626,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs",
         type=int,
-        help="timed runs of the validation, PIT, drift, ingest and no-op dbt rows (default 5)",
+        help="timed runs of the validation, PIT, drift, ingest, stream and no-op dbt rows "
+        "(default 5)",
     )
     parser.add_argument(
         "--drift-rows", type=int, help="rows a side of the drift row (default 1M; quick 20,000)"
@@ -704,6 +700,12 @@ def main(argv: list[str] | None = None) -> int:
             "ingest",
             lambda: {"ingest": run_ingest(data_dir / f"ingest-{scale}", scale, runs)},
         )
+    if not args.skip_stream:
+        from bench.stream import QUICK as STREAM_QUICK
+        from bench.stream import StreamConfig, run_stream
+
+        config = STREAM_QUICK if args.quick else StreamConfig(runs=runs)
+        _row(results, "stream", lambda: {"stream": run_stream(data_dir / "stream", config, say)})
     if not (args.skip_demo and args.skip_dbt):
         _loop(results, args, data_dir, runs, say)
     results["loadavg_after"] = _load()
@@ -745,7 +747,9 @@ def _scoring(
     settings = ensure_company(data_dir, rebuild=args.rebuild, say=say)
     if not args.skip_serving:
         config = (
-            ServingConfig(users=100, warmup=500, requests=1000, seconds=3.0, connections=4)
+            ServingConfig(
+                users=100, warmup=300, requests=500, seconds=2.0, rounds=1, batch_repeats=3
+            )
             if args.quick
             else ServingConfig()
         )

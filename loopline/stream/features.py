@@ -62,18 +62,15 @@ def streaming_features(
     parse (malformed, missing ids or time) are left out; the warehouse quarantines them.
     """
     updated = {user: dict(sessions) for user, sessions in window.items()}
-    latest: dict[str, tuple[datetime, str]] = {}
-    for line in lines:
-        event = parse_event(line)
-        if event is None:
-            continue
-        user, show, session = str(event["user_id"]), str(event["show_id"]), str(event["session_id"])
-        at = event["at"]
-        assert isinstance(at, datetime)
+    batch = list(lines)
+    parsed = _parse_batch(batch)
+    if parsed is None:
+        session_times, latest = _line_by_line(batch)
+    else:
+        session_times, latest = parsed
+    for user, session, at in session_times:
         sessions = updated.setdefault(user, {})
         sessions[session] = max(at, sessions.get(session, at))
-        if user not in latest or at >= latest[user][0]:
-            latest[user] = (at, show)
     rows = []
     for user, (at, show) in latest.items():
         recent = {s: t for s, t in updated[user].items() if t > at - WINDOW}
@@ -92,6 +89,92 @@ def streaming_features(
     frame["feature_timestamp"] = frame["last_watched_at"]
     frame["feature_set_version"] = STREAM_FEATURE_SET_VERSION
     return updated, frame
+
+
+# (user, session, the time of its latest event in the batch) and each user's latest (time, show)
+_BatchSummary = tuple[list[tuple[str, str, datetime]], dict[str, tuple[datetime, str]]]
+
+
+def _line_by_line(lines: Iterable[str]) -> _BatchSummary:
+    """The batch summary, one `parse_event` per line (lines that do not parse left out)."""
+    session_times: dict[tuple[str, str], datetime] = {}
+    latest: dict[str, tuple[datetime, str]] = {}
+    for line in lines:
+        event = parse_event(line)
+        if event is None:
+            continue
+        user, show, session = str(event["user_id"]), str(event["show_id"]), str(event["session_id"])
+        at = event["at"]
+        assert isinstance(at, datetime)
+        key = (user, session)
+        session_times[key] = max(at, session_times.get(key, at))
+        if user not in latest or at >= latest[user][0]:  # a tie: the later line wins
+            latest[user] = (at, show)
+    return [(u, s, t) for (u, s), t in session_times.items()], latest
+
+
+# the timestamps `datetime.fromisoformat` and pandas read alike (the producers' format)
+_ISO_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
+
+
+def _parse_batch(lines: list[str]) -> _BatchSummary | None:
+    """The batch summary from one Arrow JSON read and group-bys: what `_line_by_line` gives,
+    at a fraction of the cost per event (json.loads per line was 40% of the consumer's time).
+
+    None, so the caller parses line by line, whenever the batch holds anything that path
+    would read differently: a line that is not a JSON object, an id that is not an integer or
+    a string, a time not in the plain ISO 8601 form.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    needed = ("user_id", "show_id", "session_id", "occurred_at")
+    options = pj.ParseOptions(explicit_schema=pa.schema([("occurred_at", pa.string())]))
+    try:
+        table = pj.read_json(
+            pa.BufferReader("\n".join(lines).encode()),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, sum(map(len, lines)) + 1)),
+            parse_options=options,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        return None
+    if table.num_rows != len(lines) or any(name not in table.column_names for name in needed):
+        return None
+    columns = {}
+    for name in needed[:3]:
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_string(column.type)):
+            return None  # floats, booleans, objects: str() of them differs from Arrow's
+        columns[name] = pc.cast(column, pa.string())
+    times = table.column("occurred_at")
+    plain = pc.match_substring_regex(pc.fill_null(times, ""), _ISO_TIME)
+    if pc.any(pc.and_(pc.is_valid(times), pc.invert(plain))).as_py():
+        return None
+    frame = pd.DataFrame(
+        {
+            "user": columns["user_id"].to_pandas(),
+            "show": columns["show_id"].to_pandas(),
+            "session": columns["session_id"].to_pandas(),
+            "at": pd.to_datetime(times.to_pandas(), utc=True, format="ISO8601"),
+        }
+    ).dropna()
+    if frame.empty:
+        return [], {}
+    frame["at"] = frame["at"].dt.tz_convert(None).astype("datetime64[us]")
+    per_session = frame.groupby(["user", "session"], sort=False)["at"].max()
+    # each user's latest event; of events at the same time, the later line (stable sort)
+    last = frame.sort_values("at", kind="stable").groupby("user", sort=False).tail(1)
+    flat = per_session.reset_index()  # columns, not a MultiIndex: 10x cheaper to walk
+    session_times = list(
+        zip(flat["user"], flat["session"], flat["at"].dt.to_pydatetime(), strict=True)
+    )
+    found = {
+        user: (at.to_pydatetime(), show)
+        for user, at, show in zip(last["user"], last["at"], last["show"], strict=True)
+    }
+    latest = {user: found[user] for user in frame["user"].drop_duplicates()}  # first-seen order
+    return session_times, latest
 
 
 def history_rows(

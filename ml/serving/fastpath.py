@@ -163,43 +163,95 @@ def _estimator(est: Any) -> Step:
 
 
 def _forest(est: HistGradientBoostingClassifier) -> Step:
-    """Every tree's nodes in one flat array, walked level by level for all trees at once.
+    """One model's trees as a `Forest` step: its raw score per row."""
+    forest = Forest.of([est])
+    return lambda x: forest.raw([x])[:, 0]
 
-    Calling each tree's predictor costs a Python call per tree (hundreds per row); here a
-    row costs one vectorised step per tree level. Same rule as scikit-learn's predictor: a
-    missing value follows ``missing_go_to_left``, else ``x <= num_threshold`` goes left.
+
+@dataclass(frozen=True)
+class Forest:
+    """The trees of one or more `HistGradientBoostingClassifier` (one per calibrated fold) in
+    one flat node array, walked level by level for every tree of every model at once.
+
+    Calling each tree's predictor costs a Python call per tree (hundreds per row), and walking
+    each model on its own costs numpy calls per level per model; here a row costs a handful
+    of vectorised operations per tree level, whatever the number of models. Same rule as
+    scikit-learn's predictor: a missing value follows ``missing_go_to_left``, else
+    ``x <= num_threshold`` goes left. Missing values are handled without a branch: every model
+    input row is laid out twice, once with NaN as -inf (read by the nodes that send missing
+    values left: ``-inf <= t`` holds) and once as it is (read by the others: ``NaN <= t`` never
+    holds), and each node reads the copy its rule needs.
     """
-    if est.n_trees_per_iteration_ != 1:
-        raise NotCompilableError("multiclass HistGradientBoostingClassifier")
-    nodes_per_tree = [predictors[0].nodes for predictors in est._predictors]
-    if any(nodes["is_categorical"].any() for nodes in nodes_per_tree):
-        raise NotCompilableError("native categorical splits")
-    offsets = np.cumsum([0] + [len(nodes) for nodes in nodes_per_tree[:-1]])
-    nodes = np.concatenate(nodes_per_tree)
-    sizes = np.repeat(offsets, [len(n) for n in nodes_per_tree])
-    feature = nodes["feature_idx"].astype(np.intp)
-    threshold = nodes["num_threshold"].astype(float)
-    missing_left = nodes["missing_go_to_left"].astype(bool)
-    is_leaf = nodes["is_leaf"].astype(bool)
-    left = np.where(is_leaf, np.arange(len(nodes)), nodes["left"].astype(np.intp) + sizes)
-    right = np.where(is_leaf, np.arange(len(nodes)), nodes["right"].astype(np.intp) + sizes)
-    value = nodes["value"].astype(float)
-    roots = offsets.astype(np.intp)
-    depth = int(nodes["depth"].max()) if len(nodes) else 0
-    baseline = float(np.asarray(est._baseline_prediction).ravel()[0])
 
-    def run(x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape[0])
-        for i, row in enumerate(np.asarray(x, dtype=float)):
-            node = roots
-            for _ in range(depth):
-                v = row[feature[node]]
-                go_left = np.where(np.isnan(v), missing_left[node], v <= threshold[node])
-                node = np.where(go_left, left[node], right[node])
-            out[i] = baseline + value[node].sum()
+    feature: np.ndarray  # per node: where its feature is in the doubled, concatenated row
+    threshold: np.ndarray
+    children: np.ndarray  # per node: [right, left] flattened (index 2 * node + goes_left)
+    value: np.ndarray
+    roots: np.ndarray
+    tree_starts: np.ndarray  # the first root of each model, for the per-model sums
+    widths: tuple[int, ...]  # each model's input width
+    depth: int
+    baselines: np.ndarray
+
+    @classmethod
+    def of(cls, models: Sequence[HistGradientBoostingClassifier]) -> Forest:
+        if not models:
+            raise NotCompilableError("no model to compile")
+        widths = tuple(int(est.n_features_in_) for est in models)
+        total = sum(widths)
+        trees: list[np.ndarray] = []
+        feature_offsets: list[int] = []
+        tree_starts: list[int] = []
+        for m, est in enumerate(models):
+            if est.n_trees_per_iteration_ != 1:
+                raise NotCompilableError("multiclass HistGradientBoostingClassifier")
+            nodes_of = [predictors[0].nodes for predictors in est._predictors]
+            if any(nodes["is_categorical"].any() for nodes in nodes_of):
+                raise NotCompilableError("native categorical splits")
+            tree_starts.append(len(trees))
+            trees += nodes_of
+            feature_offsets += [sum(widths[:m])] * len(nodes_of)
+        if not trees:
+            raise NotCompilableError("a model without trees")
+        sizes = [len(nodes) for nodes in trees]
+        offsets = np.cumsum([0, *sizes[:-1]])
+        nodes = np.concatenate(trees)
+        shift = np.repeat(offsets, sizes)
+        is_leaf = nodes["is_leaf"].astype(bool)
+        here = np.arange(len(nodes))
+        left = np.where(is_leaf, here, nodes["left"].astype(np.intp) + shift)
+        right = np.where(is_leaf, here, nodes["right"].astype(np.intp) + shift)
+        missing_left = nodes["missing_go_to_left"].astype(bool)
+        feature = nodes["feature_idx"].astype(np.intp) + np.repeat(feature_offsets, sizes)
+        return cls(
+            feature=np.where(missing_left, feature, feature + total),
+            threshold=nodes["num_threshold"].astype(float),
+            children=np.stack([right, left], axis=1).ravel(),
+            value=nodes["value"].astype(float),
+            roots=offsets.astype(np.intp),
+            tree_starts=np.asarray(tree_starts, dtype=np.intp),
+            widths=widths,
+            depth=int(nodes["depth"].max()),
+            baselines=np.array(
+                [float(np.asarray(est._baseline_prediction).ravel()[0]) for est in models]
+            ),
+        )
+
+    def raw(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Each model's raw score (n rows, n models), from each model's (n, width) input."""
+        if tuple(x.shape[1] for x in inputs) != self.widths:
+            raise ValueError(f"expected inputs of widths {self.widths}")
+        rows = np.hstack([np.asarray(x, dtype=float) for x in inputs])
+        doubled = np.hstack([np.where(np.isnan(rows), -np.inf, rows), rows])
+        feature, threshold, children = self.feature, self.threshold, self.children
+        out = np.empty((rows.shape[0], len(self.widths)))
+        for i, row in enumerate(doubled):
+            node = self.roots
+            for _ in range(self.depth):
+                goes_left = row[feature[node]] <= threshold[node]
+                node = children[2 * node + goes_left]
+            out[i] = self.baselines + np.add.reduceat(self.value[node], self.tree_starts)
         return out
-
-    return run
 
 
 def _calibrator(calibrator: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -218,6 +270,7 @@ class FastChurnScorer:
     feature_columns: tuple[str, ...]
     numeric: frozenset[str]
     folds: tuple[tuple[Step, Step, Callable[[np.ndarray], np.ndarray]], ...]
+    forest: Forest | None = None  # every fold's trees walked at once (gradient boosting)
 
     def row(self, values: Mapping[str, object]) -> np.ndarray:
         """One (1, n_features) object row in training column order; absent keys are missing."""
@@ -233,6 +286,11 @@ class FastChurnScorer:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """The calibrated positive-class probability of each row (mean over the folds)."""
         total = np.zeros(x.shape[0])
+        if self.forest is not None:
+            raw = self.forest.raw([preprocess(x) for preprocess, _, _ in self.folds])
+            for k, (_, _, calibrate) in enumerate(self.folds):
+                total += calibrate(raw[:, k])
+            return total / len(self.folds)
         for preprocess, estimator, calibrate in self.folds:
             total += calibrate(estimator(preprocess(x)))
         return total / len(self.folds)
@@ -251,6 +309,7 @@ def compile_churn(
     if list(model.classes_) != [0, 1]:
         raise NotCompilableError(f"expected classes [0, 1], got {list(model.classes_)}")
     folds = []
+    estimators = []
     for fold in model.calibrated_classifiers_:
         pipeline = fold.estimator
         if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
@@ -260,6 +319,7 @@ def compile_churn(
             raise NotCompilableError("expected a ColumnTransformer as the first pipeline step")
         if len(fold.calibrators) != 1:
             raise NotCompilableError("expected one calibrator per fold (binary)")
+        estimators.append(est)
         folds.append(
             (
                 _column_transformer(ct, feature_columns),
@@ -267,4 +327,7 @@ def compile_churn(
                 _calibrator(fold.calibrators[0]),
             )
         )
-    return FastChurnScorer(tuple(feature_columns), frozenset(numeric), tuple(folds))
+    forest = None
+    if all(isinstance(est, HistGradientBoostingClassifier) for est in estimators):
+        forest = Forest.of(estimators)
+    return FastChurnScorer(tuple(feature_columns), frozenset(numeric), tuple(folds), forest)

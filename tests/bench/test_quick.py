@@ -7,9 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from bench import run
 from bench.demo import parse_phases
+from bench.serving import TRIVIAL_BODY, TRIVIAL_PATH, bench_app
+from bench.stream import REDIS_URL as STREAM_REDIS
+from loopline.settings import Settings
+from tests.conftest import require_service
+from tests.ml.serving.fakes import FixedModels, churn_model, client_for, store  # noqa: F401
 
 RESULTS_MD = Path(run.__file__).parent / "RESULTS.md"
 
@@ -26,7 +32,7 @@ def quick(data_dir: Path, *skips: str) -> dict:
 
 
 def test_quick_validation_and_pit_check_equal_outputs_and_write_results(tmp_path):
-    results = quick(tmp_path, "drift", "ingest", "demo", "dbt")
+    results = quick(tmp_path, "drift", "ingest", "demo", "dbt", "stream")
     validation = results["validation"]
     # the three sides agreed on every check before the ratios (run_validation raises if not)
     assert validation["checks"] == sum(validation["checks_by_kind"].values()) > 50
@@ -52,7 +58,7 @@ def test_quick_validation_and_pit_check_equal_outputs_and_write_results(tmp_path
 
 
 def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
-    results = quick(tmp_path, "validation", "pit", "demo", "dbt")
+    results = quick(tmp_path, "validation", "pit", "demo", "dbt", "stream")
     drift = results["drift"]
     gaps = drift["verification"]
     assert gaps["ks_statistic_gap"] <= 1e-9 and gaps["chi2_gap"] <= 1e-9
@@ -69,9 +75,52 @@ def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
     assert "## Row 3: drift" in md and "## Row 4b: ingest" in md
 
 
+def test_quick_stream_lands_exactly_the_produced_events_on_both_paths(tmp_path):
+    """Row 5 through Redis db 11: every measurement checked the warehouse's event ids."""
+    require_service("Redis", "127.0.0.1", 6379)
+    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "demo", "dbt")
+    stream = results["stream"]
+    events = stream["config"]["events"]
+    for side in ("stream", "files"):
+        for one in stream[side]["runs"]:
+            assert one["verified"] == {"events": events, "rows": events}
+            assert one["events_per_s"] > 0 and one["peak_rss_mb"] > 0
+    warmup = stream["config"]["warmup_events"]
+    for kind in ("latency", "spike"):
+        measured = stream[kind]
+        assert measured["verified"]["events"] == warmup + measured["events"]
+        assert 0 < measured["latency_s"]["p50"] <= measured["latency_s"]["p99"]
+    spike = stream["spike"]
+    assert spike["spike_events"] > 0 and spike["drain_s"] >= 0
+    assert {c["row"] for c in results["checks"]} == {"stream"} and len(results["checks"]) == 3
+    assert "## Row 5: streaming" in (tmp_path / "results.md").read_text()
+    assert not list((tmp_path / "stream").iterdir()), "every run's folder is removed"
+    import redis
+
+    client = redis.Redis.from_url(STREAM_REDIS)
+    try:
+        assert not client.keys("loopline-bench:*"), "the bench's stream keys are deleted"
+    finally:
+        client.close()
+
+
+def test_the_bench_server_adds_the_constant_route_and_the_api_does_not_have_it(tmp_path, store):  # noqa: F811
+    """Row 0's ceiling: the constant route lives in the bench's app only, beside the real one."""
+    models = FixedModels(churn_model("2", ["minutes", "tickets"], "fsb"), None)
+    settings = Settings(data_dir=tmp_path)
+    bench = bench_app(settings, poll_seconds=60, store=store, models=models)
+    with TestClient(bench) as client:
+        constant = client.post(TRIVIAL_PATH, json={"user_id": 1})
+        assert constant.status_code == 200 and constant.json() == TRIVIAL_BODY
+        assert client.post("/v1/churn/score", json={"user_id": 1}).json()["model"]["version"] == "2"
+        assert TRIVIAL_PATH not in client.get("/openapi.json").json()["paths"]
+    with client_for(tmp_path, store, models) as client:
+        assert client.post(TRIVIAL_PATH, json={"user_id": 1}).status_code == 404
+
+
 @pytest.mark.slow
 def test_quick_loop_reports_phases_and_compares_incremental_with_full_refresh(tmp_path):
-    results = quick(tmp_path, "validation", "pit", "drift", "ingest")
+    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "stream")
     demo = results["demo"]
     names = [p["phase"] for p in demo["phases"]]
     assert {"simulate", "ingest", "build", "train", "demo"} <= set(names)
@@ -140,6 +189,7 @@ def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monke
     monkeypatch.setattr(bench.drift, "run_drift", broken)
     argv = ["--quick", "--data-dir", str(tmp_path), "--skip-serving", "--skip-batch"]
     skips = ["--skip-validation", "--skip-pit", "--skip-ingest", "--skip-demo", "--skip-dbt"]
+    skips.append("--skip-stream")
     assert run.main([*argv, *skips]) == 1
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}

@@ -94,3 +94,41 @@ def test_written_features_reach_the_online_store_the_api_reads(settings):
     assert history is not None
     assert json.loads(str(history.values["recent_shows"])) == ["sh_b", "sh_a"]
     assert history.feature_timestamp == datetime(2026, 3, 1, 10)
+
+
+def test_a_batch_read_in_one_go_gives_what_reading_it_line_by_line_gives():
+    """The Arrow read of a clean batch and the per-line parser agree, ties and offsets too;
+    a batch with a line Arrow would read differently is parsed line by line."""
+    from loopline.stream.features import _line_by_line, _parse_batch
+
+    lines = [
+        event(1, user=1, show="sh_a", session="s1", at="2026-03-01T09:00:00Z"),
+        event(2, user=1, show="sh_b", session="s1", at="2026-03-01T09:40:00.250Z"),
+        event(3, user=1, show="sh_c", session="s2", at="2026-03-01T15:10:00.250+05:30"),
+        event(4, user=2, show="sh_a", session="s9", at="2026-03-01T08:00:00"),
+        event(5, user=2, show="sh_d", session="s9", at="2026-03-01T08:00:00"),  # a tie
+        json.dumps(
+            {
+                "user_id": None,
+                "session_id": "s",
+                "show_id": "x",
+                "occurred_at": "2026-03-01T08:00:00Z",
+            }
+        ),
+        json.dumps({"event_id": "e7", "user_id": 7, "session_id": "s7", "show_id": "y"}),
+    ]
+    fast = _parse_batch(lines)
+    assert fast is not None
+    slow = _line_by_line(lines)
+    assert sorted(fast[0]) == sorted(slow[0]) and fast[1] == slow[1]
+    # 15:10:00.250+05:30 is 09:40:00.250 UTC: a tie with sh_b, and the later line wins
+    assert fast[1]["1"] == (datetime(2026, 3, 1, 9, 40, 0, 250000), "sh_c")
+    assert fast[1]["2"][1] == "sh_d"
+    assert "7" not in fast[1] and set(fast[1]) == {"1", "2"}
+    for odd in (
+        json.dumps({"user_id": 1.5, "session_id": "s", "show_id": "x", "occurred_at": "2026"}),
+        json.dumps({"user_id": 1, "session_id": "s", "show_id": "x", "occurred_at": "1 Mar"}),
+        '{"event_id": "e5", "user_id": 3, "sho',
+    ):
+        assert _parse_batch([*lines, odd]) is None
+    assert streaming_features({}, lines)[1].equals(streaming_features({}, [*lines, "{"])[1])
