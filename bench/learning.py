@@ -126,6 +126,65 @@ def truth_probabilities(settings: Settings, holdout: pd.DataFrame) -> np.ndarray
     return rows.merge(truth, on=["user_id", "as_of_date"], how="left")["p_churn_30d"].to_numpy()
 
 
+KEYS = ("user_id", "as_of_date")
+#: what the company sees of viewing: the columns an estimate of the latent engagement reads
+VIEWING_PREFIXES = (
+    "watch_", "sessions_", "active_days_", "observed_days_", "log_session_rate_",
+    "session_trend_", "days_since_last_view", "minutes_per_session_", "genre_days_",
+    "mobile_share_",
+)  # fmt: skip
+
+
+def observable_ceiling(
+    settings: Settings, train_part: pd.DataFrame, holdout: pd.DataFrame
+) -> float | None:
+    """ROC AUC on the holdout of the simulator's own hazard (its coefficients and its true
+    payments, tickets, price and tenure) with the latent engagement replaced by a linear
+    estimate from the viewing features, fitted on the training rows: what a model that
+    knew the true form could reach from what the company sees of engagement. Not a bound
+    (a better estimate of engagement would do better), a yardstick for the Bayes gap."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import roc_auc_score
+
+    from loopline.simulate import load_state
+    from loopline.simulate import model as sim
+    from ml.churn.train import LABEL
+
+    path = settings.sources_dir / "_truth" / "churn_truth.parquet"
+    state = load_state(settings)
+    if not path.exists() or state is None:
+        return None
+    truth = pd.read_parquet(path)
+    truth = truth.assign(
+        user_id=truth["user_id"].astype("int64"),
+        as_of_date=pd.Timestamp(state.config.start) + pd.to_timedelta(truth["day"], unit="D"),
+    ).drop(columns=["day", "p_churn_30d"])
+    truth = truth.rename(columns={c: f"true_{c}" for c in truth.columns if c not in KEYS})
+    columns = [c for c in holdout.columns if c.startswith(VIEWING_PREFIXES)]
+
+    def joined(rows: pd.DataFrame) -> pd.DataFrame:
+        keyed = rows.assign(
+            user_id=rows["user_id"].astype("int64"), as_of_date=pd.to_datetime(rows["as_of_date"])
+        )
+        return keyed.merge(truth, on=list(KEYS), how="inner")
+
+    train_rows, held = joined(train_part), joined(holdout)
+    if held.empty or held[LABEL].nunique() < 2:
+        return None
+    x_train = train_rows[columns].astype("float64").fillna(0.0)
+    estimate = LinearRegression().fit(x_train, train_rows["true_engagement"])
+    engagement = estimate.predict(held[columns].astype("float64").fillna(0.0))
+    eta = sim.churn_eta(
+        sim.BASE_COEFFICIENTS,
+        engagement,
+        held["true_failed_payment_30d"].to_numpy(),
+        held["true_ticket_30d"].to_numpy(),
+        held["true_price_usd"].to_numpy(),
+        held["true_tenure_days"].to_numpy(),
+    )
+    return float(roc_auc_score(held[LABEL].astype(int), eta))
+
+
 def measure(settings: Settings, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train as `loopline train` does (minus `exclude`d columns); judge on the holdout."""
     from sklearn.metrics import brier_score_loss, roc_auc_score
@@ -162,6 +221,9 @@ def measure(settings: Settings, exclude: tuple[str, ...] = ()) -> dict[str, Any]
         "ece": evaluation.ece,
         "bayes_brier": float(brier_score_loss(y[known], truth[known])) if known.any() else None,
         "truth_rows": int(known.sum()),
+        "observable_ceiling_auc": (
+            None if exclude else observable_ceiling(settings, fit.train_part, fit.holdout)
+        ),
         "seconds": seconds,
     }
 
@@ -213,22 +275,32 @@ def learning_body(d: dict[str, Any]) -> list[str]:
         "logreg and hist_gb grids on three time folds, sigmoid calibration). Bayes = ROC AUC "
         "of the simulator's true 30-day churn probabilities on the same holdout rows; "
         f"baseline = `{d['baseline']}` alone as the score; ECE over 10 equal-width bins; "
-        'Brier (truth) = the Brier score of the true probabilities, the floor. "Before" '
+        "Brier (truth) = the Brier score of the true probabilities, the floor. Ceiling = "
+        "`observable_ceiling`: the simulator's own hazard with its latent engagement replaced "
+        "by a linear estimate from the viewing features (fitted on the training rows), i.e. "
+        'what knowing the true form would reach from what the company sees. "Before" '
         "trains without the columns row 7 added ("
         + ", ".join(f"`{c}`" for c in ADDED_FEATURES)
         + ").",
         "",
         "| users | holdout rows (users) | churn rate | model | ROC AUC | Bayes | ratio | "
-        "baseline | Brier | Brier (truth) | ECE | before: ROC AUC (ratio, model) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "ceiling (ratio) | baseline | Brier | Brier (truth) | ECE | "
+        "before: ROC AUC (ratio, model) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in d["points"]:
         a, b = p["after"], p.get("before")
         was = f"{b['roc_auc']:.3f} ({_f(b['ratio'])}x, {b['estimator']})" if b else "not run"
+        ceiling = a.get("observable_ceiling_auc")
+        reach = (
+            f"{ceiling:.3f} ({ceiling / a['bayes_auc']:.3f}x)"
+            if ceiling is not None and a["bayes_auc"]
+            else "n/a"
+        )
         lines.append(
             f"| {p['users']:,} | {a['holdout_rows']:,} ({a['holdout_users']:,}) | "
             f"{a['positive_rate']:.3f} | {a['estimator']} | {a['roc_auc']:.3f} | "
-            f"{_f(a['bayes_auc'])} | {_f(a['ratio'])}x | {a['baseline_auc']:.3f} | "
+            f"{_f(a['bayes_auc'])} | {_f(a['ratio'])}x | {reach} | {a['baseline_auc']:.3f} | "
             f"{a['brier']:.4f} | {_f(a['bayes_brier'], 4)} | {a['ece']:.4f} | {was} |"
         )
     lines += [

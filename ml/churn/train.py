@@ -298,9 +298,10 @@ class ChurnFit:
     version_used: str
 
 
-def fit_churn(settings: Settings, config: ChurnConfig) -> ChurnFit:
-    """Read the training set, split, search, calibrate and evaluate on the holdout: the
-    steps of `train_churn` before MLflow (bench/learning.py measures exactly these)."""
+def churn_split(
+    settings: Settings, config: ChurnConfig
+) -> tuple[Any, pd.DataFrame, pd.DataFrame, str]:
+    """(training set, train part, holdout, feature-set version) as `train_churn` splits them."""
     from loopline.warehouse import reading
 
     with reading(settings) as con:
@@ -315,7 +316,13 @@ def fit_churn(settings: Settings, config: ChurnConfig) -> ChurnFit:
     train_part, holdout = split_by_time(
         frame, TIME, config.holdout_fraction, LABEL, config.train.entity, config.gap_days
     )
+    return training_set, train_part, holdout, version_used
 
+
+def fit_churn(settings: Settings, config: ChurnConfig) -> ChurnFit:
+    """Read the training set, split, search, calibrate and evaluate on the holdout: the
+    steps of `train_churn` before MLflow (bench/learning.py measures exactly these)."""
+    training_set, train_part, holdout, version_used = churn_split(settings, config)
     trained = train(train_part, LABEL, TIME, config.train)
     threshold = threshold_from_training(trained, train_part, config)
     y_holdout = holdout[LABEL].astype(int).to_numpy()

@@ -98,6 +98,7 @@ def test_quick_learning_curve_judges_the_model_against_the_truth_on_the_same_row
             0 <= measured["ece"] <= 1 and 0 <= measured["bayes_brier"] <= measured["brier"] + 0.05
         )
         assert 0 <= measured["baseline_auc"] <= 1
+    assert 0.5 < point["after"]["observable_ceiling_auc"] <= 1
     # "before" trains without the added columns, so on fewer features
     assert point["before"]["features"] < point["after"]["features"]
     assert {c["row"] for c in results["checks"]} == {"learning"}
