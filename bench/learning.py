@@ -99,9 +99,6 @@ def build_churn_mart(settings: Settings) -> None:
 #: the columns issue 14 row 7 added to fs_churn__user_daily; "before" trains without them
 ADDED_FEATURES = (
     "sessions_14d",
-    "sessions_90d",
-    "active_days_90d",
-    "observed_days_90d",
     "log_session_rate_7d",
     "log_session_rate_30d",
     "log_session_rate_90d",

@@ -145,7 +145,6 @@ windowed as (
         sum(viewing_sessions) over last_30d as sessions_30d,
         sum(viewing_sessions) over last_90d as sessions_90d,
         count(*) filter (where viewing_sessions > 0) over last_30d as active_days_30d,
-        count(*) filter (where viewing_sessions > 0) over last_90d as active_days_90d,
         -- the subscribed days each window holds: fewer than its length for new users and
         -- near the start of the data, so rates divide by these
         count(*) over last_7d as observed_days_7d,
@@ -264,10 +263,10 @@ final as (
         windowed.sessions_7d::bigint as sessions_7d,
         windowed.sessions_14d::bigint as sessions_14d,
         windowed.sessions_30d::bigint as sessions_30d,
-        windowed.sessions_90d::bigint as sessions_90d,
         windowed.active_days_30d::bigint as active_days_30d,
-        windowed.active_days_90d::bigint as active_days_90d,
-        windowed.observed_days_90d::bigint as observed_days_90d,
+        -- no raw 90-day counts or window lengths: where the data is younger than 90 days they
+        -- follow the calendar (how far into the data a row is), which a model learns and
+        -- the later days it scores do not share (bench row 7 measured it); rates do not
         -- how often a user starts a session grows exponentially with how engaged they are, so
         -- the log of the daily rate is linear in it: a short window follows the recent wander,
         -- the long one the lasting level (half a session of prior keeps the log finite)
