@@ -9,7 +9,8 @@ bench/fixture.py), validation (bench/validation.py), the point-in-time builder
 (bench/pit.py), drift (bench/drift.py), ingest (bench/ingest.py), streaming from Redis
 (bench/stream.py; needs the Redis at 127.0.0.1:6379, db 11), the whole loop
 (`loopline demo`, bench/demo.py) and, on the folder the demo filled, dbt's incremental build
-against a full refresh (bench/dbt_build.py). Numbers are measured, never asserted: each
+against a full refresh (bench/dbt_build.py), and the churn model's learning curve against
+the simulator's truth (bench/learning.py). Numbers are measured, never asserted: each
 target is reported as a ratio and pass/fail in ``data/bench/results.json`` and
 ``data/bench/results.md``. A full (not ``--quick``) run rewrites bench/RESULTS.md; the
 sections of rows it skipped are kept from the previous file, each with its own date line.
@@ -37,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.fixture import DEFAULT_DATA_DIR, REPO
+from bench.learning import learning_body
 from bench.pit import pit_body
 from bench.serving import serving_lines
 from bench.stream import stream_body, stream_checks
@@ -184,6 +186,13 @@ def checks(results: dict[str, Any]) -> list[Check]:
     stream = results.get("stream")
     if stream:
         out += stream_checks(stream)
+    learning = results.get("learning")
+    if learning:
+        largest = learning["points"][-1]
+        ratio = largest["after"]["ratio"]
+        if ratio is not None:
+            name = f"churn ROC AUC / Bayes at {largest['users']:,} users"
+            out.append(Check(name, ratio, learning["target_ratio"], "x", True, "learning"))
     demo = results.get("demo")
     if demo:
         scale = demo["scale"]
@@ -263,6 +272,7 @@ ROWS = {
     "dbt": "Row 4: dbt incremental build vs full refresh",
     "stream": "Row 5: streaming, `loopline stream` from Redis Streams vs the file-drop path",
     "demo": "Row 6: the whole loop, `loopline demo`",
+    "learning": "Row 7: churn model quality against the truth, a learning curve",
 }
 _ROW_KEYS = {"scoring": ("serving", "batch")}
 _BEGIN = "<!-- bench row: {} -->"
@@ -572,6 +582,7 @@ SECTION_BODIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "dbt": _dbt_body,
     "stream": lambda results: stream_body(results["stream"]),
     "demo": _demo_body,
+    "learning": lambda results: learning_body(results["learning"]),
 }
 
 
@@ -610,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         "dbt",
         "demo",
         "stream",
+        "learning",
     ):
         parser.add_argument(f"--skip-{row}", action="store_true")
     parser.add_argument(
@@ -631,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
         "--wide-rows",
         type=int,
         help="rows a side of the 1,000-feature drift run (default 200,000; quick 2,000; 0: skip)",
+    )
+    parser.add_argument(
+        "--learning-sizes",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        help="users of each company of the learning row (default 1500,5000,25000; quick 300)",
     )
     args = parser.parse_args(argv)
 
@@ -708,6 +725,17 @@ def main(argv: list[str] | None = None) -> int:
         _row(results, "stream", lambda: {"stream": run_stream(data_dir / "stream", config, say)})
     if not (args.skip_demo and args.skip_dbt):
         _loop(results, args, data_dir, runs, say)
+    if not args.skip_learning:
+        from bench import learning
+
+        sizes = args.learning_sizes or (learning.QUICK_SIZES if args.quick else learning.FULL_SIZES)
+        days = learning.QUICK_DAYS if args.quick else learning.DAYS
+        root = data_dir / "learning"
+        _row(
+            results,
+            "learning",
+            lambda: {"learning": learning.run_learning(root, sizes, days, say, args.rebuild)},
+        )
     results["loadavg_after"] = _load()
     results["elapsed_s"] = time.perf_counter() - started
     written = write_results(results, args)

@@ -283,10 +283,25 @@ def train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
         return _train_churn(settings, config)
 
 
-def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
-    import mlflow
-    from mlflow.models import infer_signature
+@dataclass(frozen=True, eq=False)
+class ChurnFit:
+    """A trained and calibrated churn model judged on its holdout, before anything is logged."""
 
+    training_set: Any  # ml.features.training_sets.TrainingSet
+    train_part: pd.DataFrame
+    holdout: pd.DataFrame
+    trained: TrainedModel
+    threshold: float
+    proba: np.ndarray  # calibrated churn probabilities of the holdout rows
+    evaluation: Evaluation
+    bayes_auc: float | None
+    version_used: str
+
+
+def churn_split(
+    settings: Settings, config: ChurnConfig
+) -> tuple[Any, pd.DataFrame, pd.DataFrame, str]:
+    """(training set, train part, holdout, feature-set version) as `train_churn` splits them."""
     from loopline.warehouse import reading
 
     with reading(settings) as con:
@@ -301,18 +316,43 @@ def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
     train_part, holdout = split_by_time(
         frame, TIME, config.holdout_fraction, LABEL, config.train.entity, config.gap_days
     )
+    return training_set, train_part, holdout, version_used
 
+
+def fit_churn(settings: Settings, config: ChurnConfig) -> ChurnFit:
+    """Read the training set, split, search, calibrate and evaluate on the holdout: the
+    steps of `train_churn` before MLflow (bench/learning.py measures exactly these)."""
+    training_set, train_part, holdout, version_used = churn_split(settings, config)
     trained = train(train_part, LABEL, TIME, config.train)
     threshold = threshold_from_training(trained, train_part, config)
     y_holdout = holdout[LABEL].astype(int).to_numpy()
     proba = trained.predict_proba(holdout)
-    evaluation = evaluate(y_holdout, proba, threshold)
+    return ChurnFit(
+        training_set=training_set,
+        train_part=train_part,
+        holdout=holdout,
+        trained=trained,
+        threshold=threshold,
+        proba=proba,
+        evaluation=evaluate(y_holdout, proba, threshold),
+        bayes_auc=bayes_auc_on(settings, holdout),
+        version_used=version_used,
+    )
+
+
+def _train_churn(settings: Settings, config: ChurnConfig) -> ChurnOutcome:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    fit = fit_churn(settings, config)
+    training_set, holdout, trained = fit.training_set, fit.holdout, fit.trained
+    threshold, evaluation, bayes_auc = fit.threshold, fit.evaluation, fit.bayes_auc
+    version_used = fit.version_used
     gate = quality_gate(evaluation, config.policy.gate)
     sample = holdout.sample(min(len(holdout), config.importance_rows), random_state=0)
     importance = permutation_importance_table(
         trained.model, sample[trained.feature_columns], sample[LABEL].astype(int)
     )
-    bayes_auc = bayes_auc_on(settings, holdout)
 
     manifest = settings.data_dir / "dbt" / "target"
     lineage = training_set.lineage(

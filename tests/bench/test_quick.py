@@ -32,7 +32,7 @@ def quick(data_dir: Path, *skips: str) -> dict:
 
 
 def test_quick_validation_and_pit_check_equal_outputs_and_write_results(tmp_path):
-    results = quick(tmp_path, "drift", "ingest", "demo", "dbt", "stream")
+    results = quick(tmp_path, "drift", "ingest", "demo", "dbt", "stream", "learning")
     validation = results["validation"]
     # the three sides agreed on every check before the ratios (run_validation raises if not)
     assert validation["checks"] == sum(validation["checks_by_kind"].values()) > 50
@@ -58,7 +58,7 @@ def test_quick_validation_and_pit_check_equal_outputs_and_write_results(tmp_path
 
 
 def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
-    results = quick(tmp_path, "validation", "pit", "demo", "dbt", "stream")
+    results = quick(tmp_path, "validation", "pit", "demo", "dbt", "stream", "learning")
     drift = results["drift"]
     gaps = drift["verification"]
     assert gaps["ks_statistic_gap"] <= 1e-9 and gaps["chi2_gap"] <= 1e-9
@@ -78,7 +78,7 @@ def test_quick_drift_and_ingest_check_equal_outputs_and_write_results(tmp_path):
 def test_quick_stream_lands_exactly_the_produced_events_on_both_paths(tmp_path):
     """Row 5 through Redis db 11: every measurement checked the warehouse's event ids."""
     require_service("Redis", "127.0.0.1", 6379)
-    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "demo", "dbt")
+    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "demo", "dbt", "learning")
     stream = results["stream"]
     events = stream["config"]["events"]
     for side in ("stream", "files"):
@@ -120,7 +120,7 @@ def test_the_bench_server_adds_the_constant_route_and_the_api_does_not_have_it(t
 
 @pytest.mark.slow
 def test_quick_loop_reports_phases_and_compares_incremental_with_full_refresh(tmp_path):
-    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "stream")
+    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "stream", "learning")
     demo = results["demo"]
     names = [p["phase"] for p in demo["phases"]]
     assert {"simulate", "ingest", "build", "train", "demo"} <= set(names)
@@ -131,6 +131,29 @@ def test_quick_loop_reports_phases_and_compares_incremental_with_full_refresh(tm
     # a ratio only over equal outputs
     assert ("ratio" in dbt) == dbt["equal"]
     assert not list(tmp_path.glob("loop-*")), "the demo's temporary folder is removed"
+
+
+def test_quick_learning_curve_judges_the_model_against_the_truth_on_the_same_rows(tmp_path):
+    results = quick(tmp_path, "validation", "pit", "drift", "ingest", "demo", "dbt", "stream")
+    (point,) = results["learning"]["points"]
+    assert point["users"] == 300
+    for side in ("after", "before"):
+        measured = point[side]
+        # every holdout row has its true probability, and the truth beats a coin and the model
+        assert measured["truth_rows"] == measured["holdout_rows"] > 0
+        assert 0.5 < measured["bayes_auc"] <= 1 and 0 <= measured["roc_auc"] <= 1
+        assert measured["ratio"] == measured["roc_auc"] / measured["bayes_auc"]
+        assert (
+            0 <= measured["ece"] <= 1 and 0 <= measured["bayes_brier"] <= measured["brier"] + 0.05
+        )
+        assert 0 <= measured["baseline_auc"] <= 1
+    assert 0.5 < point["after"]["observable_ceiling_auc"] <= 1
+    # "before" trains without the added columns, so on fewer features
+    assert point["before"]["features"] < point["after"]["features"]
+    assert {c["row"] for c in results["checks"]} == {"learning"}
+    md = (tmp_path / "results.md").read_text()
+    assert "## Row 7: churn model quality" in md and "| 300 |" in md
+    assert (tmp_path / "learning" / "learning-u300-d75" / "ingested.json").exists()
 
 
 def test_phase_lines_are_parsed_with_their_seconds():
@@ -190,6 +213,7 @@ def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monke
     argv = ["--quick", "--data-dir", str(tmp_path), "--skip-serving", "--skip-batch"]
     skips = ["--skip-validation", "--skip-pit", "--skip-ingest", "--skip-demo", "--skip-dbt"]
     skips.append("--skip-stream")
+    skips.append("--skip-learning")
     assert run.main([*argv, *skips]) == 1
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -326,3 +326,75 @@ def test_user_histories_hold_each_viewers_recent_shows_newest_first(built_wareho
         check_dtype=False,
     )
     assert expected["recent_shows"].map(len).max() > 3  # histories of several shows
+
+
+def change_prices_at_source(settings: Settings, changed_at: datetime, extra_minor: int) -> None:
+    """The OLTP source raises every list price in place, as the simulator's price rise does."""
+    import duckdb
+
+    from loopline.warehouse import attach_source
+
+    con = duckdb.connect()
+    try:
+        attach_source(con, settings.resolved_source_db_url)
+        con.execute(
+            "update src.plan_prices set monthly_price_minor = monthly_price_minor + ?, "
+            "updated_at = ?",
+            [extra_minor, changed_at],
+        )
+    finally:
+        con.close()
+
+
+def test_a_price_change_keeps_the_old_price_on_earlier_days_through_a_full_refresh(
+    built_warehouse, tmp_path
+):
+    """plan_price_usd is point in time: the price valid when each as-of day closed, from the
+    SCD2 snapshot of the prices, so a full refresh after a change does not rewrite history."""
+    from loopline.ingest.oltp import load_oltp
+    from loopline.warehouse import writing
+
+    source, _ = built_warehouse
+    settings = copy_company(source, tmp_path / "data")
+    ((first_day, last_day),) = query(
+        settings, f"select min(as_of_date), max(as_of_date) from {FEATURES}"
+    )
+    old_prices = dict(
+        query(
+            settings,
+            "select plan_id, monthly_price_usd from staging.stg_oltp__plan_prices "
+            "where currency = 'USD'",
+        )
+    )
+    change_day = first_day + (last_day - first_day) // 2
+    change_prices_at_source(
+        settings, datetime.combine(change_day, datetime.min.time()) + timedelta(hours=6), 100
+    )
+    with writing(settings) as con:  # the next ingest sees the table changed and copies it
+        assert load_oltp(con, settings.resolved_source_db_url, "price-change")["plan_prices"]
+    run_dbt(
+        settings,
+        ["build", "--full-refresh", "--select", "snap_oltp__plan_prices fs_churn__user_daily",
+         "--exclude-resource-type", "test"],
+    )  # fmt: skip
+    prices = frame(
+        settings,
+        f"""
+        select
+            features.as_of_date >= '{change_day}'::date as after_change,
+            plans.plan_id,
+            min(features.plan_price_usd) as low,
+            max(features.plan_price_usd) as high,
+            count(*) as n
+        from {FEATURES} as features
+        inner join staging.stg_oltp__plans as plans using (plan_name)
+        group by all
+        """,
+    )
+    assert set(prices["after_change"]) == {True, False}
+    assert (prices["n"] > 0).all() and (prices["low"] == prices["high"]).all()
+    for row in prices.itertuples():
+        expected = float(old_prices[row.plan_id]) + (1.0 if row.after_change else 0.0)
+        assert row.low == pytest.approx(expected), (row.plan_id, row.after_change)
+    ((unpriced,),) = query(settings, f"select count(*) - count(plan_price_usd) from {FEATURES}")
+    assert unpriced == 0

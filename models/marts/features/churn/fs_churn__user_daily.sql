@@ -37,9 +37,16 @@ subscription_periods as (
 
 ),
 
-plan_prices as (
+price_history as (
 
-    select * from {{ ref('stg_oltp__plan_prices') }}
+    -- SCD2: one row per list price and the period it was valid in
+    select * from {{ ref('snap_oltp__plan_prices') }}
+
+),
+
+currencies as (
+
+    select * from {{ ref('currencies') }}
 
 ),
 
@@ -134,8 +141,15 @@ windowed as (
         sum(watched_seconds) over last_14d / 60.0 as watch_minutes_14d,
         sum(watched_seconds) over last_30d / 60.0 as watch_minutes_30d,
         sum(viewing_sessions) over last_7d as sessions_7d,
+        sum(viewing_sessions) over last_14d as sessions_14d,
         sum(viewing_sessions) over last_30d as sessions_30d,
+        sum(viewing_sessions) over last_90d as sessions_90d,
         count(*) filter (where viewing_sessions > 0) over last_30d as active_days_30d,
+        -- the subscribed days each window holds: fewer than its length for new users and
+        -- near the start of the data, so rates divide by these
+        count(*) over last_7d as observed_days_7d,
+        count(*) over last_30d as observed_days_30d,
+        count(*) over last_90d as observed_days_90d,
         max(case when viewing_sessions > 0 then as_of_date end) over to_date as last_viewed_date,
         sum(mobile_sessions) over last_30d as mobile_sessions_30d,
         sum(distinct_genres) over last_30d as genre_days_30d,
@@ -168,27 +182,66 @@ windowed as (
 
 plan_on_day as (
 
-    -- the plan in force on the as-of day; before the first recorded period, the earliest
+    -- the plan in force when the as-of day closed (the instant the features describe);
+    -- before the first recorded period, the earliest
     select
         windowed.user_id,
         windowed.as_of_date,
-        arg_min(
-            subscription_periods.plan_id,
-            case
-                when
-                    windowed.as_of_date::timestamp >= subscription_periods.valid_from
-                    and (
-                        subscription_periods.valid_to is null
-                        or windowed.as_of_date::timestamp < subscription_periods.valid_to
-                    )
-                    then 0
-                else 1
-            end * 100000000 + epoch(subscription_periods.valid_from)
-        ) as plan_id
+        subscription_periods.plan_id
     from windowed
     inner join subscription_periods on windowed.user_id = subscription_periods.user_id
     where windowed.as_of_date >= (select build_from.first_day from build_from)
-    group by windowed.user_id, windowed.as_of_date
+    qualify row_number() over (
+        partition by windowed.user_id, windowed.as_of_date
+        order by
+            (
+                subscription_periods.valid_from < windowed.as_of_date + interval 1 day
+                and coalesce(subscription_periods.valid_to >= windowed.as_of_date + interval 1 day, true)
+            ) desc,
+            subscription_periods.valid_from
+    ) = 1
+
+),
+
+usd_prices as (
+
+    -- the USD list prices of every period, converted as stg_oltp__plan_prices converts them
+    select
+        price_history.plan_id,
+        {{ minor_to_usd(
+            'price_history.monthly_price_minor', 'currencies.minor_exponent', 'currencies.usd_per_unit'
+        ) }} as monthly_price_usd,
+        price_history.dbt_valid_from as valid_from,
+        price_history.dbt_valid_to as valid_to
+    from price_history
+    left join currencies on price_history.currency = currencies.currency
+    where price_history.currency = 'USD'
+
+),
+
+price_on_day as (
+
+    -- the list price valid when the as-of day closed, point in time: a price change keeps the
+    -- old price on the days before it, through a full refresh too (periods do not overlap, so
+    -- at most one is in force); before the first price the snapshot knows, the earliest
+    select
+        plan_days.plan_id,
+        plan_days.as_of_date,
+        coalesce(
+            any_value(usd_prices.monthly_price_usd) filter (
+                where usd_prices.valid_from < plan_days.as_of_date + interval 1 day
+                and coalesce(usd_prices.valid_to >= plan_days.as_of_date + interval 1 day, true)
+            ),
+            arg_min(usd_prices.monthly_price_usd, usd_prices.valid_from)
+        ) as monthly_price_usd
+    from (
+        select distinct
+            plan_id,
+            as_of_date
+        from plan_on_day
+    ) as plan_days
+    inner join usd_prices on plan_days.plan_id = usd_prices.plan_id
+    group by plan_days.plan_id, plan_days.as_of_date
 
 ),
 
@@ -208,8 +261,23 @@ final as (
         windowed.watch_minutes_14d::double as watch_minutes_14d,
         windowed.watch_minutes_30d::double as watch_minutes_30d,
         windowed.sessions_7d::bigint as sessions_7d,
+        windowed.sessions_14d::bigint as sessions_14d,
         windowed.sessions_30d::bigint as sessions_30d,
         windowed.active_days_30d::bigint as active_days_30d,
+        -- no raw 90-day counts or window lengths: where the data is younger than 90 days they
+        -- follow the calendar (how far into the data a row is), which a model learns and
+        -- the later days it scores do not share (bench row 7 measured it); rates do not
+        -- how often a user starts a session grows exponentially with how engaged they are, so
+        -- the log of the daily rate is linear in it: a short window follows the recent wander,
+        -- the long one the lasting level (half a session of prior keeps the log finite)
+        ln((windowed.sessions_7d + 0.5) / windowed.observed_days_7d)::double as log_session_rate_7d,
+        ln((windowed.sessions_30d + 0.5) / windowed.observed_days_30d)::double as log_session_rate_30d,
+        ln((windowed.sessions_90d + 0.5) / windowed.observed_days_90d)::double as log_session_rate_90d,
+        -- the last week against the last 90 days, in log rates (> 0: watching more lately)
+        (
+            ln((windowed.sessions_7d + 0.5) / windowed.observed_days_7d)
+            - ln((windowed.sessions_90d + 0.5) / windowed.observed_days_90d)
+        )::double as session_trend_7d_90d,
         (windowed.as_of_date - coalesce(windowed.last_viewed_date, windowed.signup_at::date))::integer
             as days_since_last_view,
         -- this week against the week before, in [-1, 1]
@@ -231,8 +299,10 @@ final as (
         windowed.playback_tickets_30d::bigint as playback_tickets_30d,
         -- account
         plans.plan_name::varchar as plan_name,
-        plan_prices.monthly_price_usd::double as plan_price_usd,
+        price_on_day.monthly_price_usd::double as plan_price_usd,
         (windowed.as_of_date - windowed.signup_at::date)::integer as tenure_days,
+        -- the hazard falls with the log of tenure in months
+        ln(1 + (windowed.as_of_date - windowed.signup_at::date) / 30.0)::double as log_tenure_months,
         windowed.age_band_at_signup::varchar as age_band,
         windowed.country::varchar as country,
         windowed.acquisition_channel::varchar as acquisition_channel
@@ -243,10 +313,10 @@ final as (
             windowed.user_id = plan_on_day.user_id
             and windowed.as_of_date = plan_on_day.as_of_date
     left join plans on plan_on_day.plan_id = plans.plan_id
-    left join plan_prices
+    left join price_on_day
         on
-            plan_on_day.plan_id = plan_prices.plan_id
-            and plan_prices.currency = 'USD'
+            plan_on_day.plan_id = price_on_day.plan_id
+            and windowed.as_of_date = price_on_day.as_of_date
     where windowed.as_of_date >= (select build_from.first_day from build_from)
 
 )
