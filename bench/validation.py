@@ -21,7 +21,7 @@ range or a value set, duplicated keys and the rows carrying them). Type checks c
 verdict only (GX reports the type in each engine's own names).
 
 The table (seeded, made here, not in the repo): one row per user and day in the contract's
-29 columns, two registered feature-set versions, and a bad day's faults so that both
+35 columns, two registered feature-set versions, and a bad day's faults so that both
 verdicts occur: three duplicated rows (both uniqueness checks fail), five shares above 1 (a
 range fails), and a quarter of the users inactive, so the per-session columns are null more
 often than the null-rate policy allows (warnings).
@@ -63,8 +63,13 @@ TYPES = {  # the contract (models/marts/features/_features__models.yml)
     "watch_minutes_14d": "double",
     "watch_minutes_30d": "double",
     "sessions_7d": "bigint",
+    "sessions_14d": "bigint",
     "sessions_30d": "bigint",
     "active_days_30d": "bigint",
+    "log_session_rate_7d": "double",
+    "log_session_rate_30d": "double",
+    "log_session_rate_90d": "double",
+    "session_trend_7d_90d": "double",
     "days_since_last_view": "integer",
     "watch_trend_7d": "double",
     "minutes_per_session_30d": "double",
@@ -80,6 +85,7 @@ TYPES = {  # the contract (models/marts/features/_features__models.yml)
     "plan_name": "varchar",
     "plan_price_usd": "double",
     "tenure_days": "integer",
+    "log_tenure_months": "double",
     "age_band": "varchar",
     "country": "varchar",
     "acquisition_channel": "varchar",
@@ -102,6 +108,10 @@ def feature_table(users: int, days: int, seed: int = 1) -> dict[str, np.ndarray]
     lag = rng.integers(60_000_000, 6 * 3_600_000_000, rows).astype("timedelta64[us]")
     sessions_30 = np.where(active, rng.poisson(14.0, rows), 0)
     sessions_7 = np.minimum(np.where(active, rng.poisson(3.5, rows), 0), sessions_30)
+    sessions_14 = np.minimum(sessions_7 + np.where(active, rng.poisson(3.5, rows), 0), sessions_30)
+    rate_7 = np.log((sessions_7 + 0.5) / 7)
+    rate_30 = np.log((sessions_30 + 0.5) / 30)
+    rate_90 = np.log((sessions_30 * rng.uniform(2.5, 3.5, rows) + 0.5) / 90)
     minutes_30 = np.where(sessions_30 > 0, rng.gamma(2.0, 22.0, rows) * sessions_30, 0.0)
     minutes_14 = minutes_30 * rng.uniform(0.3, 0.6, rows)
     minutes_7 = minutes_14 * rng.uniform(0.3, 0.7, rows)
@@ -124,8 +134,13 @@ def feature_table(users: int, days: int, seed: int = 1) -> dict[str, np.ndarray]
         "watch_minutes_14d": minutes_14,
         "watch_minutes_30d": minutes_30,
         "sessions_7d": sessions_7,
+        "sessions_14d": sessions_14,
         "sessions_30d": sessions_30,
         "active_days_30d": np.minimum(sessions_30, rng.integers(0, 31, rows)),
+        "log_session_rate_7d": rate_7,
+        "log_session_rate_30d": rate_30,
+        "log_session_rate_90d": rate_90,
+        "session_trend_7d_90d": rate_7 - rate_90,
         "days_since_last_view": np.where(
             active, rng.integers(0, 8, rows), rng.integers(8, 90, rows)
         ),
@@ -143,6 +158,7 @@ def feature_table(users: int, days: int, seed: int = 1) -> dict[str, np.ndarray]
         "plan_name": plan,
         "plan_price_usd": np.vectorize(PLANS.get, otypes=[float])(plan),
         "tenure_days": np.tile(signup, days) + day,
+        "log_tenure_months": np.log1p((np.tile(signup, days) + day) / 30),
         "age_band": np.tile(
             rng.choice(np.array(["18-24", "25-34", "35-49", "50+"], dtype=object), users), days
         ),
@@ -306,6 +322,7 @@ NON_NEGATIVE = (
     "watch_minutes_14d",
     "watch_minutes_30d",
     "sessions_7d",
+    "sessions_14d",
     "sessions_30d",
     "failed_payments_30d",
     "failed_payments_90d",
@@ -319,6 +336,7 @@ NON_NEGATIVE = (
     "genre_days_30d",
     "plan_price_usd",
     "tenure_days",
+    "log_tenure_months",
 )
 RANGES = {"active_days_30d": (0, 30), "mobile_share_30d": (0, 1), "watch_trend_7d": (-1, 1)}
 KEYS = (

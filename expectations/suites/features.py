@@ -173,6 +173,7 @@ def fs_churn__user_daily(relation: DeclaredRelation, ctx: BuildContext) -> list[
                     "genre_days_30d",
                     "plan_price_usd",
                     "tenure_days",
+                    "log_tenure_months",
                 ]
             ),
             between("active_days_30d", 0, 30, "days with a session among the last 30"),
