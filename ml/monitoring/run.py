@@ -284,32 +284,43 @@ def _plots(
     return [distribution_plot(reference[n], current[n], n, out) for n in names]
 
 
-def _prediction_reference(reference: ChampionReference, config: MonitoringConfig) -> pd.DataFrame:
-    """The champion's scores on its holdout rows that found a feature row, one per user
-    drawn as the current window is (`snapshot_sample`)."""
+def _holdout_scored(reference: ChampionReference) -> pd.DataFrame:
+    """The champion's holdout rows with its scores (`PREDICTION`): the model is loaded and
+    run once for both the prediction reference and the holdout metrics."""
     from ml.registry import load_sklearn_version
 
+    holdout = reference.holdout
+    if holdout.empty:
+        return holdout.assign(**{PREDICTION: pd.Series(dtype=float)})
     model = load_sklearn_version(reference.model_name, reference.version)
-    found = reference.holdout[reference.feature_columns].notna().any(axis=1)
-    holdout = snapshot_sample(
-        reference.holdout[found], "as_of_date", config.drift.entity, config.drift.window_days,
+    scores = model.predict_proba(holdout[reference.feature_columns])[:, 1]
+    return holdout.assign(**{PREDICTION: scores})
+
+
+def _prediction_reference(
+    scored: pd.DataFrame, reference: ChampionReference, config: MonitoringConfig
+) -> pd.DataFrame:
+    """The champion's scores on its holdout rows that found a feature row, one per user
+    drawn as the current window is (`snapshot_sample`)."""
+    found = scored[reference.feature_columns].notna().any(axis=1)
+    sample = snapshot_sample(
+        scored[found], "as_of_date", config.drift.entity, config.drift.window_days,
         config.drift.sample_seed,
     )  # fmt: skip
-    return pd.DataFrame({PREDICTION: model.predict_proba(holdout[reference.feature_columns])[:, 1]})
+    return sample[[PREDICTION]]
 
 
-def _holdout_metrics(reference: ChampionReference) -> dict[str, float]:
+def _holdout_metrics(scored: pd.DataFrame, reference: ChampionReference) -> dict[str, float]:
     """The champion's churn metrics on its own holdout rows (as at training), computed as a
     monitoring window's are (`churn_metrics`): what its rules are held against."""
     from ml.churn.train import LABEL
-    from ml.registry import load_sklearn_version
 
-    rows = reference.holdout.dropna(subset=[LABEL])
+    rows = scored.dropna(subset=[LABEL])
     if rows.empty:
         return {}
-    model = load_sklearn_version(reference.model_name, reference.version)
-    scores = model.predict_proba(rows[reference.feature_columns])[:, 1]
-    return churn_metrics(rows[LABEL].astype(int).to_numpy(), scores, reference.threshold)
+    return churn_metrics(
+        rows[LABEL].astype(int).to_numpy(), rows[PREDICTION].to_numpy(), reference.threshold
+    )
 
 
 def _served(settings: Settings, reference: ChampionReference, config: MonitoringConfig,
@@ -397,6 +408,7 @@ def measure(
 
     drift: dict[str, DriftCheck] = {}
     suite = None
+    scored = _holdout_scored(reference) if reference is not None else None
     if reference is not None and len(cur_rows):
         columns = reference.feature_columns
         unfilled = unfilled_windows(
@@ -415,8 +427,8 @@ def measure(
             notes.append(f"{len(served)} served requests of v{reference.version} in the window: "
                          f"fewer than {config.drift.min_served_rows}, not compared")  # fmt: skip
         suite = _monitoring_suite(settings, ref_rows, cur_rows, columns, config, run_id, window)
-        if len(scores):
-            ref_scores = _prediction_reference(reference, config)
+        if len(scores) and scored is not None:
+            ref_scores = _prediction_reference(scored, reference, config)
             drift[PREDICTIONS] = compare(ref_scores, scores, [PREDICTION], config.drift)
         else:
             notes.append(f"no predictions of v{reference.version} yet: prediction drift skipped")
@@ -438,7 +450,7 @@ def measure(
         run_id, version, drift, performance, data_quality, None,
         settings.reports_dir / "monitoring" / run_id / "report.html", None, window, notes, suite,
     )  # fmt: skip
-    holdout = _holdout_metrics(reference) if reference is not None else None
+    holdout = _holdout_metrics(scored, reference) if scored is not None and reference else None
     failed = failures(performance, "churn", version) if len(performance) else performance
     for _, row in failed[standing(failed, holdout, config.retrain.standing_tolerance)].iterrows():
         notes.append(
