@@ -219,3 +219,40 @@ def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monke
     assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}
     assert "drift" not in results and results["checks"] == []
     assert "Row 3 failed" in (tmp_path / "results.md").read_text()
+
+
+def _dbt_result(scale: str, incremental_s: float, full_s: float, **extra) -> dict:
+    return {
+        "scale": scale,
+        "one_more_day": "simulated 1 day",
+        "ingest_s": 3.0,
+        "noop": {"runs": 5, "median_s": 10.0, "peak_rss_mb": 200.0},
+        "incremental": {"seconds": incremental_s, "peak_rss_mb": 400.0},
+        "full_refresh": {"seconds": full_s, "peak_rss_mb": 900.0},
+        "models": {"features.fs_x": {"rows": 10, "checksum": "1"}},
+        "equal": True,
+        "different": {},
+        "ratio": incremental_s / full_s,
+        "ratio_without_startup": (incremental_s - 10) / (full_s - 10),
+        "node_seconds": {"incremental": [("model.a", 1.0)], "full_refresh": [("model.a", 5.0)]},
+        **extra,
+    }
+
+
+def test_the_dbt_target_is_judged_at_the_large_scale_and_the_demo_scale_is_reported_beside():
+    base = {"date": "now", "quick": False, "machine": run.machine(), "loadavg": {"dbt": [[0], [0]]}}
+    demo = _dbt_result("demo", 54.0, 130.0)
+    large = _dbt_result(
+        "large",
+        60.0,
+        900.0,
+        prepared={"steps_s": {"simulate": 100.0}, "simulated": "180 days", "reused": True},
+    )
+    both = run.checks({**base, "dbt": demo, "dbt_large": large})
+    assert [(c.name, c.passed) for c in both] == [("dbt: incremental / full refresh (large)", True)]
+    # without the large company the demo scale is what is judged (and fails here)
+    (alone,) = run.checks({**base, "dbt": demo})
+    assert alone.name.endswith("(demo)") and not alone.passed
+    md = run.markdown({**base, "dbt": demo, "dbt_large": large, "checks": []})
+    assert md.index("### At `--scale large`") < md.index("### At `--scale demo`")
+    assert "reused from an earlier run" in md and "On the folder the demo row filled" in md
