@@ -53,11 +53,11 @@ def prepare_company(folder: Path, scale: str, rebuild: bool, say: Any) -> dict[s
     simulated = ""
     for step, args in (
         ("simulate", ("simulate", "--scale", scale, "--quiet")),
-        ("ingest", ("ingest", "--quiet")),
+        ("ingest", ()),
         ("build", ("build",)),
     ):
         say(f"dbt: {step} the {scale} company in {folder}")
-        finished = _loopline(folder, *args)
+        finished = _ingest(folder) if step == "ingest" else _loopline(folder, *args)
         steps[step] = finished.seconds
         if step == "simulate" and finished.stdout.strip():
             simulated = finished.stdout.strip().splitlines()[0]
@@ -68,6 +68,15 @@ def prepare_company(folder: Path, scale: str, rebuild: bool, say: Any) -> dict[s
 
 def _loopline(data_dir: Path, *args: str) -> Finished:
     return run_sampled([loopline_command(), *args], env=clean_env(data_dir), cwd=REPO).check()
+
+
+def _ingest(data_dir: Path) -> Finished:
+    """`loopline ingest` with the simulated catalogue vendor answering, as the demo wires it."""
+    from loopline.simulate.run import catalogue_dir
+    from loopline.simulate.vendor_api import CatalogueServer
+
+    with CatalogueServer(catalogue_dir(bench_settings(data_dir))) as vendor:
+        return _loopline(data_dir, "ingest", "--quiet", "--catalogue-url", vendor.url)
 
 
 def _side(source: Path, target: Path) -> Path:
@@ -127,7 +136,7 @@ def run_dbt_build(data_dir: Path, work: Path, noop_runs: int) -> dict[str, Any]:
     """
     _loopline(data_dir, "build")  # both colours exist before the measured day
     simulated = _loopline(data_dir, "simulate", "--days", "1", "--quiet")
-    ingested = _loopline(data_dir, "ingest", "--quiet")
+    ingested = _ingest(data_dir)
     incremental_dir = _side(data_dir, work / "incremental")
     full_dir = _side(data_dir, work / "full")
 
