@@ -3,8 +3,9 @@
 The streaming path into the warehouse is two long-lived processes, as a deployment runs them:
 `loopline stream` (Redis consumer group -> micro-batch files in the landing folder, acked
 once durable) and a continuous loader of the events those files hold
-(``python -m bench.stream load``: `loopline.ingest.files.load_files` for the events source in
-a loop, under the warehouse writer lock, a commit per pass; each commit's wall time is logged
+(``python -m bench.stream load``: `loopline.ingest.files.Follower` for the events source, a
+`load_files` without its fixed cost per pass, in a loop under the warehouse writer lock, a
+commit per pass; each commit's wall time is logged
 so every event's "queryable at" is known). An event is queryable once the loader's
 transaction holding it committed. The file-drop path is the same events written as hourly
 ``events_*.ndjson`` drops, loaded by one `load_files` in a fresh process.
@@ -126,7 +127,7 @@ def write_drops(landing: Path, first: int, count: int, per_file: int) -> int:
 def load_loop(log_path: Path, stop_path: Path, poll_s: float = 0.05) -> None:
     """Load new event files into ``raw.events_lines`` until `stop_path` exists (then once more);
     log each commit that loaded events as one JSON line (wall time, batch id, records)."""
-    from loopline.ingest.files import SOURCES, ensure_raw, load_files
+    from loopline.ingest.files import SOURCES, Follower, ensure_raw
     from loopline.ingest.run import new_batch_id
     from loopline.settings import get_settings
     from loopline.warehouse import writing
@@ -135,12 +136,13 @@ def load_loop(log_path: Path, stop_path: Path, poll_s: float = 0.05) -> None:
     events = [source for source in SOURCES if source.name == "events"]
     with writing(settings) as con, log_path.open("a") as log:
         ensure_raw(con)
+        follower = Follower(con, settings.landing_dir, events, settings.max_record_bytes)
         log.write(json.dumps({"ready": time.time()}) + "\n")
         log.flush()
         while True:
             stopping = stop_path.exists()
             batch_id = new_batch_id()
-            report = load_files(con, settings.landing_dir, batch_id, events, show_progress=False)
+            report = follower.load(batch_id)
             records = report.records.get("events", 0)
             if records:
                 line = {"t": time.time(), "batch_id": batch_id, "records": records}
@@ -632,8 +634,9 @@ def stream_body(d: dict[str, Any]) -> list[str]:
         f"`{cfg['redis_url']}`, a consumer group; micro-batches of 500 events or 2 s, the "
         "defaults, growing to 20,000 under lag; streaming features "
         f"{'on, as by default' if cfg['features'] else 'off'}) landing files, and a continuous "
-        "loader (`python -m bench.stream load`: `load_files` for the events source in a loop "
-        "under the writer lock) committing them to `raw.events_lines`; an event is queryable "
+        "loader (`python -m bench.stream load`: `loopline.ingest.files.Follower` for the events "
+        "source in a loop under the writer lock, a `load_files` that reads the manifest once and "
+        "then looks only at names it has not seen) committing them to `raw.events_lines`; an event is queryable "
         "when that commit returned. File-drop path: the same events as hourly "
         f"`events_*.ndjson` drops of {cfg['per_file']:,} events, one `load_files` in a fresh "
         "process. Each measurement in a fresh data folder and Redis key (deleted after). Before "

@@ -27,16 +27,19 @@ rejected under `<path>.changed-<sha12>`, its loaded rows kept.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -139,9 +142,16 @@ class LandedFile:
     mtime_ns: int | None = None
 
 
+class Loaded(NamedTuple):
+    """What a loader inserted: records per file (stubs included), and how many were stubs."""
+
+    records: dict[str, int]
+    stubs: int = 0
+
+
 # a loader inserts the records of some files (inside the caller's transaction), each record
-# over `max_record_bytes` as a stub, and returns how many records each file held
-Loader = Callable[[duckdb.DuckDBPyConnection, Sequence[LandedFile], str, int], dict[str, int]]
+# over `max_record_bytes` as a stub, and says how many records each file held
+Loader = Callable[[duckdb.DuckDBPyConnection, Sequence[LandedFile], str, int], Loaded]
 
 
 @dataclass(frozen=True)
@@ -260,7 +270,7 @@ def _lines_loader(table: str) -> Loader:
         files: Sequence[LandedFile],
         batch_id: str,
         max_record_bytes: int,
-    ) -> dict[str, int]:
+    ) -> Loaded:
         lines, counts = split_lines(files, max_record_bytes)
         con.register("_landed_lines", lines)
         try:
@@ -277,7 +287,8 @@ def _lines_loader(table: str) -> Loader:
             )
         finally:
             con.unregister("_landed_lines")
-        return {f.rel: n for f, n in zip(files, counts, strict=True)}
+        stubs = lines.num_rows - lines.column("record_bytes").null_count
+        return Loaded({f.rel: n for f, n in zip(files, counts, strict=True)}, stubs)
 
     return load
 
@@ -294,12 +305,14 @@ def _load_payments(
     files: Sequence[LandedFile],
     batch_id: str,
     max_record_bytes: int,
-) -> dict[str, int]:
+) -> Loaded:
     # one statement per file: a CSV row's line number is its position in its own file
     columns = ", ".join(f"'{c}': 'VARCHAR'" for c in PAYMENT_COLUMNS)
     out: dict[str, int] = {}
+    stubs = 0
     for f in files:
         over = oversized_lines(f.data, max_record_bytes)
+        stubs += len(over)
         with tempfile.TemporaryDirectory(prefix="loopline-payments-") as tmp:
             # DuckDB reads a copy of the bytes `inspect` read and hashed, never the landed
             # path again (it may have changed or become a link since); oversized rows are
@@ -334,12 +347,12 @@ def _load_payments(
                 },
             )
         out[f.rel] = int(n)
-    return out
+    return Loaded(out, stubs)
 
 
 def _load_catalogue_pages(
     con: duckdb.DuckDBPyConnection, files: Sequence[LandedFile], batch_id: str, _: int
-) -> dict[str, int]:
+) -> Loaded:
     # a page is one API answer of a bounded page size, not a record: not bounded here
     _staged(
         con,
@@ -362,7 +375,7 @@ def _load_catalogue_pages(
         """,
         {"batch": batch_id},
     )
-    return _counts(con, "items")
+    return Loaded(_counts(con, "items"))
 
 
 SOURCES = (
@@ -554,29 +567,104 @@ def load_files(
     """Load every new landed file once; move unreadable ones, changed ones and links out of
     the landing folder aside. Returns counts."""
     ensure_raw(con)
+    found = [(source, scan(con, landing, source)) for source in sources]
+    return _load_found(con, landing, batch_id, found, show_progress, max_record_bytes)
+
+
+def _load_found(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    batch_id: str,
+    found: Sequence[tuple[FileSource, Scan]],
+    show_progress: bool = True,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> LoadReport:
+    """Set aside what each scan found must not load, then load what it found new."""
     report = LoadReport()
-    todo = []
-    for source in sources:
-        found = scan(con, landing, source)
-        _set_aside(con, landing, source.name, found, batch_id, report)
-        todo.append((source, found.new))
-    total = sum(len(paths) for _, paths in todo)
+    for source, scanned in found:
+        _set_aside(con, landing, source.name, scanned, batch_id, report)
+    total = sum(len(scanned.new) for _, scanned in found)
     with _bar(show_progress, total) as advance:
-        for source, paths in todo:
-            for group in _chunks(paths, TXN_BYTES, TXN_FILES):
+        for source, scanned in found:
+            for group in _chunks(scanned.new, TXN_BYTES, TXN_FILES):
                 _load_group(
                     con, landing, source, group, batch_id, report, advance, max_record_bytes
                 )
-    for table, source_name in (
-        ("events_lines", "events"), ("tickets_lines", "tickets"), ("payments_rows", "payments")
-    ):  # fmt: skip
-        (stubs,) = con.execute(
-            f"select count(*) from raw.{table} where _stub_reason is not null and _batch_id = ?",
-            [batch_id],
-        ).fetchone() or (0,)
-        if stubs:
-            report.oversized[source_name] = int(stubs)
     return report
+
+
+class Follower:
+    """Loads files as they land, pass after pass, on one connection held under the writer lock
+    (as `warehouse.writing` holds it) for the follower's whole life: a continuous loader.
+
+    Each `load` is what `load_files` does, without its fixed cost per call: the raw tables
+    are ensured once, and the manifest is read once, then kept in memory (this process is
+    the only writer while it holds the lock), so a pass looks only at the names it has not
+    seen and checks (`_escape`), reads and loads just those. The checks that need every
+    loaded file (changed since they were loaded; a rejection a crash left unmoved) are the
+    full pass, `load_files` itself: at the first `load` and then every `full_every_s`.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        landing: Path,
+        sources: Iterable[FileSource] = SOURCES,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        full_every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.con, self.landing = con, landing
+        self.sources = tuple(sources)
+        self.max_record_bytes = max_record_bytes
+        self.full_every_s = full_every_s
+        self.clock = clock
+        self._known: set[str] = set()  # landing-relative paths in the manifest
+        self._next_full: float | None = None  # None: the next pass is a full one
+
+    def load(self, batch_id: str) -> LoadReport:
+        """Load what landed since the last pass (everything new, on a full pass)."""
+        if self._next_full is None or self.clock() >= self._next_full:
+            report = load_files(
+                self.con, self.landing, batch_id, self.sources, False, self.max_record_bytes
+            )
+            self._known = {
+                rel
+                for (rel,) in self.con.execute("select file_path from raw.file_manifest").fetchall()
+            }
+            self._next_full = self.clock() + self.full_every_s
+            return report
+        try:
+            found = [(source, self._unseen(source)) for source in self.sources]
+            report = _load_found(
+                self.con, self.landing, batch_id, found, False, self.max_record_bytes
+            )
+        except BaseException:
+            self._next_full = None  # what this pass did is in the manifest: read it again
+            raise
+        rejected = set(report.rejected)
+        for _, scanned in found:  # loaded or rejected: seen; vanished: looked for again
+            for path in [*scanned.new, *(path for path, *_ in scanned.outside)]:
+                rel = str(path.relative_to(self.landing))
+                if rel in rejected or os.path.lexists(path):
+                    self._known.add(rel)
+        return report
+
+    def _unseen(self, source: FileSource) -> Scan:
+        """`scan` of the files of `source` this follower has not seen (only new ones)."""
+        found = Scan()
+        root = self.landing.resolve()
+        prefix = len(str(self.landing)) + 1
+        for name in sorted(glob.glob(str(self.landing / source.pattern))):
+            if name[prefix:] in self._known or os.path.basename(name).startswith("."):
+                continue
+            path = Path(name)
+            escape = _escape(path, self.landing, root)
+            if escape is not None:
+                found.outside.append((path, *escape))
+            else:
+                found.new.append(path)
+        return found
 
 
 def _set_aside(
@@ -636,9 +724,11 @@ def _load_group(
             unreadable += [f for f in files if f.problem not in (None, VANISHED)]
             good = [f for f in files if f.problem is None]
             if good:
-                records = source.load(con, good, batch_id, max_record_bytes)
+                records, stubs = source.load(con, good, batch_id, max_record_bytes)
                 _record_loaded(con, source.name, good, records, batch_id)
                 loaded.add(source.name, len(good), sum(records.values()))
+                if stubs:
+                    loaded.oversized[source.name] = loaded.oversized.get(source.name, 0) + stubs
             advance(len(chunk))
             shown += len(chunk)
         con.execute("commit")
@@ -657,6 +747,8 @@ def _load_group(
         return
     for name, n in loaded.files.items():
         report.add(name, n, loaded.records[name])
+    for name, n in loaded.oversized.items():
+        report.oversized[name] = report.oversized.get(name, 0) + n
     for f in unreadable:
         _reject(con, landing, f, source.name, batch_id, f.problem or "unreadable", report)
 

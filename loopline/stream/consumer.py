@@ -2,7 +2,8 @@
 
 Order per micro-batch: the file is written and fsynced (`sink.land`), then the streaming
 features are written, then the events are acknowledged (`Source.ack`) and the metrics
-updated. A crash before the file is in place loses nothing (the events were never
+updated. Meanwhile the next batch is read on a thread (delivered, not acknowledged: a crash
+loses nothing of it either). A crash before the file is in place loses nothing (the events were never
 acknowledged, so they are read again); a crash between landing and acknowledging is
 repaired at start: the features of what a landed file holds are written (again: the writes
 are newer-wins, so twice is once), then `Source.recover` acknowledges it, so the events are
@@ -24,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +109,10 @@ class Consumer:
         self._history_version: str | None = None
         self._interval_events = 0
         self._interval_start = time.monotonic()
+        # while a batch is landed, featurised and acknowledged, the next read runs on this
+        # thread (Redis answers meanwhile): set by `run` only
+        self._reader: ThreadPoolExecutor | None = None
+        self._ahead: Future[list[Entry]] | None = None
 
     def recover(self) -> int:
         """Clear half-written files; write the features of what a previous run landed but did
@@ -135,22 +141,29 @@ class Consumer:
         self.recover()
         self._write_metrics()
         idle_since = time.monotonic()
-        while not stop.is_set():
-            entries = self.source.read(self.batcher.room(), min(self.batcher.wait_s(), 0.5))
-            if entries:
-                idle_since = time.monotonic()
-            self.batcher.add(entries)
-            if self.batcher.due():
-                self.flush()
-            self._maybe_report()
-            if (
-                idle_exit_s is not None
-                and not self.batcher.entries
-                and time.monotonic() - idle_since >= idle_exit_s
-                and self.source.lag() == 0
-            ):
-                break
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-read")
         try:
+            while not stop.is_set():
+                entries = self._read(self.batcher.room(), min(self.batcher.wait_s(), 0.5))
+                if entries:
+                    idle_since = time.monotonic()
+                self.batcher.add(entries)
+                if self.batcher.due():
+                    self.flush()
+                self._maybe_report()
+                if (
+                    idle_exit_s is not None
+                    and not self.batcher.entries
+                    and time.monotonic() - idle_since >= idle_exit_s
+                    and self.source.lag() == 0
+                ):
+                    break
+        finally:
+            self._reader.shutdown(wait=True)
+            self._reader = None
+        try:
+            if self._ahead is not None:  # read while the last batch landed: land it too
+                self.batcher.add(self._read(0, 0))
             if self.batcher.entries:
                 self.flush()
             self._report()
@@ -158,9 +171,20 @@ class Consumer:
             self._close_store()
         return self.metrics
 
+    def _read(self, room: int, block_s: float) -> list[Entry]:
+        """What the read ahead got, if it got anything; else a read now."""
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            entries = ahead.result()
+            if entries:
+                return entries
+        return self.source.read(room, block_s) if room else []
+
     def flush(self) -> Path:
         """Land the open batch, write its features, acknowledge it, update the metrics."""
         batch = self.batcher.take()
+        if self._reader is not None:  # read the next batch meanwhile (no wait: none may come)
+            self._ahead = self._reader.submit(self.source.read, self.batcher.size, 0)
         path = sink.land(self.settings.landing_dir, self.source.name, batch)
         if self.features:
             self._features(batch)

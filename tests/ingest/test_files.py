@@ -472,3 +472,60 @@ def test_what_loads_is_the_content_that_was_hashed(landing, tmp_path, monkeypatc
             "select sha256 from raw.file_manifest where file_path = ?", [rel]
         ).fetchone()
         assert sha == hashlib.sha256(data).hexdigest()
+
+
+# -- the continuous loader ----------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_follower_loads_what_lands_between_passes_as_load_files_would(landing, tmp_path):
+    """Pass after pass, new files (good, unreadable, oversized, links out) load or are
+    rejected as `load_files` does them, each once; a file changed after load is found by the
+    next full pass; the rows and manifest equal one `load_files` of the same folder."""
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    clock = _Clock()
+    follower = loader.Follower(con, landing, max_record_bytes=1024, clock=clock)
+    first = follower.load("b1")  # a full pass: everything there
+    assert first.files == {"events": 15, "payments": 2, "tickets": 1}
+    assert follower.load("b2").files == {}  # nothing new: nothing loaded again
+    events = landing / "events" / "date=2026-01-02"
+    _write(events / "events_20260102T00.ndjson", b'{"a": 1}\n' + b"x" * 2000 + b"\n")
+    _write(events / "events_20260102T01.ndjson", b'{"bad": "\xff"}\n')  # not UTF-8
+    _write(events / ".events_20260102T02.ndjson.tmp", b'{"half": ')  # a dot-name: ignored
+    (events / "events_20260102T03.ndjson").symlink_to(tmp_path / "elsewhere.ndjson")
+    second = follower.load("b3")
+    assert second.files == {"events": 1} and second.records == {"events": 2}
+    assert second.oversized == {"events": 1}
+    assert sorted(Path(rel).name for rel in second.rejected) == [
+        "events_20260102T01.ndjson", "events_20260102T03.ndjson"
+    ]  # fmt: skip
+    assert follower.load("b4").files == {} and follower.load("b4").rejected == []
+
+    tickets = landing / "tickets" / "tickets_20260101.ndjson"
+    tickets.write_bytes(tickets.read_bytes() + b'{"t": 3}\n')  # changed after load
+    assert follower.load("b5").changed == []  # not a full pass yet
+    clock.now += follower.full_every_s
+    assert [Path(rel).name.split(".changed-")[0] for rel in follower.load("b6").changed] == [
+        "tickets_20260101.ndjson"
+    ]
+
+    (tmp_path / "again").mkdir()
+    for path in landing.rglob("*"):  # the same files as they were, in one load_files
+        if path.is_file() and "_rejected" not in path.parts and path.name != tickets.name:
+            target = tmp_path / "again" / path.relative_to(landing)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    other = duckdb.connect(str(tmp_path / "other.duckdb"))
+    load_files(other, tmp_path / "again", "b1", show_progress=False, max_record_bytes=1024)
+    mine, theirs = _contents(con), _contents(other)
+    assert mine["events_lines"] == theirs["events_lines"]
+    assert mine["payments_rows"] == theirs["payments_rows"]
+    loaded = [row for row in mine["manifest"] if row[4] == "loaded" and row[1] != "tickets"]
+    assert loaded == [row for row in theirs["manifest"] if row[4] == "loaded"]

@@ -251,3 +251,36 @@ def test_an_unreachable_online_store_costs_features_not_events(settings):
     assert metrics.feature_errors == metrics.batches_total > 0
     assert Counter(landed_ids(broken.landing_dir)) == Counter(f"e{i}" for i in range(25))
     assert metrics.lag_events == 0
+
+
+class StopsAtFirstAck(SpoolSource):
+    """A spool source that stops its consumer at its first ack: the next batch is being read
+    ahead (or already was) when the consumer sees the stop."""
+
+    def __init__(self, *args, stop: threading.Event, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = stop
+        self.read_entries = 0
+
+    def read(self, max_entries, block_s):
+        entries = super().read(max_entries, block_s)
+        self.read_entries += len(entries)
+        return entries
+
+    def ack(self, entries):
+        super().ack(entries)
+        self.stop.set()
+
+
+def test_what_was_read_ahead_when_the_consumer_stops_is_landed_and_acknowledged(settings):
+    spool = settings.resolved_stream_spool_path
+    offsets = settings.stream_dir / "spool.offset"
+    SpoolTarget(spool).publish([event(i) for i in range(35)])
+    stop = threading.Event()
+    source = StopsAtFirstAck(spool, offsets, stop=stop)
+    metrics = Consumer(settings, source, features=False).run(stop)
+    landed = landed_ids(settings.landing_dir)
+    assert source.read_entries > 10  # the batch, and what was read ahead of it
+    assert landed == [f"e{i}" for i in range(source.read_entries)]  # in order, each once
+    assert metrics.events_total == source.read_entries
+    assert SpoolSource(spool, offsets).lag() == 35 - source.read_entries  # acknowledged

@@ -140,3 +140,48 @@ def test_entries_every_group_acknowledged_are_trimmed_and_no_other(redis_key):
         source.close()
     target.close()
     client.close()
+
+
+@pytest.mark.redis
+def test_trims_are_throttled_and_close_trims_what_is_left(redis_key):
+    """The first ack trims, later ones within `trim_every_s` do not (3 round trips each),
+    `close` does; a delivered but unacknowledged entry is never trimmed."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    RedisTarget(REDIS_URL, redis_key).publish([event(i) for i in range(1, 9)])
+    source = RedisSource(REDIS_URL, redis_key, group="g", consumer="c1", trim_every_s=3600)
+    source.ack(source.read(2, 0))
+    assert client.xlen(redis_key) == 6  # the first ack trimmed
+    batch = source.read(4, 0)
+    source.ack(batch[:3])
+    assert client.xlen(redis_key) == 6  # throttled
+    source.close()
+    assert client.xlen(redis_key) == 3  # entry 6 is pending: it and 7, 8 stay
+    again = RedisSource(REDIS_URL, redis_key, group="g", consumer="c1")
+    assert [e.line for e in again.read(10, 0)] == [event(6)]
+    again.close()
+    client.close()
+
+
+@pytest.mark.redis
+def test_entries_are_read_whatever_the_fields_order_and_positions_sort_in_stream_order(
+    redis_key,
+):
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.xadd(redis_key, {"line": event(1)}, id="5-9")
+    client.xadd(redis_key, {"other": "x", "line": event(2)}, id="5-10")
+    client.xadd(redis_key, {"other": "x"}, id="40-0")
+    source = RedisSource(REDIS_URL, redis_key, group="g", consumer="c1")
+    entries = source.read(10, 0)
+    assert [e.line for e in entries] == [event(1), event(2), ""]
+    positions = [e.position for e in entries]
+    assert positions == sorted(positions) == [
+        "000000000000005.000009", "000000000000005.000010", "000000000000040.000000",
+    ]  # fmt: skip
+    source.ack(entries)
+    assert source.lag() == 0
+    source.close()
+    client.close()
