@@ -9,6 +9,14 @@
   request, one thread, no thread-pool hop. The churn model runs through the compiled numpy
   fast path (`ml.serving.fastpath`), falling back to scikit-learn with one thread if it cannot be
   compiled. Features come from the online store (one key lookup) or from the request body.
+  The churn route parses its body in one pydantic pass over the bytes (`parse_body`) and
+  encodes its answer itself: FastAPI's body-parameter and response-model machinery cost
+  more than the lookup and the model together (bench/RESULTS.md, row 0).
+- **Batch.** ``POST /v1/churn/score/batch`` scores up to ``LOOPLINE_API_MAX_BATCH_ROWS`` rows
+  (each a ``user_id`` or ``features``, as the single route takes them) with one model version,
+  one online-store lookup for all the ids and one model call for all the rows. A row it cannot
+  score gets its own status (404 unknown user, 422 unreadable features) and the single
+  route's message; the other rows are scored. Scored rows are logged like single answers.
 - **Hot swap.** A watcher thread calls the service's ``load`` every ``poll_seconds``; when an
   alias points at a new version it is loaded *beside* the current one and a reference swapped.
   A request reads that reference once, so requests in flight finish on the model they
