@@ -173,6 +173,12 @@ class Settings(BaseSettings):
         description="Largest request body the API reads; a larger one is answered 413 before "
         "it is read (by Content-Length, or as soon as the streamed body passes the limit).",
     )
+    api_max_batch_rows: int = Field(
+        1000,
+        ge=1,
+        description="Most rows one POST /v1/churn/score/batch request may ask to score; more "
+        "is answered 422 (the body limit above applies too).",
+    )
     api_token: SecretStr | None = Field(
         None,
         description="Bearer token the API requires on endpoints that write, trigger work or "

@@ -9,6 +9,14 @@
   request, one thread, no thread-pool hop. The churn model runs through the compiled numpy
   fast path (`ml.serving.fastpath`), falling back to scikit-learn with one thread if it cannot be
   compiled. Features come from the online store (one key lookup) or from the request body.
+  The churn route parses its body in one pydantic pass over the bytes (`parse_body`) and
+  encodes its answer itself: FastAPI's body-parameter and response-model machinery cost
+  more than the lookup and the model together (bench/RESULTS.md, row 0).
+- **Batch.** ``POST /v1/churn/score/batch`` scores up to ``LOOPLINE_API_MAX_BATCH_ROWS`` rows
+  (each a ``user_id`` or ``features``, as the single route takes them) with one model version,
+  one online-store lookup for all the ids and one model call for all the rows. A row it cannot
+  score gets its own status (404 unknown user, 422 unreadable features) and the single
+  route's message; the other rows are scored. Scored rows are logged like single answers.
 - **Hot swap.** A watcher thread calls the service's ``load`` every ``poll_seconds``; when an
   alias points at a new version it is loaded *beside* the current one and a reference swapped.
   A request reads that reference once, so requests in flight finish on the model they
@@ -30,6 +38,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -38,17 +47,19 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
+    TypeAdapter,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -60,7 +71,7 @@ from loopline.push.webhook import router as ingest_router
 from loopline.settings import Settings
 from ml.features.definitions import CHURN, USER_HISTORY
 from ml.features.online import open_online_store
-from ml.features.online.base import OnlineStore
+from ml.features.online.base import FeatureVector, OnlineStore
 from ml.recommender.model import parse_history
 from ml.registry import CHAMPION, CHURN_MODEL, RECS_MODEL
 from ml.serving.auth import bearer, require_token, token_ok
@@ -183,6 +194,12 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
+def _body_of(model: str) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses its body by hand (`parse_body`)."""
+    schema = {"$ref": f"#/components/schemas/{model}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 class ModelRef(BaseModel):
     name: str
     version: str
@@ -200,6 +217,45 @@ class ChurnResponse(BaseModel):
     imputed: list[str]
 
 
+class ChurnBatchRequest(BaseModel):
+    """Score many users at once: each row as the single route takes it, in any mix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[ChurnRequest] = Field(
+        min_length=1,
+        description="at most LOOPLINE_API_MAX_BATCH_ROWS (default 1000) rows; each a "
+        "`user_id` or a `features` object",
+    )
+
+
+class ChurnBatchResult(BaseModel):
+    """One row's answer: a score (status 200), or why this row was not scored."""
+
+    status: int = Field(
+        description="200 scored; 404 no features in the online store for this user; 422 "
+        "features this model cannot read (the status the single route would answer)"
+    )
+    user_id: int | None
+    churn_probability: float | None = None
+    is_high_risk: bool | None = None
+    feature_set_version: str | None = None
+    feature_timestamp: datetime | None = None
+    features_from: str
+    imputed: list[str] | None = None
+    error: str | None = Field(None, description="why the row was not scored (status 404/422)")
+
+
+class ChurnBatchResponse(BaseModel):
+    """A result per row, in the order of the request, all from one model version."""
+
+    model: ModelRef
+    threshold: float
+    rows: int
+    scored: int
+    results: list[ChurnBatchResult]
+
+
 class Recommendation(BaseModel):
     rank: int
     show_id: str
@@ -214,6 +270,81 @@ class RecommendationsResponse(BaseModel):
     strategy: str
     model: ModelRef
     recommendations: list[Recommendation]
+
+
+# --------------------------------------------------------------------------------------------
+# the churn routes' request parsing and answers, without pydantic on the way out
+
+Body = TypeVar("Body", bound=BaseModel)
+_TIMESTAMP = TypeAdapter(datetime)  # the RFC 3339 form pydantic gives the response models
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_UNKNOWN_USER = (
+    "user {} has no features in the online store (unknown, or not subscribed); "
+    "send features in the body to score anyway"
+)
+
+
+def parse_body(model: type[Body], body: bytes) -> Body:
+    """`body` parsed and validated in one pass (pydantic's JSON parser), or the 422 FastAPI
+    would give for a body parameter of type `model`."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def _json_response(body: dict[str, Any]) -> Response:
+    return Response(_ENCODE(body), media_type="application/json")
+
+
+def features_problem(features: dict[str, Any], churn: LoadedChurn) -> str | None:
+    """Why this model cannot score `features` (a 422 message), or None if it can."""
+    columns = churn.champion.feature_columns
+    unknown = sorted(set(features) - set(columns))
+    if unknown:
+        named = ", ".join(repr(_cut(name, 64)) for name in unknown[:MAX_ERRORS])
+        more = f" and {len(unknown) - MAX_ERRORS} more" if len(unknown) > MAX_ERRORS else ""
+        return f"unknown feature(s) {named}{more}; this model reads {columns}"
+    for name in churn.champion.numeric_columns:
+        value = features.get(name)
+        if isinstance(value, (str, bool)):
+            return f"feature {name!r} must be a number, got {_cut(repr(value), 64)}"
+    return None
+
+
+def _stored(vector: FeatureVector) -> dict[str, Any]:
+    """What an answer says about a stored vector: its version and time (RFC 3339, UTC)."""
+    stamp = vector.feature_timestamp
+    if stamp is not None and stamp.tzinfo is None:
+        # the warehouse keeps UTC without an offset; RFC 3339 (and the schema) want one
+        stamp = stamp.replace(tzinfo=UTC)
+    return {
+        "feature_set_version": vector.feature_set_version,
+        "feature_timestamp": None if stamp is None else _TIMESTAMP.dump_python(stamp, mode="json"),
+    }
+
+
+def _imputed(churn: LoadedChurn, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Where an answer's features came from, and which of them the model had to impute."""
+    imputed = [c for c in churn.champion.feature_columns if values.get(c) is None]
+    return {"features_from": source, "imputed": imputed}
+
+
+def _log_record(
+    churn: LoadedChurn, user_id: int | None, probability: float, source: str, values: dict
+) -> dict[str, Any]:
+    champion = churn.champion
+    return {
+        "logged_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+        "endpoint": "churn",
+        "model_name": champion.name,
+        "model_version": champion.version,
+        "user_id": user_id,
+        "churn_probability": probability,
+        "features_from": source,
+        "features": {c: values.get(c) for c in champion.feature_columns},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,74 +459,108 @@ def create_app(
         response_model=ChurnResponse,
         dependencies=reads,
         responses=_errors(400, 401, 404, 413, 422, 503),
+        openapi_extra=_body_of("ChurnRequest"),
     )
-    async def churn_score(request: ChurnRequest) -> ChurnResponse:
+    async def churn_score(http: Request) -> Response:
         """The churn probability of one user, from the online store or the given features."""
+        # the body is parsed by hand (one pydantic pass over the bytes) and the answer
+        # encoded by hand: FastAPI's parameter and response-model machinery cost more than
+        # the lookup and the model together (bench/RESULTS.md, row 0)
+        request = parse_body(ChurnRequest, await http.body())
         loaded = _churn()
-        columns = loaded.champion.feature_columns
-        feature_timestamp = None
-        feature_set_version = None
+        champion = loaded.champion
+        stored: dict[str, Any] = {"feature_set_version": None, "feature_timestamp": None}
         if request.features is not None:
-            unknown = sorted(set(request.features) - set(columns))
-            if unknown:
-                named = ", ".join(repr(_cut(name, 64)) for name in unknown[:MAX_ERRORS])
-                more = f" and {len(unknown) - MAX_ERRORS} more" if len(unknown) > MAX_ERRORS else ""
-                raise HTTPException(
-                    422, f"unknown feature(s) {named}{more}; this model reads {columns}"
-                )
-            values: dict[str, object] = dict(request.features)
-            for name in loaded.champion.numeric_columns:
-                value = values.get(name)
-                if isinstance(value, (str, bool)):
-                    raise HTTPException(
-                        422, f"feature {name!r} must be a number, got {_cut(repr(value), 64)}"
-                    )
+            problem = features_problem(request.features, loaded)
+            if problem:
+                raise HTTPException(422, problem)
+            values: dict[str, Any] = request.features
             source = "request"
         else:
             # the vector of the feature-set version this model was trained on
             vector = state["store"].get_one(
-                CHURN.name, request.user_id, loaded.champion.feature_set_version or None
+                CHURN.name, request.user_id, champion.feature_set_version or None
             )
             if vector is None:
-                raise HTTPException(
-                    404,
-                    f"user {request.user_id} has no features in the online store "
-                    "(unknown, or not subscribed); send features in the body to score anyway",
-                )
+                raise HTTPException(404, _UNKNOWN_USER.format(request.user_id))
             values = vector.values
-            feature_timestamp = vector.feature_timestamp
-            if feature_timestamp is not None and feature_timestamp.tzinfo is None:
-                # the warehouse keeps UTC without an offset; RFC 3339 (and the schema) want one
-                feature_timestamp = feature_timestamp.replace(tzinfo=UTC)
-            feature_set_version = vector.feature_set_version
             source = "online_store"
+            stored = _stored(vector)
         probability = loaded.score(values)
-        imputed = [c for c in columns if values.get(c) is None]
+        answer = {
+            "user_id": request.user_id,
+            "churn_probability": probability,
+            "is_high_risk": probability >= champion.threshold,
+            "threshold": champion.threshold,
+            "model": {"name": champion.name, "version": champion.version},
+            **stored,
+            **_imputed(loaded, values, source),
+        }
+        state["log"].put(_log_record(loaded, request.user_id, probability, source, values))
+        return _json_response(answer)
+
+    @app.post(
+        "/v1/churn/score/batch",
+        response_model=ChurnBatchResponse,
+        dependencies=reads,
+        responses=_errors(400, 401, 413, 422, 503),
+    )
+    async def churn_score_batch(request: ChurnBatchRequest) -> Response:
+        """The churn probability of up to LOOPLINE_API_MAX_BATCH_ROWS users in one request.
+
+        One model version scores every row (one store lookup for all the ids, one model
+        call for all the rows). A row that cannot be scored gets its own status and error
+        (404: no features for that user; 422: features this model cannot read) and the
+        others are scored; a malformed body or too many rows is a 422 for the request."""
+        if len(request.rows) > settings.api_max_batch_rows:
+            raise HTTPException(
+                422,
+                f"{len(request.rows)} rows in one request; at most "
+                f"{settings.api_max_batch_rows} (LOOPLINE_API_MAX_BATCH_ROWS): split the batch",
+            )
+        loaded = _churn()
         champion = loaded.champion
-        response = ChurnResponse(
-            user_id=request.user_id,
-            churn_probability=probability,
-            is_high_risk=probability >= champion.threshold,
-            threshold=champion.threshold,
-            model=ModelRef(name=champion.name, version=champion.version),
-            feature_set_version=feature_set_version,
-            feature_timestamp=feature_timestamp,
-            features_from=source,
-            imputed=imputed,
+        ids = [row.user_id for row in request.rows if row.user_id is not None]
+        stored = iter(
+            state["store"].get(CHURN.name, ids, champion.feature_set_version or None) if ids else []
         )
-        state["log"].put(
+        results: list[dict[str, Any]] = []
+        scorable: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (result, values)
+        for row in request.rows:
+            result: dict[str, Any] = dict.fromkeys(ChurnBatchResult.model_fields)
+            result |= {"status": 200, "user_id": row.user_id}
+            if row.features is not None:
+                problem = features_problem(row.features, loaded)
+                result["features_from"] = "request"
+                if problem:
+                    result |= {"status": 422, "error": problem}
+                else:
+                    scorable.append((result, row.features))
+            else:
+                vector = next(stored)
+                result["features_from"] = "online_store"
+                if vector is None:
+                    result |= {"status": 404, "error": _UNKNOWN_USER.format(row.user_id)}
+                else:
+                    result |= _stored(vector)
+                    scorable.append((result, vector.values))
+            results.append(result)
+        probabilities = loaded.score_many([values for _, values in scorable])
+        for (result, values), p in zip(scorable, probabilities.tolist(), strict=True):
+            result |= {"churn_probability": p, "is_high_risk": p >= champion.threshold}
+            result |= _imputed(loaded, values, result["features_from"])
+            state["log"].put(
+                _log_record(loaded, result["user_id"], p, result["features_from"], values)
+            )
+        return _json_response(
             {
-                "logged_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
-                "endpoint": "churn",
-                "model_name": champion.name,
-                "model_version": champion.version,
-                "user_id": request.user_id,
-                "churn_probability": probability,
-                "features_from": source,
-                "features": {c: values.get(c) for c in columns},
+                "model": {"name": champion.name, "version": champion.version},
+                "threshold": champion.threshold,
+                "rows": len(results),
+                "scored": len(scorable),
+                "results": results,
             }
         )
-        return response
 
     @app.get(
         "/v1/recommendations/{user_id}",
@@ -485,7 +650,7 @@ class _BodyLimit:
             return
         too_big = (
             f"request body over {self.max_bytes} bytes (LOOPLINE_API_MAX_BODY_BYTES); "
-            "score one user per request"
+            "send fewer rows, or raise the limit"
         )
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:

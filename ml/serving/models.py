@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from loopline.settings import Settings
 from ml.churn.score import ChampionModel, load_churn_model
@@ -34,12 +37,21 @@ class LoadedChurn:
         """The churn probability of one feature dict."""
         if self.scorer is not None:
             return float(self.scorer.score(values))
+        return float(self.score_many([values])[0])
+
+    def score_many(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """The churn probability of each feature dict, in one model call for all of them."""
+        if not rows:
+            return np.zeros(0)
+        if self.scorer is not None:
+            return np.asarray(self.scorer.score_many(rows), dtype=float)
         import pandas as pd
 
-        frame = pd.DataFrame([{c: values.get(c) for c in self.champion.feature_columns}])
         from ml.churn.model import as_model_input
 
-        return float(self.champion.model.predict_proba(as_model_input(frame))[0, 1])
+        columns = self.champion.feature_columns
+        frame = pd.DataFrame([{c: values.get(c) for c in columns} for values in rows])
+        return np.asarray(self.champion.model.predict_proba(as_model_input(frame))[:, 1])
 
 
 def load_churn(settings: Settings, alias: str) -> LoadedChurn:

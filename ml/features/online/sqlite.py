@@ -72,6 +72,10 @@ where feature_set = ? and feature_set_version = ? and entity_key = ?
 """
 
 _UNVERSIONED_TABLE = "online_features"  # the layout before versions were part of the key
+# vectors `get_one` keeps per reader between commits to the file: a few hundred bytes each,
+# so about 50 MB at most; past that it starts over (the serving hot path reads a few keys)
+_CACHE_MAX = 100_000
+_MISSING = object()
 _READ_CHUNK = 500  # keys per `in (...)` query, well under SQLite's bound-parameter limit
 
 
@@ -153,10 +157,25 @@ class SqliteOnlineStore(OnlineStore):
     def get_one(
         self, feature_set: str, key: object, version: str | None = None
     ) -> FeatureVector | None:
-        """Return one key's vector or None: one primary-key seek on this thread's reader."""
+        """Return one key's vector or None: one primary-key seek on this thread's reader.
+
+        The decoded vectors (and misses) are kept per reader until any connection, in any
+        process, commits to the file: SQLite's ``data_version`` says so, checked on every
+        call, so an answer is never staler than a query of the file. The returned vector
+        is shared by later calls: treat its values as read-only.
+        """
+        con = self._reader()
+        local = self._local
+        ((data_version,),) = con.execute("pragma data_version").fetchall()
+        if data_version != local.data_version or len(local.vectors) >= _CACHE_MAX:
+            local.vectors = {}
+            local.data_version = data_version
         params = (feature_set, version or "", entity_key(key))
-        row = self._reader().execute(_SELECT_ONE, params).fetchone()
-        return None if row is None else _sqlite_vector(row)
+        vector = local.vectors.get(params, _MISSING)
+        if vector is _MISSING:
+            row = con.execute(_SELECT_ONE, params).fetchone()
+            vector = local.vectors[params] = None if row is None else _sqlite_vector(row)
+        return vector
 
     def close(self) -> None:
         """Close the writer and every thread's reader connection."""
@@ -203,6 +222,8 @@ class SqliteOnlineStore(OnlineStore):
             with self._readers_lock:
                 self._readers.append(con)
             self._local.con = con
+            self._local.vectors = {}  # get_one's vectors, valid while data_version holds
+            self._local.data_version = None
         return con
 
     def _has_schema(self) -> bool:

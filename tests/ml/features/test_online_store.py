@@ -443,6 +443,29 @@ def test_a_sqlite_file_from_before_versions_is_reset_on_open(tmp_path: Path) -> 
     assert [name for (name,) in tables] == ["online_vectors"]
 
 
+def test_a_sqlite_reader_never_answers_from_vectors_older_than_the_file(tmp_path: Path) -> None:
+    """`get_one` keeps decoded vectors between calls, but any commit to the file, by this
+    store's writer or by another process's connection, makes it read again (misses too)."""
+    path = tmp_path / "online_store.sqlite"
+    rows = [{"user_id": 1, "feature_timestamp": T0, "v": 1}]
+    with SqliteOnlineStore(path) as serving, SqliteOnlineStore(path) as materializer:
+        assert serving.get_one("fs", 2) is None
+        materializer.write("fs", frame(rows), ["user_id"])
+        first = serving.get_one("fs", 1)
+        assert first is not None and first.values == {"v": 1}
+        assert serving.get_one("fs", 1) is first  # kept while nothing was committed
+        materializer.write("fs", frame([{**rows[0], "feature_timestamp": minute(1), "v": 2}]),
+                           ["user_id"])  # fmt: skip
+        assert serving.get_one("fs", 1).values == {"v": 2}  # type: ignore[union-attr]
+        serving.write("fs", frame([{**rows[0], "user_id": 2}]), ["user_id"])  # its own writer
+        assert serving.get_one("fs", 2) is not None
+        other = sqlite3.connect(path)  # a plain connection elsewhere: deletes the vector
+        other.execute("delete from online_vectors where entity_key = '1'")
+        other.commit()
+        other.close()
+        assert serving.get_one("fs", 1) is None
+
+
 # --------------------------------------------------------------------------------------------
 # 6. unknown entities and clear errors
 
