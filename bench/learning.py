@@ -501,4 +501,6 @@ def learning_body(d: dict[str, Any]) -> list[str]:
         )
         + ".",
     ]
+    if d.get("note"):  # what a run left out, written into results.json by hand
+        lines += ["", d["note"]]
     return lines
