@@ -196,9 +196,10 @@ def filter_engagement(
     given every daily session count seen so far (rows: users, -1 before a user is seen),
     under the simulator's own model: engagement = a lasting level mu plus an AR(1) wander
     (each user's prior (mu, wander) means and variances: users x 2), sessions ~
-    Poisson(exp(rate[0] + rate[1] engagement)) (the simulator's rate: -0.45, 0.55); with `hazard_offset` (users x days: the logit of
-    the churn hazard that ended the day before, without its engagement term; NaN: none) the
-    user's still being subscribed is evidence too (the disengaged leave). A Kalman filter
+    Poisson(exp(rate[0] + rate[1] engagement)) (the simulator's rate: -0.45, 0.55). With
+    `hazard_offset` (users x days: the logit of the churn hazard that ended the day before,
+    without its engagement term; NaN: none) the user's still being subscribed is evidence
+    too (the disengaged leave). A Kalman filter
     on (mu, wander) whose Poisson update is a Laplace approximation (Newton on the
     one-dimensional engagement); the best a model can know of engagement from viewing."""
     from loopline.simulate import model as sim
