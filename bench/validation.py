@@ -69,6 +69,7 @@ TYPES = {  # the contract (models/marts/features/_features__models.yml)
     "log_session_rate_7d": "double",
     "log_session_rate_30d": "double",
     "log_session_rate_90d": "double",
+    "log_session_rate_to_date": "double",
     "session_trend_7d_90d": "double",
     "days_since_last_view": "integer",
     "watch_trend_7d": "double",
@@ -76,9 +77,11 @@ TYPES = {  # the contract (models/marts/features/_features__models.yml)
     "genre_days_30d": "bigint",
     "mobile_share_30d": "double",
     "failed_payments_30d": "bigint",
+    "has_failed_payment_30d": "integer",
     "failed_payments_90d": "bigint",
     "refunds_90d": "bigint",
     "tickets_30d": "bigint",
+    "has_ticket_30d": "integer",
     "billing_tickets_30d": "bigint",
     "cancellation_tickets_30d": "bigint",
     "playback_tickets_30d": "bigint",
@@ -120,6 +123,7 @@ def feature_table(users: int, days: int, seed: int = 1) -> dict[str, np.ndarray]
     mobile = np.where(sessions_30 > 0, rng.random(rows), np.nan)
     signup = rng.integers(30, 900, users)
     failed_90 = rng.poisson(0.2, rows)
+    failed_30 = np.minimum(failed_90, rng.poisson(0.1, rows))
     tickets = rng.poisson(0.3, rows)
     billing = rng.binomial(tickets, 0.4)
     cancel = rng.binomial(tickets - billing, 0.3)
@@ -140,6 +144,7 @@ def feature_table(users: int, days: int, seed: int = 1) -> dict[str, np.ndarray]
         "log_session_rate_7d": rate_7,
         "log_session_rate_30d": rate_30,
         "log_session_rate_90d": rate_90,
+        "log_session_rate_to_date": rate_90 + rng.normal(0.0, 0.1, rows),
         "session_trend_7d_90d": rate_7 - rate_90,
         "days_since_last_view": np.where(
             active, rng.integers(0, 8, rows), rng.integers(8, 90, rows)
@@ -148,10 +153,12 @@ def feature_table(users: int, days: int, seed: int = 1) -> dict[str, np.ndarray]
         "minutes_per_session_30d": per_session,
         "genre_days_30d": np.where(active, rng.poisson(9.0, rows), 0),
         "mobile_share_30d": mobile,
-        "failed_payments_30d": np.minimum(failed_90, rng.poisson(0.1, rows)),
+        "failed_payments_30d": failed_30,
+        "has_failed_payment_30d": (failed_30 > 0).astype(np.int64),
         "failed_payments_90d": failed_90,
         "refunds_90d": rng.poisson(0.05, rows),
         "tickets_30d": tickets,
+        "has_ticket_30d": (tickets > 0).astype(np.int64),
         "billing_tickets_30d": billing,
         "cancellation_tickets_30d": cancel,
         "playback_tickets_30d": tickets - billing - cancel,
@@ -338,7 +345,13 @@ NON_NEGATIVE = (
     "tenure_days",
     "log_tenure_months",
 )
-RANGES = {"active_days_30d": (0, 30), "mobile_share_30d": (0, 1), "watch_trend_7d": (-1, 1)}
+RANGES = {
+    "active_days_30d": (0, 30),
+    "has_failed_payment_30d": (0, 1),
+    "has_ticket_30d": (0, 1),
+    "mobile_share_30d": (0, 1),
+    "watch_trend_7d": (-1, 1),
+}
 KEYS = (
     ("user_id", "as_of_date", "feature_set_version"),
     ("user_id", "feature_timestamp", "feature_set_version"),

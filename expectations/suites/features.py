@@ -177,6 +177,8 @@ def fs_churn__user_daily(relation: DeclaredRelation, ctx: BuildContext) -> list[
                 ]
             ),
             between("active_days_30d", 0, 30, "days with a session among the last 30"),
+            between("has_failed_payment_30d", 0, 1, "a 0/1 indicator"),
+            between("has_ticket_30d", 0, 1, "a 0/1 indicator"),
             between("mobile_share_30d", 0, 1, "a share"),
             between("watch_trend_7d", -1, 1, "(a - b) / (a + b + 1) lies in (-1, 1)"),
         ]

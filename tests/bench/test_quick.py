@@ -148,11 +148,13 @@ def test_quick_learning_curve_judges_the_model_against_the_truth_on_the_same_row
         )
         assert 0 <= measured["baseline_auc"] <= 1
     assert 0.5 < point["after"]["observable_ceiling_auc"] <= 1
+    assert 0.5 < point["after"]["filter_ceiling_auc"] <= 1
     # "before" trains without the added columns, so on fewer features
     assert point["before"]["features"] < point["after"]["features"]
     assert {c["row"] for c in results["checks"]} == {"learning"}
     md = (tmp_path / "results.md").read_text()
     assert "## Row 7: churn model quality" in md and "| 300 |" in md
+    assert "ceiling: filter (ratio)" in md
     assert (tmp_path / "learning" / "learning-u300-d75" / "ingested.json").exists()
 
 

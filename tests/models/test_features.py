@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -63,16 +64,26 @@ def test_features_summarise_the_sessions_they_come_from(built_warehouse):
         settings,
         f"""
         with sample as (
-            select user_id, as_of_date, watch_minutes_7d, sessions_30d from {FEATURES}
+            select
+                user_id, as_of_date, watch_minutes_7d, sessions_30d, log_session_rate_to_date,
+                failed_payments_30d, has_failed_payment_30d, tickets_30d, has_ticket_30d
+            from {FEATURES}
             using sample 300 rows (reservoir, 7)
-        )
+        ),
+        bounds as (select min(event_date) as data_from from staging.stg_events__viewing_events)
         select
             sample.*,
             coalesce(sum(s.watched_seconds) filter (where s.session_date > sample.as_of_date - 7), 0) / 60.0
                 as expected_minutes_7d,
             count(s.viewing_session_id) filter (where s.session_date > sample.as_of_date - 30)
-                as expected_sessions_30d
+                as expected_sessions_30d,
+            -- since first seen: signup, or the data's first day
+            count(s.viewing_session_id) as sessions_to_date,
+            any_value(sample.as_of_date - greatest(u.signup_at::date, bounds.data_from) + 1)
+                as days_to_date
         from sample
+        cross join bounds
+        inner join core.dim_users u on u.user_id = sample.user_id
         left join core.fct_viewing_sessions s
             on s.user_id = sample.user_id and s.session_date <= sample.as_of_date
         group by all
@@ -80,6 +91,34 @@ def test_features_summarise_the_sessions_they_come_from(built_warehouse):
     )
     assert (check["watch_minutes_7d"] - check["expected_minutes_7d"]).abs().max() < 1e-6
     assert (check["sessions_30d"] == check["expected_sessions_30d"]).all()
+    rate = ((check["sessions_to_date"] + 0.5) / check["days_to_date"]).map(math.log)
+    assert (check["log_session_rate_to_date"] - rate).abs().max() < 1e-9
+    assert (check["has_failed_payment_30d"] == (check["failed_payments_30d"] > 0)).all()
+    assert (check["has_ticket_30d"] == (check["tickets_30d"] > 0)).all()
+    assert set(check["has_ticket_30d"]) == {0, 1}
+
+
+@pytest.mark.slow  # two builds of the mart
+def test_a_rebuild_keeps_the_sessions_before_the_days_it_reads(built_warehouse, tmp_path):
+    """A rebuild reads the days before its first that its windows need (90): the rate since
+    first seen adds the sessions before those. Here the reach is cut to 10 days, less than
+    the company's history, so the rebuilt rows must carry the older sessions to match."""
+    source, _ = built_warehouse
+    settings, project = private_project(source, tmp_path)
+    model = project / "models" / "marts" / "features" / "churn" / "fs_churn__user_daily.sql"
+    sql = model.read_text()
+    assert sql.count("first_day - interval 90 day") == 2  # the spine's and the carried sum's
+    model.write_text(sql.replace("first_day - interval 90 day", "first_day - interval 10 day"))
+    build = ["build", "--select", "fs_churn__user_daily", "--exclude-resource-type", "test"]
+    ((old_version,),) = query(settings, f"select distinct feature_set_version from {FEATURES}")
+    run_dbt(settings, build)  # the changed definition: a new version, built in full
+    digest = (
+        "select count(*), sum(hash(user_id, as_of_date, log_session_rate_to_date)::hugeint) "
+        f"from {FEATURES} where feature_set_version <> '{old_version}'"
+    )
+    full = query(settings, digest)
+    run_dbt(settings, build)  # its last days again, from 10 days of history
+    assert query(settings, digest) == full
 
 
 def test_labels_start_where_the_features_end(built_warehouse):

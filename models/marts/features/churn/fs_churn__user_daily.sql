@@ -94,6 +94,26 @@ subscribed_days as (
 
 ),
 
+sessions_before_spine as (
+
+    -- each user's sessions on the days before the spine's first (a rebuild reads only the 90
+    -- days before its first day): the lifetime rate adds them, so a rebuild's values equal
+    -- a full refresh's (whole sessions: integer sums are exact in any order)
+    select
+        users.user_id,
+        sum(activity.viewing_sessions) as viewing_sessions
+    from users
+    cross join bounds
+    cross join build_from
+    inner join activity
+        on
+            users.user_id = activity.user_id
+            and activity.activity_date >= greatest(users.signup_at::date, bounds.data_from)
+            and activity.activity_date < build_from.first_day - interval 90 day
+    group by users.user_id
+
+),
+
 spine as (
 
     select
@@ -144,6 +164,7 @@ windowed as (
         sum(viewing_sessions) over last_14d as sessions_14d,
         sum(viewing_sessions) over last_30d as sessions_30d,
         sum(viewing_sessions) over last_90d as sessions_90d,
+        sum(viewing_sessions) over to_date as sessions_in_spine,
         count(*) filter (where viewing_sessions > 0) over last_30d as active_days_30d,
         -- the subscribed days each window holds: fewer than its length for new users and
         -- near the start of the data, so rates divide by these
@@ -273,6 +294,12 @@ final as (
         ln((windowed.sessions_7d + 0.5) / windowed.observed_days_7d)::double as log_session_rate_7d,
         ln((windowed.sessions_30d + 0.5) / windowed.observed_days_30d)::double as log_session_rate_30d,
         ln((windowed.sessions_90d + 0.5) / windowed.observed_days_90d)::double as log_session_rate_90d,
+        -- since the user was first seen (signup, or the data's first day), not capped at 90
+        -- days: the longer the history, the better it knows the lasting level
+        ln(
+            (coalesce(sessions_before_spine.viewing_sessions, 0) + windowed.sessions_in_spine + 0.5)
+            / (windowed.as_of_date - greatest(windowed.signup_at::date, bounds.data_from) + 1)
+        )::double as log_session_rate_to_date,
         -- the last week against the last 90 days, in log rates (> 0: watching more lately)
         (
             ln((windowed.sessions_7d + 0.5) / windowed.observed_days_7d)
@@ -290,10 +317,13 @@ final as (
         (windowed.mobile_sessions_30d / nullif(windowed.sessions_30d, 0))::double as mobile_share_30d,
         -- billing
         windowed.failed_payments_30d::bigint as failed_payments_30d,
+        -- the hazard rises with having had one at all, not with how many (retries)
+        (windowed.failed_payments_30d > 0)::integer as has_failed_payment_30d,
         windowed.failed_payments_90d::bigint as failed_payments_90d,
         windowed.refunds_90d::bigint as refunds_90d,
         -- support
         windowed.tickets_30d::bigint as tickets_30d,
+        (windowed.tickets_30d > 0)::integer as has_ticket_30d,
         windowed.billing_tickets_30d::bigint as billing_tickets_30d,
         windowed.cancellation_tickets_30d::bigint as cancellation_tickets_30d,
         windowed.playback_tickets_30d::bigint as playback_tickets_30d,
@@ -308,6 +338,8 @@ final as (
         windowed.acquisition_channel::varchar as acquisition_channel
 
     from windowed
+    cross join bounds
+    left join sessions_before_spine on windowed.user_id = sessions_before_spine.user_id
     left join plan_on_day
         on
             windowed.user_id = plan_on_day.user_id
