@@ -219,3 +219,11 @@ def test_a_failing_row_is_recorded_and_the_results_still_written(tmp_path, monke
     assert results["failed"] == {"drift": "AssertionError: statistics differ from scipy"}
     assert "drift" not in results and results["checks"] == []
     assert "Row 3 failed" in (tmp_path / "results.md").read_text()
+
+
+def test_only_runs_the_named_rows():
+    args = run.parse_args(["--only", "validation", "--only", "drift"])
+    ran = [row for row in run.SKIPPABLE if not getattr(args, f"skip_{row}")]
+    assert ran == ["validation", "drift"]
+    everything = run.parse_args([])
+    assert not any(getattr(everything, f"skip_{row}") for row in run.SKIPPABLE)
