@@ -25,14 +25,6 @@ import duckdb
 
 from loopline.settings import Settings
 
-# schema -> layer; a relation in another schema is not validated unless a builder names it
-LAYERS: dict[str, str] = {
-    "raw": "raw",
-    "staging": "staging",
-    "core": "core",
-    "features": "features",
-}
-
 
 @dataclass(frozen=True)
 class DeclaredTest:

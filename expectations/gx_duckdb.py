@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import builtins
 import re
-from concurrent.futures import Future
 from typing import Any, ClassVar, Literal
 
 import duckdb
@@ -130,17 +129,12 @@ class DuckDBInspector:
 
 
 class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
-    """GX's SQL execution engine with results buffered before the connection is returned.
-
-    ``prefetched`` maps (batch id, key columns) to the future of a duplicate-key count that
-    `expectations.run` started before GX was imported (``expectations.prefetch``); the
-    ``loopline.duplicate_keys`` metric takes it instead of running the query again."""
+    """GX's SQL execution engine with results buffered before the connection is returned."""
 
     def __init__(self, connection_string: str | None = None, **kwargs: Any) -> None:
         if connection_string is not None and kwargs.get("engine") is None:
             kwargs["engine"] = make_engine(connection_string)
         super().__init__(connection_string=connection_string, **kwargs)
-        self.prefetched: dict[tuple[str, tuple[str, ...]], Future[dict[str, int]]] = {}
 
     def execute_query(self, query: Any) -> Any:
         """The query's rows, fetched while the connection is still checked out."""

@@ -11,10 +11,6 @@ staged copy under the published asset's suite; ``record=False`` leaves the wareh
 untouched (the caller appends ``report.rows`` with :func:`expectations.results.append`
 where it holds the lock). See docs/validation.md.
 
-Great Expectations is imported only once the uniqueness checks' ``GROUP BY`` queries are
-running (``expectations.prefetch``): the import (4-5 s) and those queries (about as long on a
-5-million-row table) overlap instead of adding up.
-
 Suites run with ``batch.validate`` rather than a Checkpoint: a Checkpoint fails to store
 results that hold numpy booleans (quantile expectations, see shared STACK.md); results are
 converted to plain JSON values here before they are stored and rendered.
@@ -28,33 +24,28 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from expectations.declared import (
-    LAYERS,
     DeclaredRelation,
     declared_relations,
     describe,
     load_manifest,
     manifest_path,
 )
-from expectations.prefetch import DuplicateKeyPrefetch, Key, declared_keys
 from expectations.results import ResultRow, append
+from expectations.suites import Asset, BuildContext, Policy, discover, is_critical
 from loopline import warehouse as warehouse_mod
 from loopline.progress import phase
 from loopline.settings import Settings
-
-if TYPE_CHECKING:  # expectations.suites imports Great Expectations: seconds
-    from expectations.suites import Asset, Policy
 
 # failed expectations are validated a second time with this many sample values for Data
 # Docs; the first pass asks for none, so a passing map expectation costs no extra scan
 SAMPLES = 20
 DATASOURCE = "warehouse"
-UNIQUE_KEY = "expect_compound_key_to_be_unique"  # expectations.unique_key
 
 
 class ValidationError(ValueError):
@@ -170,6 +161,9 @@ def validate(
         if manifest is None:
             raise ValidationError(f"dbt parse wrote no manifest at {manifest_path(settings)}")
     declared = declared_relations(manifest)
+    catalogue = discover(declared)
+    chosen = select(catalogue, assets)
+    physical = staged_relations(chosen, relations, schemas)
 
     report = ValidationReport(
         run_id=run_id or f"validate-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
@@ -180,111 +174,37 @@ def validate(
         # instance GX's own connections share, and it writes the results at the end
         con = warehouse_mod.connect(warehouse, settings)
         try:
-            # the uniqueness counts start now, in DuckDB, while Python imports GX below
-            with DuplicateKeyPrefetch(
-                con, prefetch_keys(con, declared, assets, relations, schemas)
-            ) as prefetch:
-                from expectations.suites import Policy, discover  # imports GX: seconds
-
-                chosen = select(discover(declared), assets)
-                physical = staged_relations([a.name for a in chosen], relations, schemas)
-                prefetch.keep(physical.values())
-                _validate_assets(
-                    settings,
-                    con,
-                    declared,
-                    chosen,
-                    physical,
-                    policy or Policy(),
-                    prefetch,
-                    report,
-                    lines,
-                    data_docs,
-                )
+            context = _context(settings)
+            datasource = _datasource(context, warehouse)
+            keys: list[Any] = []
+            try:
+                for asset in chosen:
+                    result, rows, key = _run_suite(
+                        context,
+                        datasource,
+                        con,
+                        asset,
+                        describe(con, asset.name, declared, physical[asset.name]),
+                        physical[asset.name],
+                        policy or Policy(),
+                        report,
+                    )
+                    report.suites.append(result)
+                    report.rows.extend(rows)
+                    if key is not None:
+                        keys.append(key)
+                    if lines == "all" or not (result.success or result.skipped):
+                        _print(result)
+            finally:
+                _close(datasource)
+            if data_docs and keys:
+                context.build_data_docs(resource_identifiers=keys)
+                report.data_docs = data_docs_index(settings)
             if record:
                 report.recorded = append(con, report.rows)
         finally:
             con.close()
     return report
-
-
-def _validate_assets(
-    settings: Settings,
-    con: Any,
-    declared: Mapping[str, DeclaredRelation],
-    chosen: Sequence[Asset],
-    physical: Mapping[str, str],
-    policy: Policy,
-    prefetch: DuplicateKeyPrefetch,
-    report: ValidationReport,
-    lines: str,
-    data_docs: bool,
-) -> None:
-    context = _context(settings)
-    datasource = _datasource(context, settings.resolved_warehouse_path)
-    keys: list[Any] = []
-    try:
-        for asset in chosen:
-            result, rows, key = _run_suite(
-                context,
-                datasource,
-                con,
-                asset,
-                describe(con, asset.name, declared, physical[asset.name]),
-                physical[asset.name],
-                policy,
-                report,
-                prefetch,
-            )
-            report.suites.append(result)
-            report.rows.extend(rows)
-            if key is not None:
-                keys.append(key)
-            if lines == "all" or not (result.success or result.skipped):
-                _print(result)
-    finally:
-        _close(datasource)
-    if data_docs and keys:
-        context.build_data_docs(resource_identifiers=keys)
-        report.data_docs = data_docs_index(settings)
-
-
-def prefetch_keys(
-    con: Any,
-    declared: Mapping[str, DeclaredRelation],
-    wanted: Sequence[str] | None,
-    relations: Mapping[str, str] | None = None,
-    schemas: Mapping[str, str] | None = None,
-) -> list[Key]:
-    """(relation to validate, key columns) of the uniqueness checks the suites of `wanted` will
-    likely run, from the declarations alone (no GX): what `DuplicateKeyPrefetch` starts."""
-    names = [
-        name
-        for name, relation in sorted(declared.items())
-        if relation.schema in LAYERS
-        and relation.kind in ("model", "source")
-        and (
-            not wanted
-            or any(
-                w in (name, relation.name, relation.schema, LAYERS[relation.schema]) for w in wanted
-            )
-        )
-    ]
-    # every relation's columns in one query without parameters: binding one makes the duckdb
-    # module import pandas (most of a second) before the queries could start
-    columns: dict[str, dict[str, str]] = {}
-    for schema, table, column, data_type in con.execute(
-        "select table_schema, table_name, column_name, data_type from information_schema.columns "
-        "order by table_schema, table_name, ordinal_position"
-    ).fetchall():
-        columns.setdefault(f"{schema}.{table}", {})[str(column)] = str(data_type)
-    out: list[Key] = []
-    for name, where in staged_relations(names, relations, schemas).items():
-        relation = replace(declared[name], warehouse_columns=columns.get(where, {}))
-        if relation.exists:
-            present = set(relation.warehouse_columns)
-            out += [(where, key) for key in declared_keys(relation) if present.issuperset(key)]
-    return out
 
 
 def validate_frame(
@@ -333,20 +253,20 @@ def validate_frame(
 
 
 def staged_relations(
-    assets: Sequence[str],
+    assets: Sequence[Asset],
     relations: Mapping[str, str] | None = None,
     schemas: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Asset name -> the relation to validate: `relations` first, then `schemas`, else itself."""
+    """Asset -> the relation to validate: `relations` first, then `schemas`, else itself."""
     out: dict[str, str] = {}
-    for name in assets:
-        schema, table = name.split(".", 1)
-        if relations and name in relations:
-            out[name] = relations[name]
+    for asset in assets:
+        schema, table = asset.name.split(".", 1)
+        if relations and asset.name in relations:
+            out[asset.name] = relations[asset.name]
         elif schemas and schema in schemas:
-            out[name] = f"{schemas[schema]}.{table}"
+            out[asset.name] = f"{schemas[schema]}.{table}"
         else:
-            out[name] = name
+            out[asset.name] = asset.name
     return out
 
 
@@ -383,10 +303,7 @@ def _run_suite(
     physical: str,
     policy: Policy,
     report: ValidationReport,
-    prefetch: DuplicateKeyPrefetch | None = None,
 ) -> tuple[SuiteResult, list[ResultRow], Any]:
-    from expectations.suites import BuildContext
-
     started = time.monotonic()
     suite_name = asset.name
     base = SuiteResult(asset=asset.name, suite=suite_name, relation=physical, layer=asset.layer)
@@ -422,10 +339,6 @@ def _run_suite(
     schema, table = physical.split(".", 1)
     table_asset = datasource.add_table_asset(name=physical, table_name=table, schema_name=schema)
     batch = table_asset.add_batch_definition_whole_table("whole table").get_batch()
-    if prefetch is not None:
-        keys = [e.column_list for e in expectations if e.expectation_type == UNIQUE_KEY]
-        for columns, future in prefetch.take(physical, keys).items():
-            batch.data.execution_engine.prefetched[(batch.id, columns)] = future
     return _judge(context, batch, expectations, base, report, started)
 
 
@@ -440,8 +353,6 @@ def _judge(
     """Validate `batch` with `expectations` as suite ``base.suite``; store the result for Data
     Docs; return the suite's outcome, its rows and the stored result's key."""
     import great_expectations as gx
-
-    from expectations.suites import is_critical
 
     suite = context.suites.add(gx.ExpectationSuite(name=base.suite, expectations=expectations))
     result = batch.validate(

@@ -6,10 +6,7 @@ rows in a second pass: on a 5-million-row feature table that took 9.7 s against 
 one ``group by ... having count(*) > 1``. :class:`ExpectCompoundKeyToBeUnique` asks the
 warehouse that one question (``loopline.duplicate_keys``) and reports the number of
 duplicated keys as the observed value and the rows that share them as the unexpected count.
-It works on pandas batches too, so a suite can also run on a data frame. On the warehouse the
-count may already be there: `expectations.run` starts these queries while GX is being imported
-(``expectations.prefetch``) and hands the engine the futures (``engine.prefetched``, keyed by
-batch and key columns).
+It works on pandas batches too, so a suite can also run on a data frame.
 """
 
 from __future__ import annotations
@@ -46,20 +43,11 @@ class DuplicateKeys(TableMetricProvider):
         metrics: dict[str, Any],
         runtime_configuration: dict,
     ) -> dict[str, int]:
-        columns = tuple(metric_value_kwargs["column_list"])
-        if not metric_domain_kwargs.get("row_condition"):
-            batch = (
-                metric_domain_kwargs.get("batch_id")
-                or execution_engine.batch_manager.active_batch_id
-            )
-            future = getattr(execution_engine, "prefetched", {}).get((batch, columns))
-            if future is not None and not future.cancelled():
-                return dict(future.result())
         selectable, _, _ = execution_engine.get_compute_domain(
             metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE
         )
         source: Any = selectable.subquery() if hasattr(selectable, "subquery") else selectable
-        keys: list[Any] = [sa.column(name) for name in columns]
+        keys: list[Any] = [sa.column(name) for name in metric_value_kwargs["column_list"]]
         groups = (
             sa.select(sa.func.count().label("n"))
             .select_from(source)

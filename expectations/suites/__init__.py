@@ -29,10 +29,18 @@ import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from expectations.declared import LAYERS, DeclaredRelation
+from expectations.declared import DeclaredRelation
 from expectations.unique_key import ExpectCompoundKeyToBeUnique
 
 Builder = Callable[[DeclaredRelation, "BuildContext"], list[Expectation]]
+
+# schema -> layer; a relation in another schema is not validated unless a builder names it
+LAYERS: dict[str, str] = {
+    "raw": "raw",
+    "staging": "staging",
+    "core": "core",
+    "features": "features",
+}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
 
 from expectations.declared import DeclaredRelation, warehouse_relations
-from expectations.prefetch import BOOKKEEPING, entity_key, feature_set_key
 from expectations.suites import (
     BuildContext,
     between,
@@ -39,6 +38,8 @@ from expectations.suites import (
     unique_key,
     warning,
 )
+
+BOOKKEEPING = ("as_of_date", "feature_timestamp", "created_at", "feature_set_version")
 
 
 def feature_relation(relation: DeclaredRelation, ctx: BuildContext) -> list[Expectation]:
@@ -58,6 +59,15 @@ def _contract(relation: DeclaredRelation) -> list[Expectation]:
         *declared_tests(relation),
         *declared_meta(relation),
     ]
+
+
+def entity_key(relation: DeclaredRelation) -> list[str]:
+    """The entity key: the declared unique combination without the as-of day and version."""
+    for test in relation.tests_named("unique_combination"):
+        columns = [str(c) for c in test.kwargs.get("columns", [])]
+        if "feature_set_version" in columns or relation.name.startswith("label_"):
+            return [c for c in columns if c not in BOOKKEEPING]
+    return []
 
 
 def registered_versions(ctx: BuildContext, relation: DeclaredRelation) -> list[str] | None:
@@ -85,7 +95,7 @@ def feature_set(
     if entity:
         out.append(
             unique_key(
-                feature_set_key(relation, entity),
+                [*entity, "feature_timestamp", "feature_set_version"],
                 "one row per entity, feature_timestamp and version",
             )
         )
