@@ -212,6 +212,7 @@ def run_drift(
         "target": TARGET,
     }
     if wide_rows:
+        del reference, current  # the wide run's memory is its own
         result["wide"] = run_wide(wide_rows, work=wide_dir)
     return result
 
