@@ -2,6 +2,7 @@
 
     python -m bench.validation            # 50,000 users x 100 days of features.fs_churn__user_daily
     python -m bench.validation --quick    # 500 users x 20 days
+    python -m bench.run --only validation # the same at full size, rewriting its RESULTS.md section
 
 loopline's side is the command a user runs, `loopline validate --asset
 features.fs_churn__user_daily`: the table's suite derived from its dbt declaration

@@ -258,3 +258,11 @@ def test_the_dbt_target_is_judged_at_the_large_scale_and_the_demo_scale_is_repor
     md = run.markdown({**base, "dbt": demo, "dbt_large": large, "checks": []})
     assert md.index("### At `--scale large`") < md.index("### At `--scale demo`")
     assert "reused from an earlier run" in md and "On the folder the demo row filled" in md
+
+
+def test_only_runs_the_named_rows():
+    args = run.parse_args(["--only", "validation", "--only", "drift"])
+    ran = [row for row in run.SKIPPABLE if not getattr(args, f"skip_{row}")]
+    assert ran == ["validation", "drift"]
+    everything = run.parse_args([])
+    assert not any(getattr(everything, f"skip_{row}") for row in run.SKIPPABLE)
