@@ -865,13 +865,23 @@ def _loop(
     say: Callable[[str], None],
 ) -> None:
     """The demo row, then the dbt row on the folder the demo filled (a temporary one)."""
-    from bench.dbt_build import run_dbt_build
+    from bench.dbt_build import prepare_company, run_dbt_build
     from bench.demo import run_demo
+
+    def large() -> dict[str, Any]:
+        """The dbt row at --scale large, on a company the bench keeps (long to make)."""
+        prepared = prepare_company(data_dir / "dbt-large", "large", args.rebuild, say)
+        with tempfile.TemporaryDirectory(prefix="dbt-large-", dir=data_dir) as work:
+            say("dbt (large): one more day, then incremental vs full refresh on a copy")
+            measured = run_dbt_build(
+                data_dir / "dbt-large", Path(work), runs, copy_incremental=False
+            )
+        return {"dbt_large": measured | {"scale": "large", "prepared": prepared}}
 
     scale = "small" if args.quick else "demo"
     data_dir.mkdir(parents=True, exist_ok=True)
     if not args.skip_dbt and not args.quick and args.dbt_scale in ("large", "both"):
-        _dbt_large(results, args, data_dir, runs, say)
+        _row(results, "dbt", large)
         if args.dbt_scale == "large" and args.skip_demo:
             return
     with tempfile.TemporaryDirectory(prefix="loop-", dir=data_dir) as work:
@@ -891,28 +901,6 @@ def _loop(
                 "dbt",
                 lambda: {"dbt": run_dbt_build(folder, Path(work), runs) | {"scale": scale}},
             )
-
-
-def _dbt_large(
-    results: dict[str, Any],
-    args: argparse.Namespace,
-    data_dir: Path,
-    runs: int,
-    say: Callable[[str], None],
-) -> None:
-    """The dbt row at --scale large, on a company the bench keeps (it takes long to make)."""
-    from bench.dbt_build import prepare_company, run_dbt_build
-
-    def measure() -> dict[str, Any]:
-        prepared = prepare_company(data_dir / "dbt-large", "large", args.rebuild, say)
-        with tempfile.TemporaryDirectory(prefix="dbt-large-", dir=data_dir) as work:
-            say("dbt (large): one more day, then incremental vs full refresh on copies")
-            measured = run_dbt_build(
-                data_dir / "dbt-large", Path(work), runs, copy_incremental=False
-            )
-        return {"dbt_large": measured | {"scale": "large", "prepared": prepared}}
-
-    _row(results, "dbt", measure)
 
 
 def write_results(results: dict[str, Any], args: argparse.Namespace) -> int:
