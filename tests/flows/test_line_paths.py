@@ -58,6 +58,10 @@ def use(monkeypatch):
     get_settings.cache_clear()
 
 
+# two whole lines on the small company (about 50 s): under `make test-slow`, to keep `make
+# test` near 15 minutes on 2 cores; tests/ingest/test_line.py and tests/flows/test_demo.py
+# run the line in the default suite
+@pytest.mark.slow
 def test_the_cli_and_the_line_flow_leave_the_same_tables(prefect_harness, small_sim, tmp_path, use):
     by_flow = copy_company(small_sim[0], tmp_path / "flow" / "data")
     by_cli = copy_company(small_sim[0], tmp_path / "cli" / "data")
