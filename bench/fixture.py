@@ -78,6 +78,25 @@ def is_ready(settings: Settings) -> bool:
     )
 
 
+#: what the other rows keep in the bench folder between runs (results, and companies that
+#: take long to make): a rebuild of the scoring company leaves them alone
+KEPT = ("results", "learning", "dbt-large")
+
+
+def clear_for_rebuild(data_dir: Path) -> None:
+    """Remove the scoring company from `data_dir` (the folder is its data folder), keeping
+    the results of earlier runs and the other rows' kept companies (`KEPT`)."""
+    if not data_dir.exists():
+        return
+    for child in data_dir.iterdir():
+        if child.name.startswith(KEPT):
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def ensure_company(
     data_dir: Path = DEFAULT_DATA_DIR,
     rebuild: bool = False,
@@ -88,15 +107,7 @@ def ensure_company(
     if not rebuild and is_ready(settings):
         say(f"fixture: reusing {data_dir} (churn @champion v{champion_version(settings)})")
         return settings
-    if data_dir.exists():
-        # keep results of earlier runs, drop everything else
-        for child in data_dir.iterdir():
-            if child.name.startswith("results"):
-                continue
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    clear_for_rebuild(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="loopline-bench-prefect-"))
 

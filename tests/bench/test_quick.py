@@ -266,3 +266,17 @@ def test_only_runs_the_named_rows():
     assert ran == ["validation", "drift"]
     everything = run.parse_args([])
     assert not any(getattr(everything, f"skip_{row}") for row in run.SKIPPABLE)
+
+
+def test_rebuilding_the_scoring_company_keeps_the_other_rows_kept_companies(tmp_path):
+    from bench.fixture import clear_for_rebuild
+
+    for kept in ("results.json", "learning/learning-u300-d75/x", "dbt-large/bench-prepared.json"):
+        (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / kept).write_text("kept")
+    for gone in ("warehouse/loopline.duckdb", "mlruns/1/meta.yaml", "online.sqlite"):
+        (tmp_path / gone).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / gone).write_text("the old company")
+    clear_for_rebuild(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dbt-large", "learning", "results.json"]
+    assert (tmp_path / "dbt-large" / "bench-prepared.json").read_text() == "kept"
