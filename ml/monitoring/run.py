@@ -355,6 +355,13 @@ def _monitoring_suite(
     )  # fmt: skip
 
 
+def monitoring_run_id(started: datetime, suffix: str | None = None) -> str:
+    """`mon-<UTC date>-<time>_<4 hex>`: the suffix follows `_`, not `-`, because GX's Data Docs
+    read a run name with dateutil, which took `-4240` as a UTC offset of -42:40 and failed to
+    render the run's page whenever the four hex digits were all decimal ones."""
+    return f"mon-{started:%Y%m%d-%H%M%S}_{suffix or uuid.uuid4().hex[:4]}"
+
+
 def measure(
     settings: Settings,
     config: MonitoringConfig,
@@ -369,7 +376,7 @@ def measure(
     if not settings.resolved_warehouse_path.exists():
         raise NoWarehouseError(settings.resolved_warehouse_path)
     started = datetime.now(UTC).replace(tzinfo=None)
-    run_id = f"mon-{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    run_id = monitoring_run_id(started)
     notes: list[str] = []
     if refresh_marts:
         from loopline.dbt import run_dbt
