@@ -167,9 +167,17 @@ def said(api: str, run_id: str, text: str) -> bool:
     return any(text in log["message"] for log in logs_of(api, run_id))
 
 
+def ran(text: str, run_id: str) -> bool:
+    """Whether the worker whose log is `text` ran the run: it submitted it, and the server did
+    not abort that submission (both workers may poll the same scheduled run; the one whose
+    Pending proposal loses logs "Aborted submission" and releases its slot)."""
+    submitted = f"submitting flow run '{run_id}'" in text
+    return submitted and f"Aborted submission of flow run '{run_id}'" not in text
+
+
 def each_worker_ran_one(pair: Pair, runs: list[dict]) -> None:
     texts = [log.read_text() for log in pair.logs]
-    ran_by = [[n for n, text in enumerate(texts) if run["id"] in text] for run in runs]
+    ran_by = [[n for n, text in enumerate(texts) if ran(text, run["id"])] for run in runs]
     assert sorted(ran_by) == [[0], [1]], ran_by
 
 
