@@ -282,6 +282,10 @@ def _close_dbt_duckdb() -> None:
             env.close()
 
 
+# what macros/features_as_of_days.sql logs as a feature mart starts each batch after its first
+FEATURE_BATCH = " of as-of days, "
+
+
 class _NodeCounter:
     """A dbt event callback that advances a bar as nodes finish (called from dbt's threads)."""
 
@@ -295,6 +299,8 @@ class _NodeCounter:
                 self.bar.set_total(msg.data.total)
             elif name == "NodeFinished":
                 self.bar.advance()
+            elif name == "JinjaLogInfo" and FEATURE_BATCH in msg.info.msg:
+                self.bar.note(msg.info.msg)  # a feature mart's batch (features_as_of_days.sql)
         except Exception:  # a progress bar must never break a build
             return
 

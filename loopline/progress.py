@@ -156,6 +156,16 @@ class Tracker:
             if self._task is not None and _live is not None:
                 _live.update(self._task, total=total)
 
+    def note(self, text: str) -> None:
+        """Say what the step is doing now: beside its bar, or as a step line of its own (a
+        long step with few units, dbt's feature batches say, shows it is moving)."""
+        with _lock:
+            if self._task is not None and _live is not None:
+                _live.update(self._task, description=_escape(f"{self.description}: {text}"))
+                logger.info(f"{self.description}: {text}")
+            else:
+                _step_line(f"{self.description}: {text}")
+
     def set_description(self, description: str) -> None:
         """Change the text shown beside the bar."""
         with _lock:

@@ -4,7 +4,8 @@
         unique_key=['as_of_date', 'feature_set_version'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        post_hook="{{ register_feature_set('churn_user_daily') }}",
+        pre_hook="{{ feature_batches_start(ref('stg_events__viewing_events'), 'event_date', var('events_lookback_days')) }}",
+        post_hook=["{{ feature_batches_rest() }}", "{{ register_feature_set('churn_user_daily') }}"],
     )
 }}
 
@@ -58,18 +59,10 @@ plans as (
 
 bounds as (
 
-    -- the days whose viewing data is in the warehouse
-    select
-        min(event_date) as data_from,
-        max(event_date) as data_through
-    from {{ ref('stg_events__viewing_events') }}
-
-),
-
-build_from as (
-
-    -- late data changes recent days: rebuild this version's last days (see the macro)
-    {{ feature_rebuild_from(var('events_lookback_days')) }}
+    -- the as-of days this query computes (this batch of the build, see the macro:
+    -- late data changes recent days, so a rebuild starts this version's last days back),
+    -- and the days whose viewing data is in the warehouse
+    {{ feature_build_window(ref('stg_events__viewing_events'), 'event_date', var('events_lookback_days')) }}
 
 ),
 
@@ -84,13 +77,12 @@ subscribed_days as (
         users.acquisition_channel,
         users.age_band_at_signup,
         generate_series(
-            greatest(users.signup_at::date, bounds.data_from, build_from.first_day - interval 90 day)::date,
-            least(coalesce(users.cancelled_at::date - 1, bounds.data_through), bounds.data_through),
+            greatest(users.signup_at::date, bounds.data_from, bounds.first_day - interval 90 day)::date,
+            least(coalesce(users.cancelled_at::date - 1, bounds.last_day), bounds.last_day),
             interval 1 day
         ) as days
     from users
     cross join bounds
-    cross join build_from
 
 ),
 
@@ -104,12 +96,11 @@ sessions_before_spine as (
         sum(activity.viewing_sessions) as viewing_sessions
     from users
     cross join bounds
-    cross join build_from
     inner join activity
         on
             users.user_id = activity.user_id
             and activity.activity_date >= greatest(users.signup_at::date, bounds.data_from)
-            and activity.activity_date < build_from.first_day - interval 90 day
+            and activity.activity_date < bounds.first_day - interval 90 day
     group by users.user_id
 
 ),
@@ -211,7 +202,7 @@ plan_on_day as (
         subscription_periods.plan_id
     from windowed
     inner join subscription_periods on windowed.user_id = subscription_periods.user_id
-    where windowed.as_of_date >= (select build_from.first_day from build_from)
+    where windowed.as_of_date >= (select bounds.first_day from bounds)
     qualify row_number() over (
         partition by windowed.user_id, windowed.as_of_date
         order by
@@ -349,7 +340,7 @@ final as (
         on
             plan_on_day.plan_id = price_on_day.plan_id
             and windowed.as_of_date = price_on_day.as_of_date
-    where windowed.as_of_date >= (select build_from.first_day from build_from)
+    where windowed.as_of_date >= bounds.first_day
 
 )
 

@@ -4,7 +4,8 @@
         unique_key=['as_of_date', 'feature_set_version'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        post_hook="{{ register_feature_set('recs_user_genre_affinity') }}",
+        pre_hook="{{ feature_batches_start(ref('fct_viewing_sessions'), 'session_date', 7) }}",
+        post_hook=["{{ feature_batches_rest() }}", "{{ register_feature_set('recs_user_genre_affinity') }}"],
     )
 }}
 

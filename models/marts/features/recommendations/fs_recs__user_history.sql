@@ -4,7 +4,8 @@
         unique_key=['as_of_date', 'feature_set_version'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        post_hook="{{ register_feature_set('recs_user_history') }}",
+        pre_hook="{{ feature_batches_start(ref('stg_events__viewing_events'), 'event_date', var('events_lookback_days')) }}",
+        post_hook=["{{ feature_batches_rest() }}", "{{ register_feature_set('recs_user_history') }}"],
     )
 }}
 
@@ -32,9 +33,11 @@ as_of_days as (
 
 events as (
 
-    -- the days any rebuilt as-of day's window reaches back to
+    -- the days the windows of this query's as-of days cover
     select * from {{ ref('stg_events__viewing_events') }}
-    where event_date > (select min(as_of_days.as_of_date) from as_of_days) - {{ window_days }}
+    where
+        event_date > (select min(as_of_days.as_of_date) from as_of_days) - {{ window_days }}
+        and event_date <= (select max(as_of_days.as_of_date) from as_of_days)
 
 ),
 
@@ -54,12 +57,13 @@ watched_daily as (
 watched_until as (
 
     -- a day's row speaks for the pair on every as-of day until the pair's next watched
-    -- day, or until it leaves the window
+    -- day, or until it leaves the window (or this query's last as-of day)
     select
         *,
         least(
             lead(event_date) over (partition by user_id, show_id order by event_date) - 1,
-            event_date + {{ window_days - 1 }}
+            event_date + {{ window_days - 1 }},
+            (select max(as_of_days.as_of_date) from as_of_days)
         ) as speaks_until
     from watched_daily
 
@@ -67,13 +71,15 @@ watched_until as (
 
 in_window as (
 
-    -- one row per user, show and as-of day whose window holds the show
+    -- one row per user, show and as-of day of this query whose window holds the show
     select
         watched_until.user_id,
         watched_until.show_id,
         watched_until.last_watched_at,
         unnest(generate_series(
-            watched_until.event_date, watched_until.speaks_until, interval 1 day
+            greatest(watched_until.event_date, (select min(as_of_days.as_of_date) from as_of_days)),
+            watched_until.speaks_until,
+            interval 1 day
         ))::date as as_of_date
     from watched_until
 

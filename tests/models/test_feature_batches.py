@@ -1,0 +1,73 @@
+"""Feature marts built in batches of as-of days equal the same marts built in one query.
+
+The session's warehouse was built with the project's default batch size; here the five
+feature marts are rebuilt in full on a copy, once in one batch and once in batches of a few
+days (every batch boundary a place a window could be cut short), and each table must hold
+the same rows. The build's progress names every batch, so a long build shows how far it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.dbt_build import fingerprints
+from loopline.dbt import DbtError, run_dbt
+from tests.conftest import copy_company, query
+
+MARTS = [
+    "fs_churn__user_daily",
+    "fs_recs__co_watch",
+    "fs_recs__show_popularity",
+    "fs_recs__user_genre_affinity",
+    "fs_recs__user_history",
+]
+RELATIONS = [f"features.{m}" for m in MARTS]
+
+
+def rebuild(settings, batch_days: int) -> None:
+    variables = json.dumps({"feature_batch_days": batch_days})
+    run_dbt(settings, ["build", "--full-refresh", "--select", *MARTS, "--vars", variables])
+
+
+def test_batches_of_a_few_days_give_the_rows_of_one_query(
+    built_warehouse, tmp_path, monkeypatch, capsys
+) -> None:
+    settings = copy_company(built_warehouse[0], tmp_path / "data")
+    (first, last), (sessions_first, sessions_last) = (
+        query(settings, f"select min({c}), max({c}) from {t}")[0]
+        for t, c in (
+            ("staging.stg_events__viewing_events", "event_date"),
+            ("core.fct_viewing_sessions", "session_date"),
+        )
+    )
+    rebuild(settings, 10_000)
+    whole = fingerprints(settings.data_dir, RELATIONS)
+    assert all(f["rows"] > 0 for f in whole.values()), whole
+
+    monkeypatch.setenv("LOOPLINE_PROGRESS", "log")
+    capsys.readouterr()
+    rebuild(settings, 4)
+    shown = capsys.readouterr().err
+    assert fingerprints(settings.data_dir, RELATIONS) == whole
+
+    # each mart showed every batch after the first on the terminal, the last one too
+    for mart in MARTS:
+        start, end = (
+            (first, last) if mart.endswith(("user_daily", "user_history")) else
+            (sessions_first, sessions_last)
+        )  # fmt: skip
+        batches = math.ceil(((end - start).days + 1) / 4)
+        assert batches > 2
+        for batch in range(2, batches + 1):
+            assert f"dbt build: {mart}: batch {batch} of {batches} " in shown, (mart, shown)
+
+
+def test_a_batch_size_below_one_day_is_refused_by_name(built_warehouse, tmp_path) -> None:
+    settings = copy_company(built_warehouse[0], tmp_path / "data")
+    before = fingerprints(settings.data_dir, RELATIONS[:1])
+    with pytest.raises(DbtError, match="feature_batch_days must be a whole number of days >= 1"):
+        rebuild(settings, 0)
+    assert fingerprints(settings.data_dir, RELATIONS[:1]) == before
