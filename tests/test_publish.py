@@ -15,6 +15,7 @@ from loopline.publish import (
 )
 from loopline.settings import Settings
 from tests.conftest import query
+from tests.models.test_features import add_a_churn_feature, private_project
 
 
 def _kind(settings: Settings, schema: str, name: str) -> str | None:
@@ -95,6 +96,27 @@ def test_a_critical_failure_blocks_publication_and_the_last_good_build_stays_ser
     assert publication.previous_colour == "blue"
     assert query(settings, f"select count(*) from {relation}") == [before]
     assert build_colour(settings) == "blue"
+
+
+def test_a_new_feature_set_version_passes_its_audit_and_is_published(published, tmp_path) -> None:
+    """A changed feature definition (a new version) is checked against the registry of the
+    colour it was built in: the published colour's registry does not list it yet."""
+    settings, project = private_project(published, tmp_path)
+    relation = "features.fs_churn__user_daily"
+    (old,) = query(settings, f"select distinct feature_set_version from {relation}")
+    add_a_churn_feature(project)
+    colour = build_colour(settings)
+    run_dbt(settings, ["build"], colour=colour)
+    publication, report = audit_and_publish(settings, colour)
+    assert not report.critical_failed and publication.colour == colour
+    # the published table serves the new version beside the old one, both registered
+    served = query(settings, f"select distinct feature_set_version from {relation} order by 1")
+    registered = query(
+        settings,
+        "select feature_set_version from features.feature_sets "
+        "where feature_set_name = 'churn_user_daily' order by 1",
+    )
+    assert len(served) == 2 and old in served and served == registered
 
 
 def test_publish_replaces_a_plain_dbt_build_and_drops_views_of_deleted_models(

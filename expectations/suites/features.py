@@ -71,11 +71,19 @@ def entity_key(relation: DeclaredRelation) -> list[str]:
 
 
 def registered_versions(ctx: BuildContext, relation: DeclaredRelation) -> list[str] | None:
-    """Versions ``features.feature_sets`` lists for this relation (None: no registry)."""
-    if "feature_sets" not in warehouse_relations(ctx.con, "features"):
+    """Versions the registry lists for this relation (None: no registry): the one beside the
+    validated table, else the published ``features.feature_sets`` (a copy staged on its own).
+    Beside it first: a colour's build registers a new version in its own schema, which the
+    published registry lists only once that colour is published."""
+    beside = ctx.physical.split(".", 1)[0]
+    schema = next(
+        (s for s in (beside, "features") if "feature_sets" in warehouse_relations(ctx.con, s)),
+        None,
+    )
+    if schema is None:
         return None
     rows = ctx.con.execute(
-        "select distinct feature_set_version from features.feature_sets "
+        f'select distinct feature_set_version from "{schema}".feature_sets '
         "where relation_name like ? order by 1",
         [f'%"{relation.name}"'],
     ).fetchall()

@@ -179,22 +179,9 @@ def private_project(source: Settings, tmp_path: Path) -> tuple[Settings, Path]:
     return settings, project
 
 
-def registered_columns(settings: Settings, version: str) -> list[str]:
-    (columns_json,) = query(
-        settings,
-        "select columns_json from features.feature_sets "
-        f"where feature_set_name = 'churn_user_daily' and feature_set_version = '{version}'",
-    )[0]
-    return [column["name"] for column in json.loads(columns_json)]
-
-
-def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_warehouse, tmp_path):
-    source, _ = built_warehouse
-    settings, project = private_project(source, tmp_path)
-    before = frame(
-        settings, f"select feature_set_version, count(*) as n from {FEATURES} group by 1"
-    )
-    assert len(before) == 1
+def add_a_churn_feature(project: Path) -> None:
+    """Change the churn feature set's definition in `project`: one more, declared column
+    (`watch_minutes_per_day_7d`), so its next build is a new version."""
     model = project / "models" / "marts" / "features" / "churn" / "fs_churn__user_daily.sql"
     sql = model.read_text()
     marker = "        windowed.watch_minutes_7d::double as watch_minutes_7d,\n"
@@ -214,6 +201,25 @@ def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_wareho
             "      - name: watch_minutes_14d\n",
         )
     )
+
+
+def registered_columns(settings: Settings, version: str) -> list[str]:
+    (columns_json,) = query(
+        settings,
+        "select columns_json from features.feature_sets "
+        f"where feature_set_name = 'churn_user_daily' and feature_set_version = '{version}'",
+    )[0]
+    return [column["name"] for column in json.loads(columns_json)]
+
+
+def test_changing_a_definition_adds_a_version_and_keeps_the_old_one(built_warehouse, tmp_path):
+    source, _ = built_warehouse
+    settings, project = private_project(source, tmp_path)
+    before = frame(
+        settings, f"select feature_set_version, count(*) as n from {FEATURES} group by 1"
+    )
+    assert len(before) == 1
+    add_a_churn_feature(project)
     run_dbt(
         settings, ["build", "--select", "fs_churn__user_daily", "--exclude-resource-type", "test"]
     )
