@@ -616,9 +616,26 @@ class DeploymentRuns:
     next_time: str | None
 
 
+class RetryingPosts:
+    """POSTs to the Prefect API that retry a transient 5xx (its SQLite store is busy while the
+    scheduler writes) and raise on any other error rather than hand back an error body."""
+
+    def __init__(self, client: httpx.Client, tries: int = 4) -> None:
+        self.client, self.tries = client, tries
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        for attempt in range(self.tries):
+            response = self.client.post(path, **kwargs)
+            if response.status_code < 500 or attempt == self.tries - 1:
+                break
+            time.sleep(0.25 * 2**attempt)
+        return response.raise_for_status()
+
+
 def deployment_runs(api_url: str, timeout_s: float = 3.0) -> list[DeploymentRuns]:
     """Each deployment's last finished-or-running run and next scheduled run (REST API)."""
-    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout_s) as client:
+    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout_s) as http:
+        client = RetryingPosts(http)
         deployments = client.post("deployments/filter", json={"limit": 50}).json()
         flows = {f["id"]: f["name"] for f in client.post("flows/filter", json={"limit": 50}).json()}
         out = []

@@ -133,17 +133,20 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(
     assert "loopline-line/line" in status.output and "last: no run yet" in status.output
     assert re.search(r"loopline-line/line\s+15,45 \* \* \* \*\s+served", status.output)
     # the worker created its pool and is online on it
-    api = services.prefect_api_url(settings)
-    workers = httpx.post(
-        f"{api}/work_pools/{services.WORK_POOL}/workers/filter", json={"limit": 10, "offset": 0}
+    prefect = services.RetryingPosts(
+        httpx.Client(base_url=services.prefect_api_url(settings) + "/", timeout=30)
+    )
+    workers = prefect.post(
+        f"work_pools/{services.WORK_POOL}/workers/filter", json={"limit": 10, "offset": 0}
     ).json()
     assert [w["status"] for w in workers] == ["ONLINE"], workers
     # a finished run of a deployment shows as its last run
-    line = httpx.get(f"{api}/deployments/name/loopline-line/line", timeout=10).json()
+    line = prefect.client.get("deployments/name/loopline-line/line").raise_for_status().json()
     running = {"state": {"type": "RUNNING", "name": "Running"}}  # no server process takes it
-    run = httpx.post(f"{api}/deployments/{line['id']}/create_flow_run", json=running).json()
+    run = prefect.post(f"deployments/{line['id']}/create_flow_run", json=running).json()
     done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
-    httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=done, timeout=10)
+    prefect.post(f"flow_runs/{run['id']}/set_state", json=done)
+    prefect.client.close()
     after_run = runner.invoke(app, ["status"])
     assert re.search(r"loopline-line/line .* last: Completed at", one_line(after_run.output))
 
