@@ -10,7 +10,9 @@
 
     - `feature_batches_start(...)` (the model's pre-hook) plans the build: the days from
       `feature_rebuild_from(lookback_days)` (or the data's first day) to the data's last,
-      and sets the first batch's bounds as DuckDB variables on the model's connection;
+      sets the first batch's bounds as DuckDB variables on the model's connection, and
+      records the build's days in `feature_builds` (the mart's data tests read those days
+      only: macros/tests_rebuilt_days.sql);
     - the model's own query computes the days `feature_build_window(...)` gives: that batch
       (dbt's incremental materialization creates or merges it as usual);
     - `feature_batches_rest()` (the model's post-hook, before its other hooks) computes the
@@ -79,23 +81,27 @@
     {%- if days < 1 -%}
         {{ exceptions.raise_compiler_error("var feature_batch_days must be a whole number of days >= 1, not " ~ var('feature_batch_days')) }}
     {%- endif -%}
-    {%- set plan -%}
-        select
-            greatest(bounds.data_from, build_from.first_day)::date as first_day,
-            bounds.data_through::date as through_day
-        from (
-            select
-                min({{ date_column }}) as data_from,
-                max({{ date_column }}) as data_through
-            from {{ data }}
-        ) as bounds
-        cross join ({{ feature_rebuild_from(lookback_days) }}) as build_from
-    {%- endset -%}
-    set variable {{ _feature_batch_variable('from') }} = (select first_day from ({{ plan }}));
-    set variable {{ _feature_batch_variable('through') }} = (select through_day from ({{ plan }}));
+    {%- set plan = _feature_batch_variable('plan') -%}
+    {%- for bound in ('from', 'to', 'through') %}
+    reset variable {{ _feature_batch_variable(bound) }};
+    {%- endfor %}
+    set variable {{ plan }} = (
+        select struct_pack(first_day := first_day, through_day := last_day)
+        from ({{ feature_build_window(data, date_column, lookback_days) }})
+    );
+    set variable {{ _feature_batch_variable('from') }} = getvariable('{{ plan }}').first_day;
+    set variable {{ _feature_batch_variable('through') }} = getvariable('{{ plan }}').through_day;
+    reset variable {{ plan }};
     set variable {{ _feature_batch_variable('to') }} = least(
         getvariable('{{ _feature_batch_variable("from") }}') + {{ days - 1 }},
         getvariable('{{ _feature_batch_variable("through") }}')
+    );
+    insert or replace into {{ this.schema }}.feature_builds values (
+        '{{ this.identifier }}',
+        '{{ feature_set_version() }}',
+        getvariable('{{ _feature_batch_variable("from") }}'),
+        getvariable('{{ _feature_batch_variable("through") }}'),
+        now()::timestamp
     )
 {% endmacro %}
 

@@ -21,6 +21,15 @@
         columns_json varchar not null,
         created_at timestamp not null,
         primary key (feature_set_name, feature_set_version)
+    );
+    -- the as-of days each feature mart's last build wrote (feature_batches_start): the
+    -- mart's data tests read those days only (macros/tests_rebuilt_days.sql)
+    create table if not exists {{ schema }}.feature_builds (
+        relation_name varchar primary key,
+        feature_set_version varchar not null,
+        rebuilt_from date,
+        rebuilt_through date,
+        built_at timestamp not null
     )
 {% endmacro %}
 

@@ -71,3 +71,40 @@ def test_a_batch_size_below_one_day_is_refused_by_name(built_warehouse, tmp_path
     with pytest.raises(DbtError, match="feature_batch_days must be a whole number of days >= 1"):
         rebuild(settings, 0)
     assert fingerprints(settings.data_dir, RELATIONS[:1]) == before
+
+
+def test_a_marts_tests_read_the_days_its_last_build_wrote(built_warehouse, tmp_path) -> None:
+    """An incremental build rewrites its last few days and its data tests read those; the
+    days before were tested when they were written. A mart with no build on record (built
+    outside dbt, say) is tested in full."""
+    settings = copy_company(built_warehouse[0], tmp_path / "data")
+    mart = "features.fs_churn__user_daily"
+    run_dbt(settings, ["build", "--select", "fs_churn__user_daily"])  # incremental
+    (rebuilt_from,) = query(
+        settings,
+        "select rebuilt_from from features.feature_builds "
+        "where relation_name = 'fs_churn__user_daily'",
+    )[0]
+    (first_day, last_day) = query(settings, f"select min(as_of_date), max(as_of_date) from {mart}")[
+        0
+    ]
+    assert first_day < rebuilt_from <= last_day
+
+    def duplicate_a_row_of(day) -> None:
+        query(
+            settings, f"insert into {mart} select * from {mart} where as_of_date = '{day}' limit 1"
+        )
+
+    def test() -> None:
+        run_dbt(settings, ["test", "--select", "fs_churn__user_daily"])
+
+    duplicate_a_row_of(first_day)  # a day this build did not write: not read again
+    test()
+    duplicate_a_row_of(rebuilt_from)  # a day it wrote
+    with pytest.raises(DbtError, match="unique_combination"):
+        test()
+    query(settings, f"delete from {mart} where as_of_date = '{rebuilt_from}'")
+    test()
+    query(settings, "delete from features.feature_builds")  # no record: every day is read
+    with pytest.raises(DbtError, match="unique_combination"):
+        test()

@@ -4,7 +4,7 @@
         unique_key=['as_of_date', 'feature_set_version'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        pre_hook="{{ feature_batches_start(ref('fct_viewing_sessions'), 'session_date', 7) }}",
+        pre_hook="{{ feature_batches_start(ref('fct_viewing_sessions'), 'session_date', var('events_lookback_days')) }}",
         post_hook=["{{ feature_batches_rest() }}", "{{ register_feature_set('recs_user_genre_affinity') }}"],
     )
 }}
@@ -13,6 +13,7 @@
     as-of week end (Sundays): the genre's share of the user's watch time. -#}
 
 {% set version = feature_set_version() %}
+{% set lookback = var('events_lookback_days') %}
 
 with
 
@@ -24,8 +25,10 @@ sessions as (
 
 week_ends as (
 
-    -- a week's rows change while late sessions arrive: rebuild the latest week
-    {{ feature_as_of_days(ref('fct_viewing_sessions'), 'session_date', 7, week_ends_only=true) }}
+    -- late sessions (at most the lookback late) change only the week ends on or after the
+    -- days they describe: rebuild from this version's last week end minus the lookback,
+    -- which is that week end alone until the next one is due
+    {{ feature_as_of_days(ref('fct_viewing_sessions'), 'session_date', lookback, week_ends_only=true) }}
 
 ),
 
