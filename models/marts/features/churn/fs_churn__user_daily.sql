@@ -175,19 +175,13 @@ windowed as (
         -- a value is known once the last record it depends on has landed
         max(known_at) over last_90d as inputs_known_at
     from daily
+    -- the spine holds each user's days once and without gaps, so the last n rows are the last
+    -- n days: row frames give what day ranges would, in about half the time
     window
-        last_7d as (
-            partition by user_id order by as_of_date range between interval 6 days preceding and current row
-        ),
-        last_14d as (
-            partition by user_id order by as_of_date range between interval 13 days preceding and current row
-        ),
-        last_30d as (
-            partition by user_id order by as_of_date range between interval 29 days preceding and current row
-        ),
-        last_90d as (
-            partition by user_id order by as_of_date range between interval 89 days preceding and current row
-        ),
+        last_7d as (partition by user_id order by as_of_date rows between 6 preceding and current row),
+        last_14d as (partition by user_id order by as_of_date rows between 13 preceding and current row),
+        last_30d as (partition by user_id order by as_of_date rows between 29 preceding and current row),
+        last_90d as (partition by user_id order by as_of_date rows between 89 preceding and current row),
         to_date as (partition by user_id order by as_of_date rows between unbounded preceding and current row)
 
 ),
