@@ -616,26 +616,47 @@ class DeploymentRuns:
     next_time: str | None
 
 
-class RetryingPosts:
-    """POSTs to the Prefect API that retry a transient 5xx (its SQLite store is busy while the
-    scheduler writes) and raise on any other error rather than hand back an error body."""
+class PrefectHttp:
+    """Calls to a Prefect server's REST API that retry what the server calls transient (a 503
+    while its SQLite store is busy, 429, 502, 504; as Prefect's own client does) and raise
+    with the server's message on any other error, rather than hand back an error body."""
 
-    def __init__(self, client: httpx.Client, tries: int = 4) -> None:
-        self.client, self.tries = client, tries
+    RETRIED = frozenset({429, 502, 503, 504})
+
+    def __init__(self, api_url: str, timeout_s: float = 30.0, tries: int = 5) -> None:
+        self.client = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout_s)
+        self.tries = tries
+
+    def __enter__(self) -> PrefectHttp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
         for attempt in range(self.tries):
-            response = self.client.post(path, **kwargs)
-            if response.status_code < 500 or attempt == self.tries - 1:
+            response = self.client.request(method, path, **kwargs)
+            if response.status_code not in self.RETRIED or attempt == self.tries - 1:
                 break
             time.sleep(0.25 * 2**attempt)
-        return response.raise_for_status()
+        if response.is_error:
+            raise httpx.HTTPStatusError(
+                f"{method} {response.url} answered {response.status_code}: {response.text[:500]}",
+                request=response.request,
+                response=response,
+            )
+        return response
 
 
 def deployment_runs(api_url: str, timeout_s: float = 3.0) -> list[DeploymentRuns]:
     """Each deployment's last finished-or-running run and next scheduled run (REST API)."""
-    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout_s) as http:
-        client = RetryingPosts(http)
+    with PrefectHttp(api_url, timeout_s) as client:
         deployments = client.post("deployments/filter", json={"limit": 50}).json()
         flows = {f["id"]: f["name"] for f in client.post("flows/filter", json={"limit": 50}).json()}
         out = []

@@ -133,20 +133,17 @@ def test_up_starts_each_service_once_and_down_stops_them_and_frees_the_ports(
     assert "loopline-line/line" in status.output and "last: no run yet" in status.output
     assert re.search(r"loopline-line/line\s+15,45 \* \* \* \*\s+served", status.output)
     # the worker created its pool and is online on it
-    prefect = services.RetryingPosts(
-        httpx.Client(base_url=services.prefect_api_url(settings) + "/", timeout=30)
-    )
-    workers = prefect.post(
-        f"work_pools/{services.WORK_POOL}/workers/filter", json={"limit": 10, "offset": 0}
-    ).json()
-    assert [w["status"] for w in workers] == ["ONLINE"], workers
-    # a finished run of a deployment shows as its last run
-    line = prefect.client.get("deployments/name/loopline-line/line").raise_for_status().json()
-    running = {"state": {"type": "RUNNING", "name": "Running"}}  # no server process takes it
-    run = prefect.post(f"deployments/{line['id']}/create_flow_run", json=running).json()
-    done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
-    prefect.post(f"flow_runs/{run['id']}/set_state", json=done)
-    prefect.client.close()
+    with services.PrefectHttp(services.prefect_api_url(settings)) as prefect:
+        workers = prefect.post(
+            f"work_pools/{services.WORK_POOL}/workers/filter", json={"limit": 10, "offset": 0}
+        ).json()
+        assert [w["status"] for w in workers] == ["ONLINE"], workers
+        # a finished run of a deployment shows as its last run
+        line = prefect.get("deployments/name/loopline-line/line").json()
+        running = {"state": {"type": "RUNNING", "name": "Running"}}  # no process takes it
+        run = prefect.post(f"deployments/{line['id']}/create_flow_run", json=running).json()
+        done = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
+        prefect.post(f"flow_runs/{run['id']}/set_state", json=done)
     after_run = runner.invoke(app, ["status"])
     assert re.search(r"loopline-line/line .* last: Completed at", one_line(after_run.output))
 
@@ -258,3 +255,40 @@ def test_up_stream_runs_the_consumer_on_the_spool_and_down_stops_it(settings):
     stopped = runner.invoke(app, ["down", "stream"])
     assert "stopped" in stopped.output
     assert services.recorded(settings, "stream") is None
+
+
+def test_prefect_http_asks_again_while_the_server_is_busy_and_names_any_other_error() -> None:
+    """A Prefect server answers 503 while its store is busy: the call is made again; any
+    other error raises with the server's own message rather than handing back its body."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [503, 503, 200]
+    seen: list[str] = []
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status = answers.pop(0) if answers else 404
+            body = b'{"id": "run-1"}' if status == 200 else b'{"detail": "no such deployment"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with services.PrefectHttp(f"http://127.0.0.1:{server.server_address[1]}/api") as prefect:
+            assert prefect.post("deployments/d/create_flow_run", json={}).json() == {"id": "run-1"}
+            assert seen == ["/api/deployments/d/create_flow_run"] * 3
+            with pytest.raises(httpx.HTTPStatusError, match=r"404.*no such deployment"):
+                prefect.post("deployments/e/create_flow_run", json={})
+            assert len(seen) == 4  # a 404 is not asked again
+    finally:
+        server.shutdown()
+        server.server_close()

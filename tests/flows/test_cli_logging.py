@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+from loopline import services
 
 SCRIPT = """
 import sys
@@ -44,11 +44,10 @@ def test_terminal_shows_no_prefect_info_and_the_run_logs_keep_everything(prefect
     messages: list[str] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        logs = httpx.post(
-            f"{prefect_server.api_url}/logs/filter",
-            json={"logs": {"flow_run_id": {"any_": [run_id]}}},
-            timeout=10,
-        ).json()
+        with services.PrefectHttp(prefect_server.api_url) as prefect:
+            logs = prefect.post(
+                "logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}
+            ).json()
         messages = [log["message"] for log in logs]
         if any("a loopline progress line" in m for m in messages):
             break

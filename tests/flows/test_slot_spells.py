@@ -15,13 +15,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.slots import WAREHOUSE_WRITER, ensure_limits
+from loopline import services
 from loopline.settings import Settings
 from tests.conftest import copy_company, query
 from tests.flows.slot_writer import WAITS
@@ -53,11 +53,11 @@ def fast_ml_config(path: Path) -> Path:
 
 def flow_run_of(api: str, flow_name: str) -> str | None:
     """The id of the newest run of `flow_name` (None before it exists)."""
-    runs = httpx.post(
-        f"{api}/flow_runs/filter",
-        json={"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1},
-        timeout=10,
-    ).json()
+    with services.PrefectHttp(api) as prefect:
+        runs = prefect.post(
+            "flow_runs/filter",
+            json={"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1},
+        ).json()
     return runs[0]["id"] if runs else None
 
 

@@ -62,8 +62,11 @@ def pair(prefect_server, tmp_path_factory) -> Iterator[Pair]:
     # in test_prefect_yaml.py), without the cost of one more process
     template = ProcessWorker.get_default_base_job_template()
     pool = {"name": "loopline", "type": "process", "base_job_template": template}
-    made = httpx.post(f"{api}/work_pools/", json=pool, timeout=30)
-    assert made.status_code in (201, 409), made.text  # 409: another module made it
+    try:
+        with services.PrefectHttp(api) as prefect:
+            prefect.post("work_pools/", json=pool)
+    except httpx.HTTPStatusError as exc:  # 409: another module made it
+        assert exc.response.status_code == 409, exc
     logs = [folder / f"worker-{n}.log" for n in (1, 2)]
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "loopline"]
     started = [
@@ -83,20 +86,19 @@ def deploy(pair: Pair, entrypoint: str, flow_name: str) -> str:
 
     Made through the API: `prefect deploy` itself is tested in test_prefect_yaml.py.
     """
-    flow = httpx.post(f"{pair.api}/flows/", json={"name": flow_name}, timeout=30).json()
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
-    made = httpx.post(
-        f"{pair.api}/deployments/",
-        json={
-            "name": "pair",
-            "flow_id": flow["id"],
-            "entrypoint": entrypoint,
-            "work_pool_name": "loopline",
-            "pull_steps": pull,
-        },
-        timeout=30,
-    )
-    assert made.status_code < 300, made.text
+    with services.PrefectHttp(pair.api) as prefect:
+        flow = prefect.post("flows/", json={"name": flow_name}).json()
+        made = prefect.post(
+            "deployments/",
+            json={
+                "name": "pair",
+                "flow_id": flow["id"],
+                "entrypoint": entrypoint,
+                "work_pool_name": "loopline",
+                "pull_steps": pull,
+            },
+        )
     return str(made.json()["id"])
 
 
@@ -104,14 +106,13 @@ def create_runs(pair: Pair, deployment: str, data_dir: Path, parameters: list[di
     """Create one run per parameter set back to back, each writing the warehouse in `data_dir`."""
     env = {"LOOPLINE_DATA_DIR": str(data_dir), "LOOPLINE_PROGRESS": "log"}
     ids = []
-    for params in parameters:
-        made = httpx.post(
-            f"{pair.api}/deployments/{deployment}/create_flow_run",
-            json={"parameters": params, "job_variables": {"env": env}},
-            timeout=30,
-        )
-        assert made.status_code < 300, made.text
-        ids.append(made.json()["id"])
+    with services.PrefectHttp(pair.api) as prefect:
+        for params in parameters:
+            made = prefect.post(
+                f"deployments/{deployment}/create_flow_run",
+                json={"parameters": params, "job_variables": {"env": env}},
+            )
+            ids.append(made.json()["id"])
     return ids
 
 
@@ -134,7 +135,8 @@ def wait_for_runs(pair: Pair, ids: list[str], seconds: float) -> list[dict]:
     """The runs once all have ended; each must have completed."""
 
     def ended() -> list[dict] | None:
-        runs = [httpx.get(f"{pair.api}/flow_runs/{i}", timeout=30).json() for i in ids]
+        with services.PrefectHttp(pair.api) as prefect:
+            runs = [prefect.get(f"flow_runs/{i}").json() for i in ids]
         return runs if all(r["state"]["type"] in FINAL for r in runs) else None
 
     runs = until(ended, seconds, pair)
@@ -146,20 +148,20 @@ def wait_for_runs(pair: Pair, ids: list[str], seconds: float) -> list[dict]:
 def logs_of(api: str, run_id: str) -> list[dict]:
     """The run's log records, oldest first (all of them: pages of 200)."""
     out: list[dict] = []
-    while True:
-        page = httpx.post(
-            f"{api}/logs/filter",
-            json={
-                "logs": {"flow_run_id": {"any_": [run_id]}},
-                "sort": "TIMESTAMP_ASC",
-                "limit": 200,
-                "offset": len(out),
-            },
-            timeout=30,
-        ).json()
-        out.extend(page)
-        if len(page) < 200:
-            return out
+    with services.PrefectHttp(api) as prefect:
+        while True:
+            page = prefect.post(
+                "logs/filter",
+                json={
+                    "logs": {"flow_run_id": {"any_": [run_id]}},
+                    "sort": "TIMESTAMP_ASC",
+                    "limit": 200,
+                    "offset": len(out),
+                },
+            ).json()
+            out.extend(page)
+            if len(page) < 200:
+                return out
 
 
 def said(api: str, run_id: str, text: str) -> bool:
