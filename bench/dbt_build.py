@@ -79,6 +79,30 @@ def _ingest(data_dir: Path) -> Finished:
         return _loopline(data_dir, "ingest", "--quiet", "--catalogue-url", vendor.url)
 
 
+# the full refresh's side needs room for a copy of the warehouse and dbt state, the tables it
+# writes beside the old ones until DuckDB reuses their blocks, and DuckDB's spill: at --scale
+# large (25 GB) a run with 47 GB free ran out of disk 15 minutes into the full refresh
+ROOM_FACTOR = 2.5
+
+
+def check_room(source: Path, work: Path, factor: float = ROOM_FACTOR) -> None:
+    """Refuse, before copying anything, when `work`'s disk cannot hold the full refresh's side."""
+    size = sum(
+        f.stat().st_size
+        for name in _COPIED
+        if (source / name).exists()
+        for f in (source / name).rglob("*")
+        if f.is_file()
+    )
+    need, free = factor * size, shutil.disk_usage(work).free
+    if free < need:
+        raise RuntimeError(
+            f"the dbt row's full refresh needs about {need / 1e9:.1f} GB free on {work} "
+            f"({factor}x the {size / 1e9:.1f} GB warehouse and dbt state it copies), "
+            f"{free / 1e9:.1f} GB found: free some space or run --dbt-scale demo"
+        )
+
+
 def _side(source: Path, target: Path) -> Path:
     """A data folder with its own copy of the warehouse and dbt state of `source`."""
     target.mkdir(parents=True)
@@ -136,6 +160,7 @@ def run_dbt_build(
     after the extra day the measured build goes to the first colour, which holds
     everything but that day, as an incremental build in steady state does.
     """
+    check_room(data_dir, work)
     _loopline(data_dir, "build")  # both colours exist before the measured day
     simulated = _loopline(data_dir, "simulate", "--days", "1", "--quiet")
     ingested = _ingest(data_dir)
