@@ -12,22 +12,18 @@
     tests check includes as_of_date, so the rows of the days not read cannot break them.
 -#}
 {% macro duckdb__get_where_subquery(relation) -%}
-    {%- set where = config.get('where', '') -%}
-    {%- if where and '__rebuilt_from__' in where -%}
-        {%- set builds = api.Relation.create(
-            database=relation.database, schema=relation.schema, identifier='feature_builds'
-        ) -%}
-        {%- set rebuilt_from -%}
-            coalesce(
-                (select max(rebuilt_from) from {{ builds }} where relation_name = '{{ relation.identifier }}'),
-                '1900-01-01'::date
-            )
-        {%- endset -%}
-        {%- set where = where | replace('__rebuilt_from__', rebuilt_from) -%}
+    {%- set where = config.get('where') or '' -%}
+    {%- if '__rebuilt_from__' not in where -%}
+        {%- do return(dbt.default__get_where_subquery(relation)) -%}
     {%- endif -%}
-    {%- if where -%}
-        {%- do return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') -%}
-    {%- else -%}
-        {%- do return(relation) -%}
-    {%- endif -%}
+    {%- set builds = api.Relation.create(
+        database=relation.database, schema=relation.schema, identifier='feature_builds'
+    ) -%}
+    {%- set rebuilt_from -%}
+        coalesce(
+            (select max(rebuilt_from) from {{ builds }} where relation_name = '{{ relation.identifier }}'),
+            '1900-01-01'::date
+        )
+    {%- endset -%}
+    {%- do return('(select * from ' ~ relation ~ ' where ' ~ where | replace('__rebuilt_from__', rebuilt_from) ~ ') dbt_subquery') -%}
 {%- endmacro %}
