@@ -7,14 +7,15 @@ At the demo scale the folder is the one the demo row filled. At `--scale large` 
 `prepare_company`: simulated, ingested and built once (minutes), and kept under the bench's
 data folder for later runs (`--rebuild` starts it again).
 
-One more simulated day is simulated and ingested into the folder; then its warehouse and dbt
-state are copied twice, and `loopline build` runs on one copy, `loopline build --full-refresh`
-on the other (each a subprocess: wall time, peak RSS of its tree). Before the ratio is reported
-both warehouses must hold the same rows in every incremental model (row count and an
-order-independent checksum of the rows, dbt's own bookkeeping columns left out and doubles
-rounded to 9 decimals: the sums inside may be added in another order). dbt's fixed start-up
-cost is measured on its own: `loopline build` selecting no node (process start, parse, the
-incremental-relations check and an empty dbt invocation). Target: incremental <= 0.1x full.
+One more simulated day is simulated and ingested into the folder; then `loopline build` runs on
+it (a subprocess: wall time, peak RSS of its tree), the rows of every incremental model are
+fingerprinted, and `loopline build --full-refresh` runs on the same folder, in place (no copy:
+a warehouse of many GB at the large scale). Before the ratio is reported both builds must have
+left the same rows in every incremental model (row count and an order-independent checksum of
+the rows, dbt's own bookkeeping columns left out and doubles rounded to 9 decimals: the sums
+inside may be added in another order). dbt's fixed start-up cost is measured on its own:
+`loopline build` selecting no node (process start, parse, the incremental-relations check and
+an empty dbt invocation). Target: incremental <= 0.1x full.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from bench.fixture import REPO, bench_settings
 from bench.memory import Finished, clean_env, run_sampled
 
 TARGET = 0.1
-# copied per side; everything else in the folder (sources, landing, MLflow ...) is linked
-_COPIED = ("warehouse", "dbt")
+# what the builds write: the room check counts their size
+_BUILT = ("warehouse", "dbt")
 # a selector no node matches: the build does everything but run a node
 _NOTHING = ["--select", "tag:bench_selects_nothing"]
 
@@ -79,39 +80,29 @@ def _ingest(data_dir: Path) -> Finished:
         return _loopline(data_dir, "ingest", "--quiet", "--catalogue-url", vendor.url)
 
 
-# the full refresh's side needs room for a copy of the warehouse and dbt state, the tables it
-# writes beside the old ones until DuckDB reuses their blocks, and DuckDB's spill: at --scale
-# large (25 GB) a run with 47 GB free ran out of disk 15 minutes into the full refresh
-ROOM_FACTOR = 2.5
+# the full refresh writes a whole colour beside the live one (write-audit-publish) and the
+# tables it replaces stay in the file until DuckDB reuses their blocks; the big marts spill:
+# about the size of the warehouse and dbt state again. (With a copy per side, as this row
+# once ran, --scale large needed 2.5x its 25 GB and a run with 47 GB free ran out of disk.)
+ROOM_FACTOR = 1.0
 
 
-def check_room(source: Path, work: Path, factor: float = ROOM_FACTOR) -> None:
-    """Refuse, before copying anything, when `work`'s disk cannot hold the full refresh's side."""
+def check_room(data_dir: Path, factor: float = ROOM_FACTOR) -> None:
+    """Refuse, before building anything, when the folder's disk cannot hold a full refresh."""
     size = sum(
         f.stat().st_size
-        for name in _COPIED
-        if (source / name).exists()
-        for f in (source / name).rglob("*")
+        for name in _BUILT
+        if (data_dir / name).exists()
+        for f in (data_dir / name).rglob("*")
         if f.is_file()
     )
-    need, free = factor * size, shutil.disk_usage(work).free
+    need, free = factor * size, shutil.disk_usage(data_dir).free
     if free < need:
         raise RuntimeError(
-            f"the dbt row's full refresh needs about {need / 1e9:.1f} GB free on {work} "
-            f"({factor}x the {size / 1e9:.1f} GB warehouse and dbt state it copies), "
+            f"the dbt row's full refresh needs about {need / 1e9:.1f} GB free on {data_dir} "
+            f"({factor}x the {size / 1e9:.1f} GB warehouse and dbt state it rewrites), "
             f"{free / 1e9:.1f} GB found: free some space or run --dbt-scale demo"
         )
-
-
-def _side(source: Path, target: Path) -> Path:
-    """A data folder with its own copy of the warehouse and dbt state of `source`."""
-    target.mkdir(parents=True)
-    for child in source.iterdir():
-        if child.name in _COPIED:
-            shutil.copytree(child, target / child.name)
-        elif not child.name.endswith(".lock"):
-            (target / child.name).symlink_to(child)
-    return target
 
 
 def incremental_models(data_dir: Path) -> list[str]:
@@ -150,31 +141,27 @@ def fingerprints(data_dir: Path, relations: list[str]) -> dict[str, dict[str, An
     return out
 
 
-def run_dbt_build(
-    data_dir: Path, work: Path, noop_runs: int, copy_incremental: bool = True
-) -> dict[str, Any]:
-    """One more day into `data_dir`, then incremental vs full refresh on copies in `work`.
+def run_dbt_build(data_dir: Path, noop_runs: int) -> dict[str, Any]:
+    """One more day into `data_dir`, then the incremental build and a full refresh, in place.
 
     Builds write the colour that is not live (write-audit-publish, loopline/publish.py): a
     demo folder has one colour built, so one `loopline build` first builds the other;
     after the extra day the measured build goes to the first colour, which holds
-    everything but that day, as an incremental build in steady state does.
+    everything but that day, as an incremental build in steady state does. The full refresh
+    then rebuilds the other colour from the sources alone.
     """
-    check_room(data_dir, work)
+    check_room(data_dir)
     _loopline(data_dir, "build")  # both colours exist before the measured day
     simulated = _loopline(data_dir, "simulate", "--days", "1", "--quiet")
     ingested = _ingest(data_dir)
-    # a kept company (the large one) builds incrementally in place, as its next day would:
-    # one copy of a warehouse of many GB, not two
-    incremental_dir = _side(data_dir, work / "incremental") if copy_incremental else data_dir
-    full_dir = _side(data_dir, work / "full")
 
-    noop = [_loopline(incremental_dir, "build", *_NOTHING) for _ in range(noop_runs)]
-    incremental = _loopline(incremental_dir, "build")
-    full = _loopline(full_dir, "build", "--full-refresh")
-
-    models = incremental_models(full_dir)
-    ours, theirs = fingerprints(incremental_dir, models), fingerprints(full_dir, models)
+    noop = [_loopline(data_dir, "build", *_NOTHING) for _ in range(noop_runs)]
+    incremental = _loopline(data_dir, "build")
+    models = incremental_models(data_dir)
+    ours = fingerprints(data_dir, models)
+    incremental_nodes = _node_seconds(data_dir)
+    full = _loopline(data_dir, "build", "--full-refresh")
+    theirs = fingerprints(data_dir, models)
     different = {
         m: {"incremental": ours[m], "full": theirs[m]} for m in models if ours[m] != theirs[m]
     }
@@ -194,8 +181,8 @@ def run_dbt_build(
         "different": different,
         "target": TARGET,
         "node_seconds": {
-            "incremental": _node_seconds(incremental_dir),
-            "full_refresh": _node_seconds(full_dir),
+            "incremental": incremental_nodes,
+            "full_refresh": _node_seconds(data_dir),
         },
     }
     if different:  # no ratio over different outputs

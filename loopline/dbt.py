@@ -116,6 +116,7 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "LOOPLINE_DATA_DIR": str(settings.data_dir),
         "LOOPLINE_WAREHOUSE_PATH": str(settings.resolved_warehouse_path),
         "LOOPLINE_DUCKDB_THREADS": str(settings.duckdb_threads),
+        "LOOPLINE_DBT_THREADS": str(settings.dbt_threads),
         "LOOPLINE_DUCKDB_MEMORY_LIMIT": settings.duckdb_memory_limit,
     }
 

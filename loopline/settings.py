@@ -75,7 +75,14 @@ class Settings(BaseSettings):
     )
 
     # -- warehouse resources -------------------------------------------------------
-    duckdb_threads: int = Field(2, ge=1)
+    duckdb_threads: int = Field(2, ge=1, description="Threads DuckDB gives one query.")
+    dbt_threads: int = Field(
+        1,
+        ge=1,
+        description="Models dbt runs at once. Each DuckDB query already uses every "
+        "`duckdb_threads`, and every model shares one memory limit, so two heavy marts at "
+        "once gain nothing on a small machine and can run out of memory together.",
+    )
     duckdb_memory_limit: str = Field("8GB")
 
     # -- partitioned batch scoring (`loopline score --partitions N`; flows/score.py) -------

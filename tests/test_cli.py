@@ -106,6 +106,7 @@ def one_line(output: str) -> str:
         ("LOOPLINE_SIM_SCALE", "huge", "'small', 'demo' or 'large'"),
         ("LOOPLINE_DUCKDB_THREADS", "abc", "a valid integer"),
         ("LOOPLINE_DUCKDB_THREADS", "0", "greater than or equal to 1"),
+        ("LOOPLINE_DBT_THREADS", "0", "greater than or equal to 1"),
         ("LOOPLINE_API_PORT", "99999", "less than or equal to 65535"),
         ("LOOPLINE_SERVICE_START_TIMEOUT", "soon", "a valid number"),
     ],
