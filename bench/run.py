@@ -536,15 +536,10 @@ def _dbt_scale_body(d: dict[str, Any]) -> list[str]:
         f"### At `--scale {scale}`",
         "",
         f"{where}: one more simulated day ({d['one_more_day']}), "
-        f"ingested ({d['ingest_s']:.0f} s), then "
-        + (
-            "the warehouse and dbt state copied twice; `loopline build` on one copy, "
-            "`loopline build --full-refresh` on the other, each "
-            if not prepared
-            else "the warehouse and dbt state copied once; `loopline build` in place (the kept "
-            "company's next day), `loopline build --full-refresh` on the copy, each "
-        )
-        + "once (each takes minutes, and a second incremental run would have nothing new). "
+        f"ingested ({d['ingest_s']:.0f} s), then `loopline build` (the incremental build "
+        "of that day), the rows of every incremental model fingerprinted, and `loopline build "
+        "--full-refresh` on the same folder (it rebuilds the other colour from the sources), "
+        "each once (each takes minutes, and a second incremental run would have nothing new). "
         "dbt's fixed start-up cost: `loopline build --select <nothing>` (process start, "
         f"parse, the incremental-relations check, an empty run), median of {noop['runs']}.",
         "",

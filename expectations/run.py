@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,15 @@ from expectations.results import ResultRow, append
 from expectations.suites import Asset, BuildContext, Policy, discover, is_critical
 from loopline import warehouse as warehouse_mod
 from loopline.progress import phase
+from loopline.publish import FEATURE_BUILDS
 from loopline.settings import Settings
 
 # failed expectations are validated a second time with this many sample values for Data
 # Docs; the first pass asks for none, so a passing map expectation costs no extra scan
 SAMPLES = 20
 DATASOURCE = "warehouse"
+# where a feature mart's unsettled days are judged, as a view, while its suite runs
+WINDOWS_SCHEMA = "loopline_audit"
 
 
 class ValidationError(ValueError):
@@ -66,6 +69,7 @@ class SuiteResult:
     failed_warning: tuple[str, ...] = ()
     seconds: float = 0.0
     skipped: str | None = None  # why the suite did not run (relation not there yet)
+    from_day: str | None = None  # judged the as-of days from this one on (the unsettled ones)
 
     @property
     def critical_failed(self) -> bool:
@@ -80,6 +84,8 @@ class SuiteResult:
         if self.skipped:
             return f"{self.asset}: skipped ({self.skipped})"
         where = "" if self.relation == self.asset else f" (in {self.relation})"
+        if self.from_day:
+            where += f" (as-of days from {self.from_day})"
         text = f"{self.asset}{where}: {self.passed}/{self.evaluated} passed"
         if self.failed_critical:
             text += f"; CRITICAL failed: {', '.join(self.failed_critical)}"
@@ -197,6 +203,8 @@ def validate(
                         _print(result)
             finally:
                 _close(datasource)
+                # the views of unsettled days, a crashed run's too
+                con.execute(f'drop schema if exists "{WINDOWS_SCHEMA}" cascade')
             if data_docs and keys:
                 context.build_data_docs(resource_identifiers=keys)
                 report.data_docs = data_docs_index(settings)
@@ -337,9 +345,46 @@ def _run_suite(
     ctx = BuildContext(con=con, physical=physical, policy=policy)
     expectations = asset.build(relation, ctx)
     schema, table = physical.split(".", 1)
-    table_asset = datasource.add_table_asset(name=physical, table_name=table, schema_name=schema)
-    batch = table_asset.add_batch_definition_whole_table("whole table").get_batch()
-    return _judge(context, batch, expectations, base, report, started)
+    unsettled = unsettled_from(con, schema, table) if "as_of_date" in relation.columns() else None
+    if unsettled is not None:
+        # the days written since the colour was last published: the days before were
+        # audited when they were written, and publication vouched for them. GX judges a view
+        # of those days (its column types read like a table's, which a query asset's are not)
+        base = SuiteResult(**{**base.__dict__, "from_day": unsettled.isoformat()})
+        con.execute(f'create schema if not exists "{WINDOWS_SCHEMA}"')
+        source = f'"{schema}"."{table}"'
+        schema, table = WINDOWS_SCHEMA, f"{schema}__{table}"
+        con.execute(
+            f'create or replace view "{schema}"."{table}" as select * from {source} '
+            f"where as_of_date >= date '{unsettled.isoformat()}'"
+        )
+    try:
+        table_asset = datasource.add_table_asset(
+            name=physical, table_name=table, schema_name=schema
+        )
+        batch = table_asset.add_batch_definition_whole_table("whole table").get_batch()
+        return _judge(context, batch, expectations, base, report, started)
+    finally:
+        if unsettled is not None:
+            con.execute(f'drop view if exists "{schema}"."{table}"')
+
+
+def unsettled_from(con: Any, schema: str, table: str) -> date | None:
+    """The first as-of day a feature mart's builds wrote since its colour was last published
+    (``feature_builds`` beside it, macros/features_versioning.sql); None when publication
+    vouched for every day, or the relation has no build on record (judge it whole)."""
+    has_days = con.execute(
+        "select count(*) from information_schema.columns "
+        "where table_schema = ? and table_name = ? and column_name = 'unsettled_from'",
+        [schema, FEATURE_BUILDS],
+    ).fetchone()
+    if not has_days or not has_days[0]:  # no builds on record (or from before the column)
+        return None
+    row = con.execute(
+        f'select unsettled_from from "{schema}"."{FEATURE_BUILDS}" where relation_name = ?',
+        [table],
+    ).fetchone()
+    return row[0] if row else None
 
 
 def _judge(

@@ -10,8 +10,9 @@ store's refresh, people with a SQL prompt) only ever name the plain schemas.
 2. **audit**: `expectations.run.validate(settings, schemas=audit_schemas(...))` judges the
    new colour's relations under their published names.
 3. **publish**: `publish` repoints every plain-schema view at the new colour in one DuckDB
-   transaction (readers see all old or all new) and appends a row to
-   `monitoring.publications`. When a critical suite fails the caller raises
+   transaction (readers see all old or all new), settles the feature marts' days written
+   since the colour's last publication (`feature_builds.unsettled_from`) and appends a row
+   to `monitoring.publications`. When a critical suite fails the caller raises
    `PublicationBlockedError` instead, and the views keep pointing at the last good colour.
 
 Landing (`raw`), seeds (`reference`) and snapshots are built in place (`UNCOLOURED`, the
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 
 COLOURS = ("blue", "green")
 UNCOLOURED = ("raw", "reference", "snapshots")  # macros/generate_schema_name.sql
+# the days each feature mart's builds wrote since its colour was last published
+# (macros/features_versioning.sql): publication settles them, so the next build's data tests
+# and audit read only what that build writes (macros/tests_rebuilt_days.sql)
+FEATURE_BUILDS = "feature_builds"
 
 
 class PublicationBlockedError(RuntimeError):
@@ -164,6 +169,9 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
                 )
             for schema, name in stale:
                 con.execute(f'drop view "{schema}"."{name}"')
+            for schema, name in relations:
+                if name == FEATURE_BUILDS:  # every day written so far is vouched for now
+                    con.execute(f'update "{schema}"."{name}" set unsettled_from = null')
             con.execute(
                 f"insert into {PUBLICATIONS_TABLE} values (?, ?, ?, ?, ?, ?, ?)",
                 [

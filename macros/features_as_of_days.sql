@@ -96,13 +96,22 @@
         getvariable('{{ _feature_batch_variable("from") }}') + {{ days - 1 }},
         getvariable('{{ _feature_batch_variable("through") }}')
     );
-    insert or replace into {{ this.schema }}.feature_builds values (
+    insert or replace into {{ this.schema }}.feature_builds
+        (relation_name, feature_set_version, rebuilt_from, rebuilt_through, built_at, unsettled_from)
+    select
         '{{ this.identifier }}',
         '{{ feature_set_version() }}',
         getvariable('{{ _feature_batch_variable("from") }}'),
         getvariable('{{ _feature_batch_variable("through") }}'),
-        now()::timestamp
-    )
+        now()::timestamp,
+        -- least() passes over a null: a settled record starts again from this build's days
+        least(
+            getvariable('{{ _feature_batch_variable("from") }}'),
+            (
+                select unsettled_from from {{ this.schema }}.feature_builds
+                where relation_name = '{{ this.identifier }}'
+            )
+        )
 {% endmacro %}
 
 {#- post-hook: the batches after the first, each deleted (this version's rows of its days)

@@ -22,15 +22,20 @@
         created_at timestamp not null,
         primary key (feature_set_name, feature_set_version)
     );
-    -- the as-of days each feature mart's last build wrote (feature_batches_start): the
-    -- mart's data tests read those days only (macros/tests_rebuilt_days.sql)
+    -- the as-of days each feature mart's last build wrote (feature_batches_start), and the
+    -- first day written since the relation was last published (unsettled_from: null once
+    -- publication vouched for every day): the mart's data tests read from there on
+    -- (macros/tests_rebuilt_days.sql), so days a build wrote whose tests failed are read
+    -- again by the next build's tests, however few days that build rewrites
     create table if not exists {{ schema }}.feature_builds (
         relation_name varchar primary key,
         feature_set_version varchar not null,
         rebuilt_from date,
         rebuilt_through date,
-        built_at timestamp not null
-    )
+        built_at timestamp not null,
+        unsettled_from date
+    );
+    alter table {{ schema }}.feature_builds add column if not exists unsettled_from date
 {% endmacro %}
 
 {#- post-hook: record (name, version, definition hash, columns with types) once per version.

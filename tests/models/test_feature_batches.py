@@ -73,38 +73,94 @@ def test_a_batch_size_below_one_day_is_refused_by_name(built_warehouse, tmp_path
     assert fingerprints(settings.data_dir, RELATIONS[:1]) == before
 
 
-def test_a_marts_tests_read_the_days_its_last_build_wrote(built_warehouse, tmp_path) -> None:
-    """An incremental build rewrites its last few days and its data tests read those; the
-    days before were tested when they were written. A mart with no build on record (built
-    outside dbt, say) is tested in full."""
+def test_a_marts_tests_and_audit_read_the_days_written_since_its_last_publication(
+    built_warehouse, tmp_path
+) -> None:
+    """An incremental build rewrites its last few days; its data tests and the audit before
+    publication read those, as the days before were checked when they were written and
+    publication vouched for them. Days a build wrote that were never published (its checks
+    failed) are read again by the next build's checks, however few days that build
+    rewrites; a mart with no build on record is read in full."""
+    from expectations.run import validate
+    from loopline.publish import audit_and_publish, audit_schemas
+
     settings = copy_company(built_warehouse[0], tmp_path / "data")
-    mart = "features.fs_churn__user_daily"
-    run_dbt(settings, ["build", "--select", "fs_churn__user_daily"])  # incremental
-    (rebuilt_from,) = query(
-        settings,
-        "select rebuilt_from from features.feature_builds "
-        "where relation_name = 'fs_churn__user_daily'",
-    )[0]
-    (first_day, last_day) = query(settings, f"select min(as_of_date), max(as_of_date) from {mart}")[
-        0
-    ]
-    assert first_day < rebuilt_from <= last_day
+    name = "fs_churn__user_daily"
+    mart = f"features__blue.{name}"
+    run_dbt(settings, ["build"], colour="blue")
+    audit_and_publish(settings, "blue")  # blue is live: every day it holds is vouched for
+
+    def build(*args: str) -> None:
+        run_dbt(settings, ["build", *args, "--select", name], colour="blue")
+
+    def test() -> None:
+        run_dbt(settings, ["test", "--select", name], colour="blue")
+
+    def audit() -> tuple[bool, str]:
+        report = validate(
+            settings,
+            [f"features.{name}"],
+            schemas=audit_schemas(settings, "blue"),
+            record=False,
+            data_docs=False,
+        )
+        return report.critical_failed, report.suites[0].line()
 
     def duplicate_a_row_of(day) -> None:
         query(
             settings, f"insert into {mart} select * from {mart} where as_of_date = '{day}' limit 1"
         )
 
-    def test() -> None:
-        run_dbt(settings, ["test", "--select", "fs_churn__user_daily"])
+    def remove_duplicates_of(day) -> None:
+        query(
+            settings,
+            f"create temp table d as select distinct * from {mart} where as_of_date = '{day}'; "
+            f"delete from {mart} where as_of_date = '{day}'; insert into {mart} select * from d",
+        )
 
-    duplicate_a_row_of(first_day)  # a day this build did not write: not read again
+    build()  # incremental: rewrites the last days only
+    ((first_day, last_day),) = query(
+        settings, f"select min(as_of_date), max(as_of_date) from {mart}"
+    )
+    ((rebuilt_from, unsettled_from),) = query(
+        settings,
+        "select rebuilt_from, unsettled_from from features__blue.feature_builds "
+        f"where relation_name = '{name}'",
+    )
+    assert first_day < rebuilt_from == unsettled_from <= last_day
+
+    duplicate_a_row_of(first_day)  # a published day this build did not write: not read again
     test()
+    failed, line = audit()
+    assert not failed and f"(as-of days from {rebuilt_from})" in line, line
     duplicate_a_row_of(rebuilt_from)  # a day it wrote
     with pytest.raises(DbtError, match="unique_combination"):
         test()
-    query(settings, f"delete from {mart} where as_of_date = '{rebuilt_from}'")
-    test()
-    query(settings, "delete from features.feature_builds")  # no record: every day is read
+    failed, line = audit()
+    assert failed and "unique" in line, line
+    remove_duplicates_of(rebuilt_from)
+    remove_duplicates_of(first_day)
+
+    # a build that rewrote every day (a full refresh) left a defect in an early day and was
+    # not published; the next incremental build rewrites its last days only, yet its checks
+    # read every day written since the last publication, the early one too
+    build("--full-refresh")
+    duplicate_a_row_of(first_day)
+    with pytest.raises(DbtError, match="unique_combination"):
+        build()
+    assert audit()[0]
+    remove_duplicates_of(first_day)
+    build()
+    publication, _ = audit_and_publish(settings, "blue")  # vouches for every day again
+    assert publication.colour == "blue"
+    assert query(
+        settings,
+        f"select unsettled_from from features__blue.feature_builds where relation_name = '{name}'",
+    ) == [(None,)]
+
+    query(settings, "delete from features__blue.feature_builds")  # no record: every day is read
+    duplicate_a_row_of(first_day)
     with pytest.raises(DbtError, match="unique_combination"):
         test()
+    failed, line = audit()
+    assert failed and "as-of days from" not in line, line
