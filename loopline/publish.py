@@ -145,6 +145,16 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
                 [list(schemas)],
             ).fetchall()
         )
+        # feature marts' builds on record (a colour built before the column existed has none)
+        unsettled = [
+            schema
+            for (schema,) in con.execute(
+                "select table_schema from information_schema.columns "
+                "where table_schema in (select unnest(?::varchar[])) and table_name = ? "
+                "and column_name = 'unsettled_from'",
+                [list(schemas.values()), FEATURE_BUILDS],
+            ).fetchall()
+        ]
         stale = [
             (schema, name)
             for schema, name, sql in con.execute(
@@ -169,9 +179,8 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
                 )
             for schema, name in stale:
                 con.execute(f'drop view "{schema}"."{name}"')
-            for schema, name in relations:
-                if name == FEATURE_BUILDS:  # every day written so far is vouched for now
-                    con.execute(f'update "{schema}"."{name}" set unsettled_from = null')
+            for schema in unsettled:  # every day written so far is vouched for now
+                con.execute(f'update "{schema}"."{FEATURE_BUILDS}" set unsettled_from = null')
             con.execute(
                 f"insert into {PUBLICATIONS_TABLE} values (?, ?, ?, ?, ?, ?, ?)",
                 [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import date
 
 import pytest
 
@@ -130,11 +131,21 @@ def test_publish_replaces_a_plain_dbt_build_and_drops_views_of_deleted_models(
     query(settings, "create schema core__blue")
     query(settings, "create table core__blue.dim_users as select * from core.dim_users")
     query(settings, "create table core__blue.dim_gone as select 1 as x")
+    # feature marts' builds on record from before `unsettled_from` existed: nothing to settle
+    query(settings, "create schema features__blue")
+    builds = "features__blue.feature_builds"
+    query(settings, f"create table {builds} (relation_name varchar, rebuilt_from date)")
     publish(settings, "blue")
     assert _kind(settings, "core", "dim_users") == "VIEW"
     assert _kind(settings, "core", "dim_gone") == "VIEW"
     query(settings, "drop table core__blue.dim_gone")
+    query(settings, f"alter table {builds} add column unsettled_from date")
+    query(settings, f"insert into {builds} values ('fs_x', date '2026-01-02', date '2026-01-01')")
     publication = publish(settings, "blue")
     assert publication.dropped == 1
+    # publication vouches for the days written since the last one
+    assert query(settings, f"select rebuilt_from, unsettled_from from {builds}") == [
+        (date(2026, 1, 2), None)
+    ]
     assert _kind(settings, "core", "dim_gone") is None
     assert _kind(settings, "core", "dim_users") == "VIEW"
