@@ -34,8 +34,18 @@
         rebuilt_through date,
         built_at timestamp not null,
         unsettled_from date
-    );
+    )
+    {#- a table from before the column gets it; a published view (the plain schema of a
+        build in place, after a publication) is left alone -#}
+    {%- if execute %}
+        {%- set kind = run_query(
+            "select table_type from information_schema.tables where table_schema = '"
+            ~ schema ~ "' and table_name = 'feature_builds'"
+        ) -%}
+        {%- if kind.rows and kind.rows[0][0] == 'BASE TABLE' %};
     alter table {{ schema }}.feature_builds add column if not exists unsettled_from date
+        {%- endif -%}
+    {%- endif %}
 {% endmacro %}
 
 {#- post-hook: record (name, version, definition hash, columns with types) once per version.
