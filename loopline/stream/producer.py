@@ -74,6 +74,7 @@ def publish(
     """Send `lines` at `rate` events/s (times `spike_factor` during the spike window) until
     `limit` events or `seconds` have passed or the lines run out."""
     started = time.monotonic()
+    spike_end = spike_after_s + spike_seconds
     owed = 0.0
     sent = 0
     last = started
@@ -84,8 +85,11 @@ def publish(
         elapsed = now - started
         if seconds is not None and elapsed >= seconds:
             break
-        in_spike = spike_after_s <= elapsed < spike_after_s + spike_seconds
-        owed += (now - last) * rate * (spike_factor if in_spike else 1.0)
+        # the rate integrated over the time since the last tick, so a slow tick that
+        # straddles the spike (a loaded machine, a slow target) still owes its events
+        before = last - started
+        overlap = max(0.0, min(elapsed, spike_end) - max(before, spike_after_s))
+        owed += (elapsed - before) * rate + overlap * rate * (spike_factor - 1.0)
         last = now
         want = int(owed) if limit is None else min(int(owed), limit - sent)
         chunk: list[str] = []
