@@ -12,8 +12,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ _PARSE_ARGS = ("--vars", "--target", "-t", "--profile", "--project-dir", "--prof
 PASSED = ("success", "pass")
 FAILED = ("error", "fail", "runtime error")
 TEST_TYPES = ("test", "unit_test")
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"  # dbt's, in its target folder
 RELATION_TYPES = ("model", "seed", "snapshot")
 
 
@@ -306,6 +309,27 @@ class _NodeCounter:
             return
 
 
+@contextmanager
+def _partial_parse_of(target: Path, colour: str | None) -> Iterator[None]:
+    """dbt's partial-parse state of `colour`'s builds in `target` for one invocation.
+
+    dbt keeps one partial-parse file per target folder and reparses the whole project when
+    the vars differ from the run that wrote it; write-audit-publish alternates the
+    `wap_colour` var, so every build would reparse. Each colour keeps its own copy instead:
+    it is put in place before the run and kept after it."""
+    if colour is None:
+        yield
+        return
+    current, kept = target / PARTIAL_PARSE_FILE, target / f"{colour}.{PARTIAL_PARSE_FILE}"
+    if kept.exists():
+        shutil.copyfile(kept, current)
+    try:
+        yield
+    finally:
+        if current.exists():
+            shutil.copyfile(current, kept)
+
+
 def _invoke(
     settings: Settings,
     args: Sequence[str],
@@ -337,7 +361,7 @@ def _invoke(
         *(["--vars", json.dumps({"wap_colour": colour})] if colour else []),
     ]  # fmt: skip
     try:
-        with warehouse_writer(settings):
+        with warehouse_writer(settings), _partial_parse_of(artifacts / "target", colour):
             try:
                 if bar is None:
                     result = dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke(command)

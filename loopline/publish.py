@@ -10,9 +10,10 @@ store's refresh, people with a SQL prompt) only ever name the plain schemas.
 2. **audit**: `expectations.run.validate(settings, schemas=audit_schemas(...))` judges the
    new colour's relations under their published names.
 3. **publish**: `publish` repoints every plain-schema view at the new colour in one DuckDB
-   transaction (readers see all old or all new), settles the feature marts' days written
-   since the colour's last publication (`feature_builds.unsettled_from`) and appends a row
-   to `monitoring.publications`. When a critical suite fails the caller raises
+   transaction (readers see all old or all new), settles what the incremental models wrote
+   since the colour's last publication (the feature marts' days,
+   `feature_builds.unsettled_from`; the event lines, `load_builds.unsettled_after`) and
+   appends a row to `monitoring.publications`. When a critical suite fails the caller raises
    `PublicationBlockedError` instead, and the views keep pointing at the last good colour.
 
 Landing (`raw`), seeds (`reference`) and snapshots are built in place (`UNCOLOURED`, the
@@ -44,6 +45,10 @@ UNCOLOURED = ("raw", "reference", "snapshots")  # macros/generate_schema_name.sq
 # (macros/features_versioning.sql): publication settles them, so the next build's data tests
 # and audit read only what that build writes (macros/tests_rebuilt_days.sql)
 FEATURE_BUILDS = "feature_builds"
+# the lines each load-time incremental model appended since its colour was last published
+# (macros/loads_unsettled.sql): its data tests read those only
+LOAD_BUILDS = "load_builds"
+UNSETTLED = ((FEATURE_BUILDS, "unsettled_from"), (LOAD_BUILDS, "unsettled_after"))
 
 
 class PublicationBlockedError(RuntimeError):
@@ -145,16 +150,15 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
                 [list(schemas)],
             ).fetchall()
         )
-        # feature marts' builds on record (a colour built before the column existed has none)
-        unsettled = [
-            schema
-            for (schema,) in con.execute(
-                "select table_schema from information_schema.columns "
-                "where table_schema in (select unnest(?::varchar[])) and table_name = ? "
-                "and column_name = 'unsettled_from'",
-                [list(schemas.values()), FEATURE_BUILDS],
-            ).fetchall()
-        ]
+        # the unpublished part of each colour's incremental models on record: the feature
+        # marts' days (a colour built before the column has none) and the lines the
+        # load-time models appended (macros/loads_unsettled.sql)
+        unsettled = con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            "where table_schema in (select unnest(?::varchar[])) "
+            "and table_name || '.' || column_name in (select unnest(?::varchar[]))",
+            [list(schemas.values()), [f"{table}.{column}" for table, column in UNSETTLED]],
+        ).fetchall()
         stale = [
             (schema, name)
             for schema, name, sql in con.execute(
@@ -179,8 +183,8 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
                 )
             for schema, name in stale:
                 con.execute(f'drop view "{schema}"."{name}"')
-            for schema in unsettled:  # every day written so far is vouched for now
-                con.execute(f'update "{schema}"."{FEATURE_BUILDS}" set unsettled_from = null')
+            for schema, table, column in unsettled:  # all written so far is vouched for now
+                con.execute(f'update "{schema}"."{table}" set "{column}" = null')
             con.execute(
                 f"insert into {PUBLICATIONS_TABLE} values (?, ?, ?, ?, ?, ?, ?)",
                 [

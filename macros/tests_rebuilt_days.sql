@@ -18,7 +18,7 @@
 -#}
 {% macro duckdb__get_where_subquery(relation) -%}
     {%- set where = config.get('where') or '' -%}
-    {%- if '__rebuilt_from__' not in where -%}
+    {%- if '__rebuilt_from__' not in where and '__unsettled_loads__' not in where -%}
         {%- do return(dbt.default__get_where_subquery(relation)) -%}
     {%- endif -%}
     {%- set builds = api.Relation.create(
@@ -30,5 +30,26 @@
             '1900-01-01'::date
         )
     {%- endset -%}
-    {%- do return('(select * from ' ~ relation ~ ' where ' ~ where | replace('__rebuilt_from__', rebuilt_from) ~ ') dbt_subquery') -%}
+    {%- set where = where | replace('__rebuilt_from__', rebuilt_from) -%}
+    {#- __unsettled_loads__(model): the load watermark of `model`'s lines not yet published
+        (macros/loads_unsettled.sql, `load_builds` beside the model, wherever the tested view
+        is), '1900-01-01' (every line) when none is on record; __relation__: the tested
+        relation, for a key's test that reads the rows holding the keys of those lines -#}
+    {%- set filled = namespace(where=where) -%}
+    {%- for name in modules.re.findall('__unsettled_loads__\\((\\w+)\\)', where) | unique -%}
+        {%- set models = graph.nodes.values() | selectattr('resource_type', 'equalto', 'model')
+            | selectattr('name', 'equalto', name) | list -%}
+        {%- if not models -%}
+            {{ exceptions.raise_compiler_error("__unsettled_loads__(" ~ name ~ "): no such model") }}
+        {%- endif -%}
+        {%- set loads = api.Relation.create(
+            database=relation.database, schema=models[0].schema, identifier='load_builds'
+        ) -%}
+        {%- set watermark -%}
+            coalesce((select max(unsettled_after) from {{ loads }} where relation_name = '{{ name }}'), '1900-01-01'::timestamp)
+        {%- endset -%}
+        {%- set filled.where = filled.where | replace('__unsettled_loads__(' ~ name ~ ')', watermark) -%}
+    {%- endfor -%}
+    {%- set where = filled.where | replace('__relation__', relation | string) -%}
+    {%- do return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') -%}
 {%- endmacro %}

@@ -124,3 +124,24 @@ def test_the_empty_pre_pass_runs_only_while_relations_are_missing(company, monke
     run_dbt(company, ["build", "--select", "stg_oltp__plans"])
     assert [c[0] for c in calls] == ["parse", "build"]
     assert "--empty" not in calls[1]
+
+
+def test_each_colour_keeps_its_partial_parse_so_alternate_builds_do_not_reparse(company):
+    """Write-audit-publish alternates the `wap_colour` var; dbt reparses the whole project
+    when the vars differ from the last parse, unless each colour keeps its own state."""
+    from loopline.dbt import parse
+
+    def reparsed(colour: str) -> bool:
+        log = log_file(company)
+        before = log.stat().st_size if log.exists() else 0
+        parse(company, colour)
+        with log.open() as text:
+            text.seek(before)
+            new = text.read()
+        assert "parse` succeeded" in new
+        return "Unable to do partial parsing" in new
+
+    for colour in ("blue", "green"):  # the first parse of each colour reads every file
+        reparsed(colour)
+    for colour in ("blue", "green", "blue"):
+        assert not reparsed(colour), colour

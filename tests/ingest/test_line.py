@@ -48,8 +48,9 @@ def table_fingerprints(settings: Settings) -> dict[str, tuple[int, str]]:
             "select table_schema, table_name from information_schema.tables "
             f"where table_schema in {SCHEMAS} order by 1, 2"
         ).fetchall()
-        # feature_builds records which days the last build wrote: *when*, like the columns below
-        tables = [(s, t) for s, t in tables if t != "feature_builds"]
+        # feature_builds and load_builds record what the last build started from: *when*,
+        # like the columns below
+        tables = [(s, t) for s, t in tables if t not in ("feature_builds", "load_builds")]
         out = {}
         for schema, table in tables:
             # load-time stamps and batch ids say *when*, not *what*: leave them out

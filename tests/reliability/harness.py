@@ -102,6 +102,10 @@ RULES: dict[str, Rule] = {
         not_compared="the days each mart's last build wrote: a rerun after a kill finds some "
         "marts built and rewrites only their last days"
     ),
+    "staging.load_builds": Rule(
+        not_compared="the load watermark each load-time model's builds started from: a rerun "
+        "after a kill finds some lines built and starts from there"
+    ),
     "monitoring.validation_results": Rule(
         ignore={"run_id": "the audit's random id", "validated_at": "now()"},
         normalise={"relation": _UNCOLOURED},

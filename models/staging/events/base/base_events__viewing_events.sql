@@ -4,6 +4,7 @@
         unique_key=['_file', '_line_no'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        pre_hook="{{ record_unsettled_loads() }}",
     )
 }}
 
