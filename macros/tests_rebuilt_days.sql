@@ -15,6 +15,11 @@
     is tested in full; so is every build of a warehouse nobody publishes (plain `dbt build`).
     Every key these tests check includes as_of_date, so the rows of the days not read
     cannot break them.
+
+    The event tables' tests do the same by load time: `__unsettled_loads__(model)` is the
+    load watermark of the lines `model` took in since it was last published
+    (macros/loads_unsettled.sql), and `__relation__` the tested relation, for a key's test
+    that reads every row holding a key of those lines.
 -#}
 {% macro duckdb__get_where_subquery(relation) -%}
     {%- set where = config.get('where') or '' -%}
