@@ -15,7 +15,6 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -309,7 +308,7 @@ class _NodeCounter:
             return
 
 
-@contextmanager
+@contextlib.contextmanager
 def _partial_parse_of(target: Path, colour: str | None) -> Iterator[None]:
     """dbt's partial-parse state of `colour`'s builds in `target` for one invocation.
 
@@ -361,7 +360,9 @@ def _invoke(
         *(["--vars", json.dumps({"wap_colour": colour})] if colour else []),
     ]  # fmt: skip
     try:
-        with warehouse_writer(settings), _partial_parse_of(artifacts / "target", colour):
+        # a run given a parsed manifest does not parse: no state to swap
+        parsing_colour = colour if manifest is None else None
+        with warehouse_writer(settings), _partial_parse_of(artifacts / "target", parsing_colour):
             try:
                 if bar is None:
                     result = dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke(command)
