@@ -169,12 +169,13 @@ def materialize_online_features() -> dict[str, int]:
     churn, histories = reports[CHURN.name], reports[USER_HISTORY.name]
     run_logger().info(
         "online store: %s",
-        ", ".join(f"{name} {r.written} written, {r.skipped} already newer"
+        ", ".join(f"{name} {r.written} written, {r.skipped} already newer ({r.days.describe()})"
                   for name, r in reports.items()),
     )  # fmt: skip
+    read = " / ".join(sorted({r.days.describe() for r in reports.values()}))
     phase(
         "online",
-        f"{churn.written:,} churn vectors, {histories.written:,} viewing histories",
+        f"{churn.written:,} churn vectors, {histories.written:,} histories; read {read}",
         time.perf_counter() - started,
     )
     return {

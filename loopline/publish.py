@@ -12,7 +12,8 @@ store's refresh, people with a SQL prompt) only ever name the plain schemas.
 3. **publish**: `publish` repoints every plain-schema view at the new colour in one DuckDB
    transaction (readers see all old or all new), settles what the incremental models wrote
    since the colour's last publication (the feature marts' days,
-   `feature_builds.unsettled_from`; the event lines, `load_builds.unsettled_after`) and
+   `feature_builds.unsettled_from`, kept per publication in `monitoring.publication_days`
+   for the online store's refresh; the event lines, `load_builds.unsettled_after`) and
    appends a row to `monitoring.publications`. When a critical suite fails the caller raises
    `PublicationBlockedError` instead, and the views keep pointing at the last good colour.
 
@@ -34,7 +35,13 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from loopline.settings import Settings
-from loopline.warehouse import PUBLICATIONS_TABLE, ensure, reading, writing
+from loopline.warehouse import (
+    PUBLICATION_DAYS_TABLE,
+    PUBLICATIONS_TABLE,
+    ensure,
+    reading,
+    writing,
+)
 
 if TYPE_CHECKING:
     from expectations.run import ValidationReport
@@ -116,6 +123,24 @@ def audit_schemas(settings: Settings, colour: str) -> dict[str, str]:
         return coloured_schemas(con, colour)
 
 
+def published_colour(con: duckdb.DuckDBPyConnection, relation: str) -> str | None:
+    """The colour a plain-schema relation (``features.fs_x``) is a published view of; None
+    for a table (a build in place) or a relation that is not there."""
+    schema, name = relation.split(".", 1)
+    row = con.execute(
+        "select sql from duckdb_views() where not internal and schema_name = ? and view_name = ?",
+        [schema, name],
+    ).fetchone()
+    if row is None:
+        return None
+    colours = "|".join(COLOURS)
+    found = re.search(
+        rf'(?i)\bfrom\s+"?{re.escape(schema)}__({colours})"?\."?{re.escape(name)}"?\s*;?\s*$',
+        str(row[0]),
+    )
+    return found.group(1).lower() if found else None
+
+
 def _points_at_a_colour(sql: str, schema: str) -> bool:
     """Whether a view's SQL (as DuckDB stores it) reads from a colour of `schema`."""
     colours = "|".join(COLOURS)
@@ -168,7 +193,7 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
             ).fetchall()
             if (schema, name) not in wanted and _points_at_a_colour(sql, schema)
         ]
-        ensure(con, PUBLICATIONS_TABLE)
+        ensure(con, PUBLICATIONS_TABLE, PUBLICATION_DAYS_TABLE)
         publication_id = uuid.uuid4().hex
         con.execute("begin transaction")
         try:
@@ -184,6 +209,12 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
             for schema, name in stale:
                 con.execute(f'drop view "{schema}"."{name}"')
             for schema, table, column in unsettled:  # all written so far is vouched for now
+                if table == FEATURE_BUILDS:  # what this publication vouched for, kept
+                    con.execute(
+                        f"insert into {PUBLICATION_DAYS_TABLE} "
+                        f'select ?, ? || relation_name, {column} from "{schema}"."{table}"',
+                        [publication_id, f"{schema.removesuffix(f'__{colour}')}."],
+                    )
                 con.execute(f'update "{schema}"."{table}" set "{column}" = null')
             con.execute(
                 f"insert into {PUBLICATIONS_TABLE} values (?, ?, ?, ?, ?, ?, ?)",

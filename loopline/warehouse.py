@@ -214,6 +214,7 @@ RECOMMENDATIONS_TABLE = "ml.recommendations"
 DECISIONS_TABLE = "ml.model_decisions"
 VALIDATION_RESULTS_TABLE = "monitoring.validation_results"
 PUBLICATIONS_TABLE = "monitoring.publications"
+PUBLICATION_DAYS_TABLE = "monitoring.publication_days"
 MONITOR_RUNS_TABLE = "monitoring.monitor_runs"
 FEATURE_DRIFT_TABLE = "monitoring.feature_drift"
 MODEL_PERFORMANCE_TABLE = "monitoring.model_performance"
@@ -260,6 +261,13 @@ TABLES: dict[str, str] = {
         dropped integer not null,          -- views of deleted models dropped
         validation_run_id varchar,         -- the audit that allowed it (validation_results)
         published_at timestamp not null
+    )""",
+    # per publication, the first as-of day each feature mart's builds wrote since its colour
+    # was last published (what publication settles); the online refresh reads from there on
+    PUBLICATION_DAYS_TABLE: """(
+        publication_id varchar not null,
+        relation varchar not null,         -- the published name: features.fs_churn__user_daily
+        unsettled_from date                -- null: no day written since that publication
     )""",
     # written by `loopline monitor` (ml/monitoring/), one run at a time under the writer lock
     MONITOR_RUNS_TABLE: """(

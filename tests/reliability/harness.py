@@ -121,6 +121,10 @@ RULES: dict[str, Rule] = {
         },
         latest=("publication_id", "published_at"),
     ),
+    "monitoring.publication_days": Rule(
+        not_compared="the days each publication vouched for (random publication ids): a rerun "
+        "after a kill finds some marts built and publishes fewer new days"
+    ),
     "ml.model_decisions": Rule(
         not_compared="a rerun trains again and adds its own decisions (new versions); each "
         "decision the registry holds must be in it once, with the same action"

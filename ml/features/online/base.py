@@ -131,6 +131,20 @@ class OnlineStore(ABC):
     def close(self) -> None:
         """Release connections; the store cannot be used afterwards."""
 
+    def mark(self, name: str) -> str | None:
+        """The value `set_mark` last stored under `name`, or None (never set, or a backend that
+        keeps no marks: the base class's).
+
+        A mark says what the store was written from (the online refresh keeps, per feature
+        set and colour, the warehouse publication it materialised: `ml.features.materialize`);
+        it lives and goes with the vectors, so a new or emptied store has none.
+        """
+        return None
+
+    def set_mark(self, name: str, value: str) -> None:
+        """Store `value` under `name` (see `mark`); the base class keeps nothing."""
+        del name, value
+
     def __enter__(self) -> Self:
         return self
 

@@ -154,6 +154,20 @@ class RedisOnlineStore(OnlineStore):
         fields = self._client.hmget(self._name(feature_set, version, entity_key(key)), _FIELDS)
         return _redis_vector(fields)  # type: ignore[arg-type]
 
+    def mark(self, name: str) -> str | None:
+        """The value last stored under `name` (None when never set): a field of one hash."""
+        value = self._client.hget(self._marks, name)
+        return None if value is None else value.decode()  # type: ignore[union-attr]
+
+    def set_mark(self, name: str, value: str) -> None:
+        """Store `value` under `name` in the namespace's marks hash."""
+        self._client.hset(self._marks, name, value)
+
+    @property
+    def _marks(self) -> str:
+        # no feature set's key starts with ':' (a feature-set name cannot)
+        return f"{self.namespace}:marks"
+
     def _name(self, feature_set: str, version: str | None, key: str) -> str:
         version = version or ""
         if not _VERSION.match(version):

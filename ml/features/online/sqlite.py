@@ -4,7 +4,8 @@ A serving process reads while a materialisation writes (DuckDB allows no reader 
 process writes). One table keyed by (feature_set, feature_set_version, entity_key) holds the
 vector as JSON text: new feature sets, versions and feature columns need no DDL or migration, a
 lookup is one primary-key seek returning one value, and a vector is a single column, so a reader
-can never see half of an update. The unversioned slot is stored as version ``''``.
+can never see half of an update. The unversioned slot is stored as version ``''``. Table
+``online_marks`` holds the store's marks (`OnlineStore.mark`).
 
 A file written before versions were part of the key (table ``online_features``) is dropped
 when the store opens: the online store is derived data that the next materialisation rewrites.
@@ -43,6 +44,12 @@ create table if not exists online_vectors (
     created_at_us integer,                  -- NULL: unknown, loses every tie
     vector_json text not null,
     primary key (feature_set, feature_set_version, entity_key)
+) without rowid
+"""
+_MARKS_SCHEMA = """
+create table if not exists online_marks (
+    name text primary key,
+    value text not null
 ) without rowid
 """
 
@@ -99,6 +106,7 @@ class SqliteOnlineStore(OnlineStore):
         if not self.path.exists() or not self._has_schema():
             writer = self._writer()
             writer.execute(_SCHEMA)
+            writer.execute(_MARKS_SCHEMA)
             writer.execute(f"drop table if exists {_UNVERSIONED_TABLE}")
 
     def write(
@@ -177,6 +185,24 @@ class SqliteOnlineStore(OnlineStore):
             vector = local.vectors[params] = None if row is None else _sqlite_vector(row)
         return vector
 
+    def mark(self, name: str) -> str | None:
+        """The value last stored under `name` (None when never set)."""
+        row = (
+            self._reader()
+            .execute("select value from online_marks where name = ?", [name])
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def set_mark(self, name: str, value: str) -> None:
+        """Store `value` under `name`, replacing what was there."""
+        with self._write_lock:
+            self._writer().execute(
+                "insert into online_marks values (?, ?) "
+                "on conflict (name) do update set value = excluded.value",
+                [name, value],
+            )
+
     def close(self) -> None:
         """Close the writer and every thread's reader connection."""
         self._closed = True
@@ -229,7 +255,7 @@ class SqliteOnlineStore(OnlineStore):
     def _has_schema(self) -> bool:
         query = "select name from sqlite_master where type = 'table'"
         tables = {name for (name,) in self._reader().execute(query)}
-        return "online_vectors" in tables and _UNVERSIONED_TABLE not in tables
+        return {"online_vectors", "online_marks"} <= tables and _UNVERSIONED_TABLE not in tables
 
 
 def _sqlite_vector(row: Sequence[Any]) -> FeatureVector:

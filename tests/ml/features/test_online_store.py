@@ -440,7 +440,7 @@ def test_a_sqlite_file_from_before_versions_is_reset_on_open(tmp_path: Path) -> 
         vector = store.get_one("fs", 1)
         assert vector is not None and vector.values == {"v": 1}
     tables = sqlite3.connect(path).execute("select name from sqlite_master where type = 'table'")
-    assert [name for (name,) in tables] == ["online_vectors"]
+    assert sorted(name for (name,) in tables) == ["online_marks", "online_vectors"]
 
 
 def test_a_sqlite_reader_never_answers_from_vectors_older_than_the_file(tmp_path: Path) -> None:
@@ -523,6 +523,39 @@ def test_empty_write_reports_nothing(store: OnlineStore) -> None:
 def test_feature_set_name_that_could_collide_is_rejected(store: OnlineStore) -> None:
     with pytest.raises(ValueError, match="feature set name"):
         store.write("a:b", frame([{"user_id": 1, "feature_timestamp": T0}]), ["user_id"])
+
+
+def test_marks_are_kept_beside_the_vectors_and_leave_them_alone(store: OnlineStore) -> None:
+    """A mark (what the store was materialised from) reads back the last value set; it is
+    not a feature set's vector, and a vector write leaves it as it was."""
+    assert store.mark("materialized:fs:blue") is None
+    store.write("fs", frame([{"user_id": 1, "feature_timestamp": T0, "v": 1}]), ["user_id"])
+    store.set_mark("materialized:fs:blue", "p1")
+    store.set_mark("materialized:fs:blue", "p2")
+    store.set_mark("materialized:fs:green", "p0")
+    store.write(
+        "fs",
+        frame([{"user_id": 1, "feature_timestamp": T0 + timedelta(hours=1), "v": 2}]),
+        ["user_id"],
+    )
+    assert (store.mark("materialized:fs:blue"), store.mark("materialized:fs:green")) == (
+        "p2",
+        "p0",
+    )
+    assert store.get_one("fs", 1).values == {"v": 2}  # type: ignore[union-attr]
+
+
+def test_a_sqlite_file_from_before_marks_gains_them_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "online.sqlite"
+    with SqliteOnlineStore(path) as store:
+        store.write("fs", frame([{"user_id": 1, "feature_timestamp": T0, "v": 1}]), ["user_id"])
+    with sqlite3.connect(path) as con:
+        con.execute("drop table online_marks")
+    with SqliteOnlineStore(path) as store:
+        assert store.mark("m") is None
+        store.set_mark("m", "p")
+        assert store.mark("m") == "p"
+        assert store.get_one("fs", 1).values == {"v": 1}  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------------------------
