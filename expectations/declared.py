@@ -34,6 +34,7 @@ class DeclaredTest:
     column: str | None
     kwargs: Mapping[str, Any]
     severity: str  # error | warn
+    where: str | None = None  # the test's `where` config, placeholders unfilled
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def declared_relations(manifest: Mapping[str, Any]) -> dict[str, DeclaredRelatio
                 column=node.get("column_name") or kwargs.get("column_name"),
                 kwargs=kwargs,
                 severity=str(node.get("config", {}).get("severity", "error")).lower(),
+                where=(node.get("config") or {}).get("where") or None,
             )
         )
     nodes = [

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -40,15 +41,19 @@ from expectations.results import ResultRow, append
 from expectations.suites import Asset, BuildContext, Policy, discover, is_critical
 from loopline import warehouse as warehouse_mod
 from loopline.progress import phase
-from loopline.publish import FEATURE_BUILDS
+from loopline.publish import FEATURE_BUILDS, LOAD_BUILDS
 from loopline.settings import Settings
 
 # failed expectations are validated a second time with this many sample values for Data
 # Docs; the first pass asks for none, so a passing map expectation costs no extra scan
 SAMPLES = 20
 DATASOURCE = "warehouse"
-# where a feature mart's unsettled days are judged, as a view, while its suite runs
+# where a feature mart's unsettled days (or a load-time model's unsettled lines) are judged,
+# as a view, while its suite runs
 WINDOWS_SCHEMA = "loopline_audit"
+# a dbt test's `where` placeholder: the load watermark of a model's unpublished lines
+# (macros/loads_unsettled.sql, filled for dbt by macros/tests_rebuilt_days.sql)
+_UNSETTLED_LOADS = re.compile(r"__unsettled_loads__\((\w+)\)")
 
 
 class ValidationError(ValueError):
@@ -70,6 +75,8 @@ class SuiteResult:
     seconds: float = 0.0
     skipped: str | None = None  # why the suite did not run (relation not there yet)
     from_day: str | None = None  # judged the as-of days from this one on (the unsettled ones)
+    # judged the lines loaded after this time, and the rows holding their keys (the unsettled ones)
+    loaded_after: str | None = None
 
     @property
     def critical_failed(self) -> bool:
@@ -86,6 +93,8 @@ class SuiteResult:
         where = "" if self.relation == self.asset else f" (in {self.relation})"
         if self.from_day:
             where += f" (as-of days from {self.from_day})"
+        if self.loaded_after:
+            where += f" (lines loaded after {self.loaded_after})"
         text = f"{self.asset}{where}: {self.passed}/{self.evaluated} passed"
         if self.failed_critical:
             text += f"; CRITICAL failed: {', '.join(self.failed_critical)}"
@@ -194,6 +203,7 @@ def validate(
                         physical[asset.name],
                         policy or Policy(),
                         report,
+                        lambda model: _model_schema(declared, model, relations, schemas),
                     )
                     report.suites.append(result)
                     report.rows.extend(rows)
@@ -278,6 +288,21 @@ def staged_relations(
     return out
 
 
+def _model_schema(
+    declared: Mapping[str, DeclaredRelation],
+    model: str,
+    relations: Mapping[str, str] | None,
+    schemas: Mapping[str, str] | None,
+) -> str | None:
+    """The schema dbt model `model` is judged in (as `staged_relations` maps it), or None."""
+    for name, relation in declared.items():
+        if relation.kind == "model" and relation.name == model:
+            if relations and name in relations:
+                return relations[name].split(".", 1)[0]
+            return (schemas or {}).get(relation.schema, relation.schema)
+    return None
+
+
 def select(catalogue: Mapping[str, Asset], wanted: Sequence[str] | None) -> list[Asset]:
     """The assets `wanted` names, with a one-line error for a name that matches none."""
     if not wanted:
@@ -311,6 +336,7 @@ def _run_suite(
     physical: str,
     policy: Policy,
     report: ValidationReport,
+    model_schema: Any = lambda model: None,
 ) -> tuple[SuiteResult, list[ResultRow], Any]:
     started = time.monotonic()
     suite_name = asset.name
@@ -346,17 +372,27 @@ def _run_suite(
     expectations = asset.build(relation, ctx)
     schema, table = physical.split(".", 1)
     unsettled = unsettled_from(con, schema, table) if "as_of_date" in relation.columns() else None
+    lines = (
+        None if unsettled is not None else unsettled_lines(con, relation, physical, model_schema)
+    )
+    window = None
     if unsettled is not None:
         # the days written since the colour was last published: the days before were
-        # audited when they were written, and publication vouched for them. GX judges a view
-        # of those days (its column types read like a table's, which a query asset's are not)
+        # audited when they were written, and publication vouched for them
         base = SuiteResult(**{**base.__dict__, "from_day": unsettled.isoformat()})
+        window = f"as_of_date >= date '{unsettled.isoformat()}'"
+    elif lines is not None:
+        # the lines loaded since the colour was last published, as the dbt tests read them
+        base = SuiteResult(**{**base.__dict__, "loaded_after": lines[0]})
+        window = lines[1]
+    if window is not None:
+        # GX judges a view of them (its column types read like a table's, which a query
+        # asset's are not)
         con.execute(f'create schema if not exists "{WINDOWS_SCHEMA}"')
         source = f'"{schema}"."{table}"'
         schema, table = WINDOWS_SCHEMA, f"{schema}__{table}"
         con.execute(
-            f'create or replace view "{schema}"."{table}" as select * from {source} '
-            f"where as_of_date >= date '{unsettled.isoformat()}'"
+            f'create or replace view "{schema}"."{table}" as select * from {source} where {window}'
         )
     try:
         table_asset = datasource.add_table_asset(
@@ -365,7 +401,7 @@ def _run_suite(
         batch = table_asset.add_batch_definition_whole_table("whole table").get_batch()
         return _judge(context, batch, expectations, base, report, started)
     finally:
-        if unsettled is not None:
+        if window is not None:
             con.execute(f'drop view if exists "{schema}"."{table}"')
 
 
@@ -385,6 +421,60 @@ def unsettled_from(con: Any, schema: str, table: str) -> date | None:
         [table],
     ).fetchone()
     return row[0] if row else None
+
+
+def unsettled_lines(
+    con: Any, relation: DeclaredRelation, physical: str, model_schema: Any
+) -> tuple[str, str] | None:
+    """(watermark, filter) of the rows a load-time relation's suite judges, or None (whole).
+
+    A relation whose dbt tests all read the lines a load-time model took in since its colour
+    was last published (each test's `where` names ``__unsettled_loads__(model)``,
+    macros/loads_unsettled.sql) is judged on the rows any of those tests reads: the tests'
+    `where`s joined with ``or``, filled as the project's ``get_where_subquery`` fills them
+    (``__relation__``: the relation judged). A key's test reads every row holding a key those
+    lines carry, so a new line repeating an old key still fails its suite. A test reading the
+    whole relation, or no watermark on record (a full refresh, a first build, a published
+    colour) means the whole relation.
+    """
+    wheres = {test.where for test in relation.tests}
+    if not wheres or any(w is None or not _UNSETTLED_LOADS.search(w) for w in wheres):
+        return None
+    watermarks: dict[str, datetime] = {}
+    for where in wheres:
+        for model in _UNSETTLED_LOADS.findall(where or ""):
+            watermark = _load_watermark(con, model_schema(model), model)
+            if watermark is None:
+                return None
+            watermarks[model] = watermark
+    schema, table = physical.split(".", 1)
+    quoted = f'"{schema}"."{table}"'
+    filled = []
+    for where in sorted(w for w in wheres if w):
+        for model, watermark in watermarks.items():
+            where = where.replace(f"__unsettled_loads__({model})", f"timestamp '{watermark}'")
+        filled.append(f"({where.replace('__relation__', quoted)})")
+    return str(min(watermarks.values())), " or ".join(filled)
+
+
+def _load_watermark(con: Any, schema: str | None, model: str) -> datetime | None:
+    """The load watermark of `model`'s unpublished lines in `schema`'s ``load_builds``; None
+    when every line is to be judged (settled, no record, or the first-build sentinel)."""
+    if schema is None:
+        return None
+    has = con.execute(
+        "select count(*) from information_schema.columns "
+        "where table_schema = ? and table_name = ? and column_name = 'unsettled_after'",
+        [schema, LOAD_BUILDS],
+    ).fetchone()
+    if not has or not has[0]:
+        return None
+    row = con.execute(
+        f'select max(unsettled_after) from "{schema}"."{LOAD_BUILDS}" where relation_name = ?',
+        [model],
+    ).fetchone()
+    watermark = row[0] if row else None
+    return None if watermark is None or watermark.year <= 1900 else watermark
 
 
 def _judge(

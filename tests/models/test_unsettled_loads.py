@@ -1,4 +1,4 @@
-"""The event tables' data tests read the lines loaded since the last publication.
+"""The event tables' data tests and GX suites read the lines loaded since the last publication.
 
 `base_events__viewing_events` appends the raw lines loaded since its last build; its tests
 and those of its views (staging, quarantine) read the lines loaded since the colour was last
@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import pytest
 
+from expectations.run import SuiteResult, validate
 from loopline.dbt import DbtError, run_dbt
+from loopline.publish import audit_schemas
 from tests.conftest import copy_company, query
 
 BASE = "staging__blue.base_events__viewing_events"
 VIEWS = ["base_events__viewing_events", "stg_events__viewing_events",
          "quarantine_events__viewing_events"]  # fmt: skip
+# the GX suites publication runs on them (the quarantine view has none)
+ASSETS = [("staging", "base_events__viewing_events"), ("staging", "stg_events__viewing_events")]
 
 
 def test_the_event_tables_tests_read_the_lines_loaded_since_the_last_publication(
@@ -64,6 +68,18 @@ def test_the_event_tables_tests_read_the_lines_loaded_since_the_last_publication
     def mend() -> None:
         query(settings, f"delete from {BASE} where _batch_id = 'defect'")
 
+    def audit() -> dict[str, SuiteResult]:
+        """The GX suites of the event tables on blue, as publication runs them."""
+        report = validate(
+            settings,
+            [f"{schema}.{name}" for schema, name in ASSETS],
+            schemas=audit_schemas(settings, "blue"),
+            record=False,
+            data_docs=False,
+            lines="problems",
+        )
+        return {suite.asset: suite for suite in report.suites}
+
     assert record()[1] is None  # the publication vouched for every line
     ((published_through, lines),) = query(settings, f"select max(_loaded_at), count(*) from {BASE}")
 
@@ -93,17 +109,23 @@ def test_the_event_tables_tests_read_the_lines_loaded_since_the_last_publication
     defect(old, _file="'old-null.ndjson'", event_id="'old-null'", user_id="null")
     defect(old, _file="'old-type.ndjson'", event_id="'old-type'", event_type="'skip'")
     test()
+    # and so do the GX suites publication runs: each judges those lines (and the rows holding
+    # their keys), not the whole table
+    judged = audit()
+    assert len(judged) == len(ASSETS) and not any(s.critical_failed for s in judged.values())
+    assert {s.loaded_after for s in judged.values()} == {str(published_through)}
 
     # the same among the new lines fail: a new line repeating an old event's id is read
     # with the old row that holds the id
-    for changes, failing in [
-        (dict(event_id=f"(select min(event_id) from {BASE} where {old})"), "unique_stg_events__viewing_events_event_id"),
-        (dict(user_id="null", event_id="'new-null'"), "not_null_stg_events__viewing_events_user_id"),
-        (dict(event_type="'skip'", event_id="'new-type'"), "accepted_values_stg_events__viewing_events_event_type"),
-        (dict(quarantine_reason="'made_up'"), "accepted_values_base_events"),
+    for changes, failing, suite in [
+        (dict(event_id=f"(select min(event_id) from {BASE} where {old})"), "unique_stg_events__viewing_events_event_id", "staging.stg_events__viewing_events"),
+        (dict(user_id="null", event_id="'new-null'"), "not_null_stg_events__viewing_events_user_id", "staging.stg_events__viewing_events"),
+        (dict(event_type="'skip'", event_id="'new-type'"), "accepted_values_stg_events__viewing_events_event_type", "staging.stg_events__viewing_events"),
+        (dict(quarantine_reason="'made_up'"), "accepted_values_base_events", "staging.base_events__viewing_events"),
     ]:  # fmt: skip
         defect(new, _line_no="-1", _loaded_at="now()::timestamp", **changes)
         assert failing in failures(test)
+        assert audit()[suite].critical_failed, suite
         mend()
         defect(old, _file="'old-copy.ndjson'")  # mend removed the old defects too
         defect(old, _file="'old-null.ndjson'", event_id="'old-null'", user_id="null")
@@ -122,6 +144,8 @@ def test_the_event_tables_tests_read_the_lines_loaded_since_the_last_publication
     # tested on its own, a published relation is read in full, the old lines too
     defect(old, _file="'old-copy.ndjson'")
     assert "unique_stg_events__viewing_events_event_id" in failures(test)
+    judged = audit()["staging.stg_events__viewing_events"]
+    assert judged.critical_failed and judged.loaded_after is None
     load("later")  # the next build's tests read its lines only again
     build()
     assert record()[1] > published_through
