@@ -174,8 +174,16 @@ def run_dbt_build(data_dir: Path, noop_runs: int) -> dict[str, Any]:
             "median_s": noop_s,
             "peak_rss_mb": max(f.peak_rss_mb for f in noop),
         },
-        "incremental": {"seconds": incremental.seconds, "peak_rss_mb": incremental.peak_rss_mb},
-        "full_refresh": {"seconds": full.seconds, "peak_rss_mb": full.peak_rss_mb},
+        "incremental": {
+            "seconds": incremental.seconds,
+            "peak_rss_mb": incremental.peak_rss_mb,
+            "phases": _phases(incremental),
+        },
+        "full_refresh": {
+            "seconds": full.seconds,
+            "peak_rss_mb": full.peak_rss_mb,
+            "phases": _phases(full),
+        },
         "models": {m: ours[m] for m in models},
         "equal": not different,
         "different": different,
@@ -192,6 +200,13 @@ def run_dbt_build(data_dir: Path, noop_runs: int) -> dict[str, Any]:
         full.seconds - noop_s, 1e-9
     )
     return result
+
+
+def _phases(finished: Finished) -> list[tuple[str, float | None]]:
+    """(phase, seconds) of a build's phase lines: where its wall time went after dbt."""
+    from bench.demo import parse_phases
+
+    return [(p["phase"], p["seconds"]) for p in parse_phases(finished.stderr)]
 
 
 def _node_seconds(data_dir: Path, top: int = 5) -> list[tuple[str, float]]:

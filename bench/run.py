@@ -580,6 +580,13 @@ def _dbt_scale_body(d: dict[str, Any]) -> list[str]:
             + ", ".join(f"`{n.split('.')[-1]}` {s:.1f} s" for n, s in slow)
             + ".",
         ]
+        phases = d[side].get("phases")  # results from before the phases were kept lack them
+        if phases:
+            lines[-1] += (
+                " Its phase lines: "
+                + ", ".join(f"{name} {'?' if s is None else f'{s:.1f}'} s" for name, s in phases)
+                + "; the rest of its wall time is the process's start and exit."
+            )
     return lines
 
 

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -336,7 +336,7 @@ def _run_suite(
     physical: str,
     policy: Policy,
     report: ValidationReport,
-    model_schema: Any = lambda model: None,
+    model_schema: Callable[[str], str | None] = lambda model: None,
 ) -> tuple[SuiteResult, list[ResultRow], Any]:
     started = time.monotonic()
     suite_name = asset.name
@@ -424,7 +424,10 @@ def unsettled_from(con: Any, schema: str, table: str) -> date | None:
 
 
 def unsettled_lines(
-    con: Any, relation: DeclaredRelation, physical: str, model_schema: Any
+    con: Any,
+    relation: DeclaredRelation,
+    physical: str,
+    model_schema: Callable[[str], str | None],
 ) -> tuple[str, str] | None:
     """(watermark, filter) of the rows a load-time relation's suite judges, or None (whole).
 
