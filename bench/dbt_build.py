@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.demo import loopline_command
+from bench.demo import loopline_command, parse_phases
 from bench.fixture import REPO, bench_settings
 from bench.memory import Finished, clean_env, run_sampled
 
@@ -204,8 +204,6 @@ def run_dbt_build(data_dir: Path, noop_runs: int) -> dict[str, Any]:
 
 def _phases(finished: Finished) -> list[tuple[str, float | None]]:
     """(phase, seconds) of a build's phase lines: where its wall time went after dbt."""
-    from bench.demo import parse_phases
-
     return [(p["phase"], p["seconds"]) for p in parse_phases(finished.stderr)]
 
 

@@ -192,6 +192,10 @@ def validate(
             context = _context(settings)
             datasource = _datasource(context, warehouse)
             keys: list[Any] = []
+
+            def model_schema(model: str) -> str | None:
+                return _model_schema(declared, model, relations, schemas)
+
             try:
                 for asset in chosen:
                     result, rows, key = _run_suite(
@@ -203,7 +207,7 @@ def validate(
                         physical[asset.name],
                         policy or Policy(),
                         report,
-                        lambda model: _model_schema(declared, model, relations, schemas),
+                        model_schema,
                     )
                     report.suites.append(result)
                     report.rows.extend(rows)
@@ -276,16 +280,19 @@ def staged_relations(
     schemas: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Asset -> the relation to validate: `relations` first, then `schemas`, else itself."""
-    out: dict[str, str] = {}
-    for asset in assets:
-        schema, table = asset.name.split(".", 1)
-        if relations and asset.name in relations:
-            out[asset.name] = relations[asset.name]
-        elif schemas and schema in schemas:
-            out[asset.name] = f"{schemas[schema]}.{table}"
-        else:
-            out[asset.name] = asset.name
-    return out
+    return {asset.name: _staged(asset.name, relations, schemas) for asset in assets}
+
+
+def _staged(
+    name: str, relations: Mapping[str, str] | None, schemas: Mapping[str, str] | None
+) -> str:
+    """Where published relation `name` is judged: `relations` first, then `schemas`, else itself."""
+    schema, table = name.split(".", 1)
+    if relations and name in relations:
+        return relations[name]
+    if schemas and schema in schemas:
+        return f"{schemas[schema]}.{table}"
+    return name
 
 
 def _model_schema(
@@ -297,9 +304,7 @@ def _model_schema(
     """The schema dbt model `model` is judged in (as `staged_relations` maps it), or None."""
     for name, relation in declared.items():
         if relation.kind == "model" and relation.name == model:
-            if relations and name in relations:
-                return relations[name].split(".", 1)[0]
-            return (schemas or {}).get(relation.schema, relation.schema)
+            return _staged(name, relations, schemas).split(".", 1)[0]
     return None
 
 
@@ -409,18 +414,7 @@ def unsettled_from(con: Any, schema: str, table: str) -> date | None:
     """The first as-of day a feature mart's builds wrote since its colour was last published
     (``feature_builds`` beside it, macros/features_versioning.sql); None when publication
     vouched for every day, or the relation has no build on record (judge it whole)."""
-    has_days = con.execute(
-        "select count(*) from information_schema.columns "
-        "where table_schema = ? and table_name = ? and column_name = 'unsettled_from'",
-        [schema, FEATURE_BUILDS],
-    ).fetchone()
-    if not has_days or not has_days[0]:  # no builds on record (or from before the column)
-        return None
-    row = con.execute(
-        f'select unsettled_from from "{schema}"."{FEATURE_BUILDS}" where relation_name = ?',
-        [table],
-    ).fetchone()
-    return row[0] if row else None
+    return _unsettled(con, schema, FEATURE_BUILDS, "unsettled_from", table)
 
 
 def unsettled_lines(
@@ -465,19 +459,25 @@ def _load_watermark(con: Any, schema: str | None, model: str) -> datetime | None
     when every line is to be judged (settled, no record, or the first-build sentinel)."""
     if schema is None:
         return None
+    watermark = _unsettled(con, schema, LOAD_BUILDS, "unsettled_after", model)
+    return None if watermark is None or watermark.year <= 1900 else watermark
+
+
+def _unsettled(con: Any, schema: str, registry: str, column: str, relation: str) -> Any:
+    """`relation`'s unsettled mark in the build registry `schema.registry`; None when the
+    registry or its column is not there (builds from before it) or holds no such row."""
     has = con.execute(
         "select count(*) from information_schema.columns "
-        "where table_schema = ? and table_name = ? and column_name = 'unsettled_after'",
-        [schema, LOAD_BUILDS],
+        "where table_schema = ? and table_name = ? and column_name = ?",
+        [schema, registry, column],
     ).fetchone()
     if not has or not has[0]:
         return None
     row = con.execute(
-        f'select max(unsettled_after) from "{schema}"."{LOAD_BUILDS}" where relation_name = ?',
-        [model],
+        f'select max("{column}") from "{schema}"."{registry}" where relation_name = ?',
+        [relation],
     ).fetchone()
-    watermark = row[0] if row else None
-    return None if watermark is None or watermark.year <= 1900 else watermark
+    return row[0] if row else None
 
 
 def _judge(

@@ -131,20 +131,14 @@ def published_colour(con: duckdb.DuckDBPyConnection, relation: str) -> str | Non
         "select sql from duckdb_views() where not internal and schema_name = ? and view_name = ?",
         [schema, name],
     ).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _colour_read(str(row[0]), schema)
+
+
+def _colour_read(sql: str, schema: str) -> str | None:
+    """The colour of `schema` a view's SQL (as DuckDB stores it) reads from, if any."""
     colours = "|".join(COLOURS)
-    found = re.search(
-        rf'(?i)\bfrom\s+"?{re.escape(schema)}__({colours})"?\."?{re.escape(name)}"?\s*;?\s*$',
-        str(row[0]),
-    )
+    found = re.search(rf'(?i)\bfrom\s+"?{re.escape(schema)}__({colours})"?\.', sql)
     return found.group(1).lower() if found else None
-
-
-def _points_at_a_colour(sql: str, schema: str) -> bool:
-    """Whether a view's SQL (as DuckDB stores it) reads from a colour of `schema`."""
-    colours = "|".join(COLOURS)
-    return re.search(rf'(?i)\bfrom\s+"?{re.escape(schema)}__(?:{colours})"?\.', sql) is not None
 
 
 def publish(settings: Settings, colour: str, validation_run_id: str | None = None) -> Publication:
@@ -191,7 +185,7 @@ def publish(settings: Settings, colour: str, validation_run_id: str | None = Non
                 "where not internal and schema_name in (select unnest(?::varchar[]))",
                 [list(schemas)],
             ).fetchall()
-            if (schema, name) not in wanted and _points_at_a_colour(sql, schema)
+            if (schema, name) not in wanted and _colour_read(sql, schema) is not None
         ]
         ensure(con, PUBLICATIONS_TABLE, PUBLICATION_DAYS_TABLE)
         publication_id = uuid.uuid4().hex

@@ -140,8 +140,9 @@ def days_to_read(
     feature_set: FeatureSet,
     publication: Publication | None,
 ) -> Days:
-    """The days of `feature_set` a materialisation must read (see the module's docstring)."""
-    if publication is None or published_colour(con, feature_set.relation) != publication.colour:
+    """The days of `feature_set` a materialisation must read (see the module's docstring);
+    `publication`: the latest, when the feature set's relation is a view of its colour."""
+    if publication is None:
         return EVERY_DAY  # built in place, or never published
     mark = store.mark(mark_name(feature_set, publication.colour))
     if mark is None or mark not in (publication.previous_of_colour, publication.publication_id):
@@ -185,16 +186,20 @@ def materialize_online(
     publication = latest_publication(con)
     reports: dict[str, Materialized] = {}
     for feature_set in feature_sets:
-        days = EVERY_DAY if every_day else days_to_read(con, store, feature_set, publication)
+        published = (  # None for a mart built in place: a table, not a view of the colour
+            publication
+            if publication is not None
+            and published_colour(con, feature_set.relation) == publication.colour
+            else None
+        )
+        days = EVERY_DAY if every_day else days_to_read(con, store, feature_set, published)
         written = skipped = 0
         for version in versions(con, feature_set) if days.read else ():
             frame = latest_vectors(con, feature_set, version, days)
             report = store.write(feature_set.name, frame, list(feature_set.keys))
             written, skipped = written + report.written, skipped + report.skipped
-        if publication is not None and (
-            published_colour(con, feature_set.relation) == publication.colour
-        ):
-            store.set_mark(mark_name(feature_set, publication.colour), publication.publication_id)
+        if published is not None:
+            store.set_mark(mark_name(feature_set, published.colour), published.publication_id)
         reports[feature_set.name] = Materialized(written=written, skipped=skipped, days=days)
     return reports
 
