@@ -96,6 +96,11 @@ def dbt_build(full_refresh: bool, extra_args: tuple[str, ...] = ()) -> Built:
     `extra_args` (`loopline build --select ...`) make a developer's partial build: it runs
     in place in the plain schemas, unaudited, as a plain `dbt build` does (a partial colour
     cannot be published whole).
+
+    The audited build leaves out dbt's unit tests, as dbt's docs advise for production: their
+    inputs are fixed rows, so they say the same on every build of the same code. They run
+    where the code changes: a plain `dbt build` or `dbt test`, a developer's partial build,
+    and the test suite's session build (tests/conftest.py).
     """
     from flows.dbt_nodes import node_runs
     from loopline.dbt import run_dbt
@@ -104,6 +109,8 @@ def dbt_build(full_refresh: bool, extra_args: tuple[str, ...] = ()) -> Built:
     settings = get_settings()
     colour = None if extra_args else build_colour(settings)
     args = ["build", *(["--full-refresh"] if full_refresh else []), *extra_args]
+    if colour is not None:
+        args += ["--exclude-resource-type", "unit_test"]
     # in a flow run, each node is a task run of its own as it runs (flows/dbt_nodes.py)
     with node_runs() as callbacks:
         result = run_dbt(settings, args, colour=colour, callbacks=callbacks)

@@ -23,7 +23,8 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.dbt_nodes import ARTIFACT_KEY
 from flows.line import dbt_build
-from loopline.dbt import DbtError
+from loopline.dbt import DbtError, run_dbt
+from loopline.publish import build_colour
 from loopline.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,21 @@ MODELS = {
     "shows.sql": "select 'a' as show_id",
     "show_count.sql": "select count(*) as n from {{ ref('shows') }}",
 }
+# a unit test that fails (users 1 and 2 in, only 2 expected out): the audited build leaves
+# unit tests out, so it must not run there; `dbt test` runs it
+UNIT_TESTS = """
+unit_tests:
+  - name: active_users_drops_user_one
+    model: active_users
+    given:
+      - input: ref('users')
+        rows:
+          - {user_id: 1}
+          - {user_id: 2}
+    expect:
+      rows:
+        - {user_id: 2}
+"""
 # fails on `shows` (one row, not zero): `show_count` downstream is skipped
 FAILING_TEST = "select * from {{ ref('shows') }} where show_id = 'a'"
 PASSING_TEST = "select * from {{ ref('users') }} where user_id is null"
@@ -54,6 +70,7 @@ def write_project(folder: Path, models: dict[str, str], tests: dict[str, str]) -
     shutil.copy(ROOT / "profiles.yml", folder / "profiles.yml")
     for name, sql in models.items():
         (folder / "models" / name).write_text(sql)
+    (folder / "models" / "_unit_tests.yml").write_text(UNIT_TESTS)
     for name, sql in tests.items():
         (folder / "data-tests" / name).write_text(sql)
     return folder
@@ -159,3 +176,14 @@ def test_each_node_is_a_task_run_and_the_failures_are_named(prefect_harness, pro
         ["test no_shows", "model broken"],
     )
     assert len(rows) == len(MODELS) + 2
+
+    # the unit test the build left out (no task run above) is there, and fails when run
+    unit = run_dbt(
+        get_settings(),
+        ["test", "--select", "test_type:unit"],
+        raise_on_failure=False,
+        colour=build_colour(get_settings()),
+    )
+    assert [(node, status) for node, status in unit.results] == [
+        ("unit_test.nodes.active_users.active_users_drops_user_one", "fail")
+    ], unit.results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import pytest
@@ -239,6 +239,55 @@ def test_one_more_day_builds_incrementally_and_equals_a_full_refresh(built, tmp_
                  "features.fs_recs__show_popularity", "features.fs_recs__co_watch",
                  "features.fs_recs__user_genre_affinity", "features.fs_recs__user_history"):  # fmt: skip
         assert incremental[name] == full[name], name
+
+
+def test_a_shows_new_genre_reaches_its_sessions_on_every_day_in_an_incremental_build(
+    built, tmp_path
+):
+    """fct_viewing_sessions is incremental by day, and the genre of a session's first show comes
+    from the catalogue: a vendor's later edit of a show's genres must reach its sessions on
+    days long before the ones the build rewrites for late events."""
+    settings = copy_company(built.settings, tmp_path / "data")
+    (show, old_genre, new_genre, first_day) = query(
+        settings,
+        "with watched as (select first_show_id, first_show_genre, min(session_date) as first_day, "
+        "count(*) as n from core.fct_viewing_sessions group by all) "
+        "select w.first_show_id, w.first_show_genre, "
+        "(select min(primary_genre) from staging.stg_catalogue__shows "
+        " where primary_genre <> w.first_show_genre), w.first_day "
+        "from watched w order by w.n desc limit 1",
+    )[0]
+    assert first_day < SMALL_UNTIL - timedelta(days=30)  # far outside the late-data lookback
+    con = connect(settings.resolved_warehouse_path, settings)
+    try:  # the vendor serves the show again, edited: the new primary genre first
+        con.execute(
+            "insert into raw.catalogue_items select * replace ("
+            "  json_merge_patch(item, json_object('genres', ?::varchar[], 'updated_at', "
+            "    strftime(now()::timestamp, '%Y-%m-%dT%H:%M:%SZ'))) as item, "
+            "  now()::timestamp as _extracted_at) "
+            "from raw.catalogue_items where entity = 'shows' and (item ->> '$.show_id') = ? "
+            "order by _extracted_at desc limit 1",
+            [[new_genre, old_genre], show],
+        )
+    finally:
+        con.close()
+    assert run_dbt(settings, ["build", "--select", "fct_viewing_sessions"]).success
+    ((sessions, days, stale),) = query(
+        settings,
+        "select count(*), count(distinct session_date), "
+        f"count(*) filter (where first_show_genre is distinct from '{new_genre}') "
+        f"from core.fct_viewing_sessions where first_show_id = '{show}'",
+    )
+    assert sessions > 0 and days > 1 and stale == 0
+    # and the table is what a full rebuild gives: every session once, every genre current
+    ((rows, upstream, wrong),) = query(
+        settings,
+        "select count(*), (select count(*) from intermediate.int_viewing_events_sessionized), "
+        "count(*) filter (where f.first_show_genre is distinct from s.primary_genre) "
+        "from core.fct_viewing_sessions f "
+        "left join staging.stg_catalogue__shows s on f.first_show_id = s.show_id",
+    )
+    assert rows == upstream and wrong == 0
 
 
 def test_redelivered_tickets_are_quarantined_as_duplicates_and_counted(built, tmp_path):

@@ -1,8 +1,42 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='session_date',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+{#-
+    Incremental by day, as int_viewing_events_sessionized is: a build rewrites the days that
+    model rewrites (its last `events_lookback_days` days, from this table's last day), and
+    every day holding a session whose first show's genre the catalogue has changed since (the
+    genre is the one column taken from elsewhere), so the table equals a full rebuild.
+-#}
+
 with
 
 sessions as (
 
     select * from {{ ref('int_viewing_events_sessionized') }}
+    {% if is_incremental() %}
+        where
+            session_date >= (
+                select
+                    coalesce(
+                        max(this_model.session_date) - to_days({{ var('events_lookback_days') }}),
+                        '1900-01-01'::date
+                    )
+                from {{ this }} as this_model
+            )
+            or session_date in (
+                select distinct this_model.session_date
+                from {{ this }} as this_model
+                left join {{ ref('stg_catalogue__shows') }} as shows
+                    on this_model.first_show_id = shows.show_id
+                where this_model.first_show_genre is distinct from shows.primary_genre::varchar
+            )
+    {% endif %}
 
 ),
 
