@@ -26,14 +26,7 @@ events as (
     -- `events_lookback_days` days; 12 hours more are read so a session that started
     -- before midnight is seen whole (it is kept only when its day is rebuilt)
     -- (an empty target, e.g. created by `dbt run --empty`, reads everything)
-        where occurred_at >= (
-            select
-                coalesce(
-                    max(this_model.session_date) - to_days({{ var('events_lookback_days') }}) - to_hours(12),
-                    '1900-01-01'::timestamp
-                )
-            from {{ this }} as this_model
-        )
+        where occurred_at >= {{ lookback_first_day('session_date') }} - to_hours(12)
     {% endif %}
 
 ),
@@ -108,12 +101,5 @@ sessions as (
 select *
 from sessions
 {% if is_incremental() %}
-    where session_date >= (
-        select
-            coalesce(
-                max(this_model.session_date) - to_days({{ var('events_lookback_days') }}),
-                '1900-01-01'::date
-            )
-        from {{ this }} as this_model
-    )
+    where session_date >= {{ lookback_first_day('session_date') }}
 {% endif %}

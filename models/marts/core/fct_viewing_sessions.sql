@@ -21,14 +21,7 @@ sessions as (
     select * from {{ ref('int_viewing_events_sessionized') }}
     {% if is_incremental() %}
         where
-            session_date >= (
-                select
-                    coalesce(
-                        max(this_model.session_date) - to_days({{ var('events_lookback_days') }}),
-                        '1900-01-01'::date
-                    )
-                from {{ this }} as this_model
-            )
+            session_date >= {{ lookback_first_day('session_date') }}
             or session_date in (
                 select distinct this_model.session_date
                 from {{ this }} as this_model
