@@ -5,7 +5,9 @@ At a steady rate a batch closes at `base` events or when its oldest event has wa
 many events still wait (the lag): while more wait than one batch holds, the next batch is
 twice as large (up to `ceiling`), so a producer spike costs a few large files instead of a
 backlog that never shrinks; once the lag falls below a quarter of a batch, the size halves
-back towards `base`.
+back towards `base`. A grown batch that holds at least `base` events also closes as soon as
+nothing more waits (the consumer says so): the backlog it grew for is gone, and waiting out
+`max_age_s` would only hold back its last events.
 """
 
 from __future__ import annotations
@@ -49,9 +51,19 @@ class Batcher:
             return self.max_age_s
         return max(self.max_age_s - (self.clock() - self._opened), 0.0)
 
-    def due(self) -> bool:
-        """Return whether the open batch is full or its oldest entry has waited long enough."""
-        return bool(self.entries) and (len(self.entries) >= self.size or self.wait_s() <= 0)
+    def due(self, drained: bool = False) -> bool:
+        """Return whether the open batch is full, or its oldest entry has waited long enough,
+        or it holds at least `base` entries and nothing more waits (`drained`)."""
+        return bool(self.entries) and (
+            len(self.entries) >= self.size
+            or self.wait_s() <= 0
+            or (drained and len(self.entries) >= self.base)
+        )
+
+    def may_close_drained(self) -> bool:
+        """Return whether `due(drained=True)` could close the open batch early: the caller
+        asks the source whether anything more waits only then."""
+        return self.base <= len(self.entries) < self.size
 
     def take(self) -> list[Entry]:
         """Return the open batch and start a new one."""

@@ -144,11 +144,12 @@ class Consumer:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-read")
         try:
             while not stop.is_set():
-                entries = self._read(self.batcher.room(), min(self.batcher.wait_s(), 0.5))
+                room = self.batcher.room()
+                entries = self._read(room, min(self.batcher.wait_s(), 0.5))
                 if entries:
                     idle_since = time.monotonic()
                 self.batcher.add(entries)
-                if self.batcher.due():
+                if self.batcher.due(drained=len(entries) < room and self._drained()):
                     self.flush()
                 self._maybe_report()
                 if (
@@ -179,6 +180,14 @@ class Consumer:
             if entries:
                 return entries
         return self.source.read(room, block_s) if room else []
+
+    def _drained(self) -> bool:
+        """Whether nothing waits beyond the open batch (asked after a short read, and only
+        when the answer could close the batch: a round trip to the source). No read ahead
+        is in flight here, so every entry read and not acknowledged is in the batch."""
+        if not self.batcher.may_close_drained():
+            return False
+        return self.source.lag() <= len(self.batcher.entries)
 
     def flush(self) -> Path:
         """Land the open batch, write its features, acknowledge it, update the metrics."""

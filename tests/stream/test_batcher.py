@@ -44,3 +44,14 @@ def test_the_batch_grows_under_a_spike_up_to_the_ceiling_then_shrinks_back():
     assert sizes == [20, 40, 70, 70, 70]
     assert batcher.resize(lag=30) == 70  # still more than a quarter of a batch waits
     assert [batcher.resize(lag=0) for _ in range(4)] == [35, 17, 10, 10]
+
+
+def test_a_grown_batch_closes_as_soon_as_nothing_more_waits_and_a_small_one_keeps_waiting():
+    batcher = Batcher(base=5, ceiling=50, max_age_s=60, clock=Clock())
+    assert [batcher.resize(lag=1_000) for _ in range(2)] == [10, 20]  # grown under a backlog
+    batcher.add(entries(12))
+    assert not batcher.due()  # more may still come within the age bound
+    assert batcher.may_close_drained() and batcher.due(drained=True)  # the backlog is gone
+    batcher.take()
+    batcher.add(entries(4))  # below `base`: a trickle waits for its age, drained or not
+    assert not batcher.may_close_drained() and not batcher.due(drained=True)

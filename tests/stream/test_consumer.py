@@ -157,6 +157,37 @@ def test_a_spike_grows_the_batches_and_the_lag_returns_to_zero(settings):
     assert Counter(landed_ids(settings.landing_dir)) == Counter(f"e{i}" for i in range(sent.events))
 
 
+@pytest.mark.parametrize("backend", ["spool", pytest.param("redis", marks=pytest.mark.redis)])
+def test_the_tail_of_a_backlog_lands_without_waiting_out_the_batch_age(settings, backend, request):
+    """A backlog grows the batches; its last, partial batch lands once nothing more waits,
+    not after the age bound (an hour here). A trickle below the base size still waits."""
+    settings = settings.model_copy(update={"stream_batch_seconds": 3600.0})
+    if backend == "redis":
+        key = request.getfixturevalue("redis_key")
+        settings = settings.model_copy(update={"stream_url": REDIS_URL})
+        source, target = open_source(settings, key), RedisTarget(REDIS_URL, key)
+    else:
+        source, target = open_source(settings), SpoolTarget(settings.resolved_stream_spool_path)
+    # base 10: batches of 10, 20, 40, then the 25 left, fewer than the grown size of 40
+    target.publish([event(i) for i in range(95)])
+    consumer = Consumer(settings, source, features=False)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: consumer.metrics.events_total == 95, "the backlog's tail to land")
+        assert consumer.metrics.largest_batch_events > settings.stream_batch_events
+        assert source.lag() == 0
+        target.publish([event(i) for i in range(95, 98)])  # 3 events: below the base size
+        time.sleep(1.0)  # not a timing bound: they may only land at the hour's age, or at stop
+        assert consumer.metrics.events_total == 95
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        target.close()
+    assert landed_ids(settings.landing_dir) == [f"e{i}" for i in range(98)]  # in order, once
+
+
 def _consumer(settings: Settings, log: Path, batch_seconds: float, *args: str) -> subprocess.Popen:
     env = {
         **os.environ,

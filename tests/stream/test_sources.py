@@ -174,14 +174,17 @@ def test_entries_are_read_whatever_the_fields_order_and_positions_sort_in_stream
     client.xadd(redis_key, {"line": event(1)}, id="5-9")
     client.xadd(redis_key, {"other": "x", "line": event(2)}, id="5-10")
     client.xadd(redis_key, {"other": "x"}, id="40-0")
+    client.xadd(redis_key, {"line": event(3)}, id="40-1234567")  # a sequence past 6 digits
+    client.xadd(redis_key, {"line": event(4)}, id="1795784774919-0")  # a real clock's ms
     source = RedisSource(REDIS_URL, redis_key, group="g", consumer="c1")
     entries = source.read(10, 0)
-    assert [e.line for e in entries] == [event(1), event(2), ""]
+    assert [e.line for e in entries] == [event(1), event(2), "", event(3), event(4)]
     positions = [e.position for e in entries]
     assert positions == sorted(positions) == [
         "000000000000005.000009", "000000000000005.000010", "000000000000040.000000",
+        "000000000000040.1234567", "001795784774919.000000",
     ]  # fmt: skip
-    source.ack(entries)
+    source.ack(entries)  # each position back to its entry id: nothing stays pending
     assert source.lag() == 0
     source.close()
     client.close()
