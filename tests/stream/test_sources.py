@@ -88,6 +88,18 @@ def test_a_consumer_group_rereads_its_unacknowledged_entries_after_a_restart(red
 
 
 @pytest.mark.redis
+def test_a_large_publish_is_sent_in_slices_and_arrives_whole_and_in_order(redis_key):
+    target = RedisTarget(REDIS_URL, redis_key)
+    target.PUBLISH_SLICE = 3  # 10 lines: slices of 3, 3, 3 and 1
+    target.publish([event(i) for i in range(10)])
+    target.publish([])
+    target.close()
+    source = RedisSource(REDIS_URL, redis_key, group="g", consumer="c")
+    assert [e.line for e in source.read(100, 0)] == [event(i) for i in range(10)]
+    source.close()
+
+
+@pytest.mark.redis
 def test_a_restarted_consumer_recovers_only_what_it_landed_itself(redis_key, tmp_path):
     from loopline.stream import sink
 
