@@ -326,7 +326,8 @@ def launch(
 
 
 def stop(running: Running, timeout_s: float = 20.0) -> bool:
-    """Stop the process group of `running` (TERM, then KILL); False if it was not running."""
+    """Stop the process group of `running`: TERM, then KILL whatever of it is still alive
+    `timeout_s` later (one grace for the whole group); False if it was not running."""
     import psutil
 
     if not is_alive(running):
@@ -337,10 +338,13 @@ def stop(running: Running, timeout_s: float = 20.0) -> bool:
         members = [leader, *leader.children(recursive=True)]
     except psutil.NoSuchProcess:
         members = []
+    deadline = time.monotonic() + timeout_s
     with contextlib.suppress(ProcessLookupError):
         os.killpg(running.pid, signal.SIGTERM)
     _reap(running.pid, timeout_s)
-    _, alive = psutil.wait_procs(members, timeout=timeout_s)
+    # what is left of the same grace (a leader that never exits used it all: the group is
+    # killed now, not after a second full grace)
+    _, alive = psutil.wait_procs(members, timeout=max(deadline - time.monotonic(), 0.0))
     if alive:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(running.pid, signal.SIGKILL)

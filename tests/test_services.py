@@ -292,3 +292,27 @@ def test_prefect_http_asks_again_while_the_server_is_busy_and_names_any_other_er
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_stop_kills_a_group_that_ignores_term_once_its_grace_is_over(tmp_path):
+    """A leader and a child that both ignore SIGTERM: `stop` kills the whole group after the
+    grace, reaps the leader, and says it was running."""
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    child = f"{ignore}time.sleep(600)"
+    leader = (
+        f"{ignore}import subprocess, sys; subprocess.Popen([sys.executable, '-c', {child!r}]);"
+        " print('up' * 2, flush=True); time.sleep(600)"
+    )
+    log = tmp_path / "stubborn.log"
+    running = services.launch("stubborn", [sys.executable, "-c", leader], log, {})
+    deadline = time.monotonic() + 60
+    while "upup" not in log.read_text() and time.monotonic() < deadline:  # not in the command
+        time.sleep(0.05)
+    group = [psutil.Process(running.pid), *psutil.Process(running.pid).children(recursive=True)]
+    assert len(group) == 2
+    assert services.stop(running, timeout_s=0.5)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group)
+    assert not psutil.pid_exists(running.pid) or psutil.Process(running.pid).status() != (
+        psutil.STATUS_ZOMBIE
+    )  # the leader was reaped
+    assert not services.stop(running)  # stopping it again: it is not running
