@@ -24,6 +24,20 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 SMALL_UNTIL = date(2026, 2, 14)  # 45 days from the default start
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Each test leaves the process environment as it found it. The CLI run in process sets
+    Prefect's defaults in `os.environ` (`loopline.cli._prefect_home`), and every process a
+    later test starts would inherit them: a Prefect worker logging at WARNING hid the lines
+    `tests/flows/test_workers.py` reads, whenever `tests/test_services.py` ran first. (A
+    wider-scoped fixture set up for this test is set up before this snapshot, so it stays.)"""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def small_config(**overrides: object) -> SimConfig:
     """The test-scale company: 300 users."""
     return SimConfig.model_validate({"users": 300, **overrides})
