@@ -654,7 +654,8 @@ def stream(
         soft_wrap=True,
     )
     try:
-        Consumer(settings, source, features, report_every).run(stop, idle_exit)
+        consumer = Consumer(settings, source, features, report_every, settle_heap=True)
+        consumer.run(stop, idle_exit)
     except KeyboardInterrupt:
         pass
     except StreamError as exc:

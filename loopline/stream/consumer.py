@@ -87,9 +87,9 @@ def read_metrics(settings: Settings) -> dict[str, object] | None:
 def _settle_heap() -> None:
     """Move every object alive now (the imports: MLflow and SQLAlchemy alone are millions)
     out of the garbage collector's reach. Each batch makes tens of thousands of small
-    objects, so collections run often; without this the oldest generation's walked the
-    whole import graph each time (about 2 s of a 200,000-event backlog). Objects made
-    later are collected as usual."""
+    objects, so collections run often; without this each full collection walked the whole
+    import graph (about 2 s of a 200,000-event backlog). Objects made later are collected
+    as usual. Process-wide: only for a process that is the consumer alone."""
     gc.collect()
     gc.freeze()
 
@@ -106,6 +106,9 @@ class Consumer:
     source: Source
     features: bool = True
     report_every_s: float = 10.0
+    # for a process that is this consumer alone (`loopline stream`): move what is alive once
+    # started out of the collector's reach (`_settle_heap`, process-wide, so not by default)
+    settle_heap: bool = False
     metrics: StreamMetrics = field(init=False)
     batcher: Batcher = field(init=False)
 
@@ -150,7 +153,8 @@ class Consumer:
         drained that long); land what is batched before returning."""
         stop = stop or threading.Event()
         self.recover()
-        _settle_heap()
+        if self.settle_heap:
+            _settle_heap()
         self._write_metrics()
         idle_since = time.monotonic()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-read")
@@ -229,7 +233,8 @@ class Consumer:
                 self._store = open_store(self.settings)
                 # the version the API serves, looked up again whenever the store is reopened
                 self._history_version = serving_history_version(self.settings)
-                _settle_heap()
+                if self.settle_heap:
+                    _settle_heap()
             self.metrics.feature_users_total += write_features(
                 self._store, rows, self._history_version
             )
