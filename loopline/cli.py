@@ -654,8 +654,8 @@ def stream(
         soft_wrap=True,
     )
     try:
-        consumer = Consumer(settings, source, features, report_every, settle_heap=True)
-        consumer.run(stop, idle_exit)
+        running = Consumer(settings, source, features, report_every, settle_heap=True)
+        running.run(stop, idle_exit)
     except KeyboardInterrupt:
         pass
     except StreamError as exc:
