@@ -51,19 +51,15 @@ class Batcher:
             return self.max_age_s
         return max(self.max_age_s - (self.clock() - self._opened), 0.0)
 
-    def due(self, drained: bool = False) -> bool:
+    def due(self, drained: Callable[[], bool] | None = None) -> bool:
         """Return whether the open batch is full, or its oldest entry has waited long enough,
-        or it holds at least `base` entries and nothing more waits (`drained`)."""
-        return bool(self.entries) and (
-            len(self.entries) >= self.size
-            or self.wait_s() <= 0
-            or (drained and len(self.entries) >= self.base)
-        )
-
-    def may_close_drained(self) -> bool:
-        """Return whether `due(drained=True)` could close the open batch early: the caller
-        asks the source whether anything more waits only then."""
-        return self.base <= len(self.entries) < self.size
+        or it holds at least `base` entries and `drained()` says nothing more waits (called
+        only then: asking the source may cost a round trip)."""
+        if not self.entries:
+            return False
+        if len(self.entries) >= self.size or self.wait_s() <= 0:
+            return True
+        return drained is not None and len(self.entries) >= self.base and drained()
 
     def take(self) -> list[Entry]:
         """Return the open batch and start a new one."""

@@ -165,7 +165,8 @@ class Consumer:
                 if entries:
                     idle_since = time.monotonic()
                 self.batcher.add(entries)
-                if self.batcher.due(drained=len(entries) < room and self._drained()):
+                # a short read may mean the stream is drained: the batcher asks if it matters
+                if self.batcher.due(self._drained if len(entries) < room else None):
                     self.flush()
                 self._maybe_report()
                 if (
@@ -198,11 +199,8 @@ class Consumer:
         return self.source.read(room, block_s) if room else []
 
     def _drained(self) -> bool:
-        """Whether nothing waits beyond the open batch (asked after a short read, and only
-        when the answer could close the batch: a round trip to the source). No read ahead
-        is in flight here, so every entry read and not acknowledged is in the batch."""
-        if not self.batcher.may_close_drained():
-            return False
+        """Whether nothing waits beyond the open batch (a round trip to the source). No read
+        ahead is in flight here, so every entry read and not acknowledged is in the batch."""
         return self.source.lag() <= len(self.batcher.entries)
 
     def flush(self) -> Path:

@@ -224,10 +224,17 @@ class SpoolTarget:
 # -- Redis Streams ------------------------------------------------------------------------------
 
 
+def _ms_prefix(millis: bytes | str) -> str:
+    """The millisecond part of a position: zero-filled to 15 digits, so positions sort as
+    the stream does, then the dot before the sequence part."""
+    return f"{int(millis):015d}."
+
+
 def _id_position(entry_id: bytes | str) -> str:
+    """The position of a Redis entry id ``<ms>-<seq>`` (canonical decimal digits)."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     millis, _, seq = text.partition("-")
-    return f"{int(millis):015d}.{int(seq or 0):06d}"
+    return _ms_prefix(millis) + (seq or "0").zfill(6)
 
 
 def _position_ids(positions: Sequence[str]) -> list[str]:
@@ -426,7 +433,7 @@ def _entries(rows: Sequence[Any]) -> list[Entry]:
             raw = _line_field(fields)
         ms, _, seq = entry_id.partition(b"-")
         if ms != last_ms:
-            last_ms, prefix = ms, f"{int(ms):015d}."
+            last_ms, prefix = ms, _ms_prefix(ms)
         append(Entry(prefix + seq.zfill(6).decode(), raw.decode("utf-8", errors="replace")))
     return out
 

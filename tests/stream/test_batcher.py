@@ -51,7 +51,14 @@ def test_a_grown_batch_closes_as_soon_as_nothing_more_waits_and_a_small_one_keep
     assert [batcher.resize(lag=1_000) for _ in range(2)] == [10, 20]  # grown under a backlog
     batcher.add(entries(12))
     assert not batcher.due()  # more may still come within the age bound
-    assert batcher.may_close_drained() and batcher.due(drained=True)  # the backlog is gone
+    asked: list[bool] = []
+
+    def drained() -> bool:
+        asked.append(True)
+        return True
+
+    assert batcher.due(drained) and asked  # the backlog is gone
     batcher.take()
+    asked.clear()
     batcher.add(entries(4))  # below `base`: a trickle waits for its age, drained or not
-    assert not batcher.may_close_drained() and not batcher.due(drained=True)
+    assert not batcher.due(drained) and not asked  # nor is the source asked
