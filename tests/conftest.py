@@ -38,34 +38,6 @@ def _environment_restored() -> Iterator[None]:
         os.environ.update(saved)
 
 
-# The slowest test files (half a minute to three minutes each, from `--durations`), first.
-# `make test` hands whole files to two workers in collection order (`--dist loadfile
-# --no-loadscope-reorder`); with these at the end, one worker finished them alone while the
-# other idled. Files not named keep their order after these.
-SLOW_FILES_FIRST = (
-    "tests/test_publish.py",
-    "tests/bench/test_quick.py",
-    "tests/flows/test_demo.py",
-    "tests/models/test_feature_batches.py",
-    "tests/ingest/test_line.py",
-    "tests/models/test_unsettled_loads.py",
-    "tests/ingest/test_bad_input.py",
-    "tests/test_services.py",
-    "tests/ingest/test_run.py",
-    "tests/ingest/test_poison.py",
-    "tests/reliability/test_faults.py",
-    "tests/ml/serving/test_fuzz.py",
-    "tests/stream/test_warehouse.py",
-    "tests/expectations/test_suites.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files of `SLOW_FILES_FIRST` first, in that order; each file's tests together."""
-    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
-
 def small_config(**overrides: object) -> SimConfig:
     """The test-scale company: 300 users."""
     return SimConfig.model_validate({"users": 300, **overrides})
