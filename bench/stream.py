@@ -511,9 +511,7 @@ def offered(root: Path, config: StreamConfig, spike: bool) -> dict[str, Any]:
                 "after_s": config.after_s,
                 "spike_events": int(np.diff(counts[in_spike]).sum()) if in_spike.any() else 0,
                 "spike_achieved_rate": _rate(times, counts, spike_start, spike_end),
-                "pre_spike_lag": max(
-                    (w for t, _, w in out["lag"] if t < config.spike_after_s), default=0
-                ),
+                "pre_spike_lag": steady_level(out["lag"], config.spike_after_s),
                 "for_good_s": drain_time(
                     out["lag"],
                     config.spike_after_s,
@@ -524,9 +522,9 @@ def offered(root: Path, config: StreamConfig, spike: bool) -> dict[str, Any]:
                 # is in the stream once it has sent what the schedule owed by the spike's end
                 "delivered_s": _since(
                     target.delivered_by(
-                        math.floor(config.rate * (spike_end - started))
-                        + math.floor(
-                            config.rate * (config.spike_factor - 1.0) * config.spike_seconds
+                        math.floor(
+                            config.rate
+                            * (config.spike_after_s + config.spike_factor * config.spike_seconds)
                         )
                     ),
                     spike_end,
@@ -572,6 +570,11 @@ def _spike_drain(spike: dict[str, Any]) -> str:
     )
 
 
+def steady_level(lag: Sequence[tuple[float, int, int]], spike_after_s: float) -> int:
+    """The largest backlog (published, not yet queryable) sampled before the spike."""
+    return max((w for t, _, w in lag if t < spike_after_s), default=0)
+
+
 def drain_time(
     lag: Sequence[tuple[float, int, int]],
     spike_after_s: float,
@@ -584,7 +587,7 @@ def drain_time(
     lag); if the last sample is still above it, until every event was queryable. "For good":
     the backlog moves in steps of a loader commit, so one low sample proves nothing."""
     end = spike_after_s + spike_seconds
-    level = max((w for t, _, w in lag if t < spike_after_s), default=0)
+    level = steady_level(lag, spike_after_s)
     after = [(t, w) for t, _, w in lag if t >= end]
     above = [i for i, (_, w) in enumerate(after) if w > level]
     if not above:
@@ -614,7 +617,7 @@ def settle_time(
     little longer than the steady window's, is not the spike's lag: `drain_time` reports
     the stricter "for good" beside it."""
     end = spike_after_s + spike_seconds
-    level = max((w for t, _, w in lag if t < spike_after_s), default=0)
+    level = steady_level(lag, spike_after_s)
     after = [(t, w) for t, _, w in lag if t >= end + delivered_s]
     for i, (t, w) in enumerate(after):
         if w > level or after[-1][0] < t + hold_s:
