@@ -53,11 +53,20 @@ class Loaded(TypedDict):
 # no task-level retries: the catalogue client retries with backoff itself, and a source that
 # stays down is reported after the others were loaded (SourceFailedError), not retried whole
 @task(name="ingest")
-def ingest_sources(catalogue_url: str | None, show_progress: bool = True) -> Loaded:
-    """Extract the API and load new files and OLTP tables into raw (a rerun is safe)."""
+def ingest_sources(
+    catalogue_url: str | None, show_progress: bool = True, prepare_plain_build: bool = True
+) -> Loaded:
+    """Extract the API and load new files and OLTP tables into raw (a rerun is safe).
+
+    `prepare_plain_build=False` when a colour build follows (loopline.ingest.run.ingest)."""
     from loopline.ingest.run import ingest
 
-    report = ingest(get_settings(), catalogue_url=catalogue_url, progress=show_progress)
+    report = ingest(
+        get_settings(),
+        catalogue_url=catalogue_url,
+        progress=show_progress,
+        prepare_plain_build=prepare_plain_build,
+    )
     return loaded_from(report)
 
 
@@ -205,7 +214,8 @@ def line(params: LineParams | None = None) -> dict[str, object]:
     # one writing run at a time: a second one waits here, visibly (flows/slots.py)
     with warehouse_slot():
         try:
-            loaded = ingest_sources(params.catalogue_url)
+            # the colour build below leaves the plain stand-ins a plain `dbt build` needs
+            loaded = ingest_sources(params.catalogue_url, prepare_plain_build=False)
         except SourceFailedError as exc:  # the other sources were loaded: build them
             failed, loaded = exc, loaded_from(exc.report)
             run_logger().warning("%s; building what was loaded", exc)

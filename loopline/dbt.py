@@ -144,7 +144,11 @@ def run_dbt(
 
     Before the first build of a warehouse, the incremental models are created empty:
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
-    Once they exist this costs one query: the project is parsed once for both steps.
+    Once they exist this costs one query: the project is parsed once for both steps. A
+    build that leaves the unit tests out (`--exclude-resource-type unit_test`, as the
+    audited colour builds do) needs no such pass: a first build creates its tables directly.
+    A colour build leaves empty stand-ins of any incremental model missing from the plain
+    schemas (`plain_stand_ins`), so a plain `dbt build` from the repo root passes after it.
     A command that runs nodes reports one phase line and one line per failure.
     """
     started = time.perf_counter()
@@ -154,10 +158,17 @@ def run_dbt(
     if building:
         reusable = not any(a.split("=")[0] in _PARSE_ARGS for a in args)
         manifest = parse(settings, colour) if reusable else None
-        incremental = ensure_incremental_relations(settings, manifest, colour)
+        if runs_unit_tests(args):
+            incremental = ensure_incremental_relations(settings, manifest, colour)
+        else:
+            incremental = incremental_relations(
+                settings, manifest if manifest is not None else parse(settings, colour)
+            )
     shows = bool(args) and args[0] in RUNS_NODES and "--empty" not in args
     bar = f"dbt {args[0]}" if shows else None
     result = _invoke(settings, args, manifest=manifest, bar=bar, colour=colour, callbacks=callbacks)
+    if building and colour is not None:  # a failed build too: it may have created some
+        plain_stand_ins(settings, incremental, colour)
     if building and result.success:
         result.processed.update(_rows_written(settings, incremental))
     if shows:
@@ -266,6 +277,48 @@ def ensure_incremental_relations(
         if not result.success:
             raise _error(args, result, settings)
     return sorted(f"{schema}.{alias}" for schema, alias in wanted)
+
+
+def runs_unit_tests(args: Sequence[str]) -> bool:
+    """Whether a dbt command's arguments leave its unit tests in (`build` and `test` run them
+    unless `--exclude-resource-type unit_test` says otherwise)."""
+    excluded: set[str] = set()
+    for i, arg in enumerate(args):
+        if arg == "--exclude-resource-type" and i + 1 < len(args):
+            excluded.add(args[i + 1])
+        elif arg.startswith("--exclude-resource-type="):
+            excluded.add(arg.split("=", 1)[1])
+    return "unit_test" not in excluded
+
+
+def plain_stand_ins(settings: Settings, relations: Sequence[str], colour: str) -> list[str]:
+    """Create, empty, the plain-schema relation of each of `colour`'s incremental `relations`
+    (`schema__colour.table`) that is missing; return those created.
+
+    A plain `dbt build` runs the unit tests of the incremental models, which need the
+    relations to exist; a publication replaces the stand-ins with views of the live colour.
+    Each is copied from its colour's table (same columns, no rows), so one the colour build
+    did not create (it failed first) is left for a later build (or `loopline ingest`).
+    """
+    suffix = f"__{colour}"
+    coloured = [tuple(r.split(".", 1)) for r in relations if r.split(".", 1)[0].endswith(suffix)]
+    if not coloured or not settings.resolved_warehouse_path.exists():
+        return []
+    created: list[str] = []
+    with writing(settings) as con:  # re-entrant: a build holds the writer lock already
+        existing = set(
+            con.execute("select table_schema, table_name from information_schema.tables").fetchall()
+        )
+        for schema, table in coloured:
+            plain = schema.removesuffix(suffix)
+            if (plain, table) in existing or (schema, table) not in existing:
+                continue
+            con.execute(f'create schema if not exists "{plain}"')
+            con.execute(
+                f'create table "{plain}"."{table}" as select * from "{schema}"."{table}" limit 0'
+            )
+            created.append(f"{plain}.{table}")
+    return created
 
 
 def _close_dbt_duckdb() -> None:

@@ -145,3 +145,55 @@ def test_each_colour_keeps_its_partial_parse_so_alternate_builds_do_not_reparse(
         reparsed(colour)
     for colour in ("blue", "green", "blue"):
         assert not reparsed(colour), colour
+
+
+def test_unit_tests_run_unless_the_arguments_leave_them_out():
+    from loopline.dbt import runs_unit_tests
+
+    assert runs_unit_tests(["build"])
+    assert runs_unit_tests(["build", "--exclude-resource-type", "test"])
+    assert not runs_unit_tests(["build", "--exclude-resource-type", "unit_test"])
+    assert not runs_unit_tests(["build", "--exclude-resource-type=unit_test"])
+
+
+def test_a_colour_build_without_unit_tests_skips_the_empty_pass_and_leaves_plain_stand_ins(
+    company, monkeypatch
+):
+    """The audited colour build runs no unit test, so nothing needs its relations to exist
+    first; it leaves an empty plain stand-in of each incremental model it built, so a plain
+    `dbt build` (whose unit tests read `this`) passes next, as after `loopline ingest`."""
+    import loopline.dbt as dbt
+    from tests.conftest import query
+
+    relation = "staging.base_events__viewing_events"
+    query(company, f"drop table {relation}")
+    calls: list[list[str]] = []
+    real = dbt._invoke
+
+    def spy(settings, args, **kwargs):
+        calls.append(list(args))
+        return real(settings, args, **kwargs)
+
+    monkeypatch.setattr(dbt, "_invoke", spy)
+    only = ["--select", "+base_events__viewing_events"]
+    only += ["--exclude-resource-type", "unit_test", "--exclude-resource-type", "test"]
+    built = run_dbt(company, ["build", *only], colour="blue")
+    assert [c[0] for c in calls] == ["parse", "build"]
+    assert not any("--empty" in c for c in calls)
+    blue = query(company, "select count(*) from staging__blue.base_events__viewing_events")
+    assert blue[0][0] > 0 and built.processed["staging__blue.base_events__viewing_events"] > 0
+    # the stand-in: the colour's columns, no rows; a plain relation that existed is untouched
+    assert query(company, f"select count(*) from {relation}") == [(0,)]
+    columns = (
+        "select column_name, data_type from information_schema.columns where table_schema = "
+        "'{}' and table_name = 'base_events__viewing_events' order by ordinal_position"
+    )
+    assert query(company, columns.format("staging")) == query(
+        company, columns.format("staging__blue")
+    )
+    assert query(company, "select count(*) from staging.stg_oltp__plans")[0][0] > 0
+    # a plain dbt build with the model's unit tests (raw dbt: no loopline pre-pass) passes
+    calls.clear()
+    plain = dbt._invoke(company, ["build", "--select", "base_events__viewing_events"])
+    assert plain.success, plain.error
+    assert {n.resource_type for n in plain.nodes} >= {"unit_test", "model"}

@@ -153,7 +153,10 @@ def new_batch_id() -> str:
 
 
 def ingest(
-    settings: Settings, catalogue_url: str | None = None, progress: bool = True
+    settings: Settings,
+    catalogue_url: str | None = None,
+    progress: bool = True,
+    prepare_plain_build: bool = True,
 ) -> IngestReport:
     """Extract the catalogue API, then load the OLTP tables and every new landed file.
 
@@ -161,6 +164,10 @@ def ingest(
     (``LOOPLINE_CATALOGUE_URL``). When the API cannot be extracted, everything else is still
     loaded, then `SourceFailedError` (carrying the report) says which source failed. Reports
     one phase line; `progress=False` hides the bar over the files.
+
+    `prepare_plain_build` creates any missing incremental model empty (a dbt parse and an
+    empty build), so a plain `dbt build` passes next; a caller that builds a colour straight
+    after (the line flow) passes False: that build leaves the same stand-ins, for nothing.
     """
     from loopline.ingest.catalogue import ExtractError
 
@@ -193,9 +200,10 @@ def ingest(
             con.close()
     # plain `dbt build` from the repo root must pass on a fresh warehouse: its unit tests
     # of incremental models need those relations to exist (created empty the first time)
-    from loopline.dbt import ensure_incremental_relations
+    if prepare_plain_build:
+        from loopline.dbt import ensure_incremental_relations
 
-    ensure_incremental_relations(settings)
+        ensure_incremental_relations(settings)
     report.seconds = time.perf_counter() - started
     phase("ingest", report.summary(), report.seconds)
     if report.failed:

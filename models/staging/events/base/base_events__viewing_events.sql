@@ -55,10 +55,17 @@ known_shows as (
 
 documents as (
 
+    -- one parse per line: a list of JSON paths is extracted in a single pass over the
+    -- document (`doc ->> path` once per field would parse every line fifteen times)
     select
         *,
         coalesce(json_valid(line), false) as is_valid_json,
-        case when json_valid(line) then line::json end as doc
+        case when json_valid(line) then json_extract_string(line, [
+            '$.event_id', '$.session_id', '$.user_id', '$.show_id', '$.episode_id',
+            '$.event_type', '$.position_ms', '$.playhead_ms', '$.bitrate_kbps', '$.quality',
+            '$.device', '$.context.app_version', '$.context.os', '$.context.network',
+            '$.context.country', '$.occurred_at'
+        ]) end as fields
     from lines
 
 ),
@@ -67,28 +74,28 @@ parsed as (
 
     select
         -- ids
-        doc ->> '$.event_id' as event_id,
-        doc ->> '$.session_id' as session_id,
-        try_cast(doc ->> '$.user_id' as bigint) as user_id,
-        doc ->> '$.show_id' as show_id,
-        doc ->> '$.episode_id' as episode_id,
+        fields[1] as event_id,
+        fields[2] as session_id,
+        try_cast(fields[3] as bigint) as user_id,
+        fields[4] as show_id,
+        fields[5] as episode_id,
         -- what happened
-        doc ->> '$.event_type' as event_type,
+        fields[6] as event_type,
         coalesce(
-            try_cast(doc ->> '$.position_ms' as bigint),
-            try_cast(doc ->> '$.playhead_ms' as bigint)
+            try_cast(fields[7] as bigint),
+            try_cast(fields[8] as bigint)
         ) as position_ms,
-        try_cast(doc ->> '$.bitrate_kbps' as integer) as bitrate_kbps,
-        doc ->> '$.quality' as quality,
+        try_cast(fields[9] as integer) as bitrate_kbps,
+        fields[10] as quality,
         -- device context
-        doc ->> '$.device' as device,
-        doc ->> '$.context.app_version' as app_version,
-        doc ->> '$.context.os' as os,
-        doc ->> '$.context.network' as network,
-        doc ->> '$.context.country' as country,
+        fields[11] as device,
+        fields[12] as app_version,
+        fields[13] as os,
+        fields[14] as network,
+        fields[15] as country,
         -- timestamps: every offset normalised to UTC
-        doc ->> '$.occurred_at' as occurred_at_raw,
-        {{ parse_utc_timestamp("doc ->> '$.occurred_at'") }} as occurred_at,
+        fields[16] as occurred_at_raw,
+        {{ parse_utc_timestamp("fields[16]") }} as occurred_at,
         -- lineage: a stub (a record the loader did not load) keeps only why and its size
         is_valid_json,
         _stub_reason,
@@ -104,7 +111,8 @@ parsed as (
 
 ),
 
-ruled as (
+-- read twice (the clean copies ranked below, every line classified after): parsed once
+ruled as materialized (
 
     select
         *,
@@ -122,6 +130,22 @@ ruled as (
 
 ),
 
+-- the clean lines after the first copy of their event (in load order): ranked on the
+-- keys alone, not on whole parsed lines
+later_copies as (
+
+    select
+        _file,
+        _line_no
+    from ruled
+    where rule_reason is null
+    qualify row_number() over (
+        partition by event_id
+        order by _loaded_at, _file, _line_no
+    ) > 1
+
+),
+
 classified as (
 
     select
@@ -136,10 +160,12 @@ classified as (
                 ) then 'duplicate'
             {% endif %}
             -- a later copy of an event within this build's lines: the first loaded is kept
-            when row_number() over (
-                partition by event_id, rule_reason is null
-                order by _loaded_at, _file, _line_no
-            ) > 1 then 'duplicate'
+            when (_file, _line_no) in (
+                select
+                    later_copies._file,
+                    later_copies._line_no
+                from later_copies
+            ) then 'duplicate'
         end as quarantine_reason
     from ruled
 
