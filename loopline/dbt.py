@@ -256,9 +256,14 @@ def ensure_incremental_relations(
 
     dbt's unit tests of the incremental path (`input: this`) need the relation to exist.
     Pass a parsed `manifest` to skip parsing; with every relation there, this is one query.
+    Only the missing relations are built, with those of their parents that are missing too:
+    a relation that exists (a published view, say) is never replaced by an empty one.
     """
     manifest = manifest if manifest is not None else parse(settings, colour)
-    wanted = {tuple(name.split(".", 1)) for name in incremental_relations(settings, manifest)}
+    wanted: set[tuple[str, str]] = set()
+    for name in incremental_relations(settings, manifest):
+        schema, alias = name.split(".", 1)
+        wanted.add((schema, alias))
     existing: set[tuple[str, str]] = set()
     if settings.resolved_warehouse_path.exists():
         # read-write: dbt-duckdb keeps its in-process instance open (see open_warehouse)
@@ -271,12 +276,39 @@ def ensure_incremental_relations(
     missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
     if missing:
         # seeds and snapshots upstream of them must exist too, hence `build` without tests
-        args = ["build", "--empty", "--select", "+config.materialized:incremental",
+        unbuilt = missing_upstream(manifest, wanted - existing, existing)
+        args = ["build", "--empty", "--select", *unbuilt,
                 "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]  # fmt: skip
         result = _invoke(settings, args, manifest=manifest, colour=colour)
         if not result.success:
             raise _error(args, result, settings)
     return sorted(f"{schema}.{alias}" for schema, alias in wanted)
+
+
+def missing_upstream(
+    manifest: Any, relations: set[tuple[str, str]], existing: set[tuple[str, str]]
+) -> list[str]:
+    """The names of the models, seeds and snapshots that make `relations` (schema, alias),
+    and of every one upstream of them whose relation is not in `existing` (ephemeral models
+    aside): what an empty build must select for `relations` to exist."""
+    nodes = manifest.nodes
+    relation_of = {
+        uid: (node.schema, node.alias)
+        for uid, node in nodes.items()
+        if node.resource_type in RELATION_TYPES and node.config.materialized != "ephemeral"
+    }
+    todo = [uid for uid, relation in relation_of.items() if relation in relations]
+    seen: set[str] = set()
+    while todo:
+        uid = todo.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        parents = getattr(nodes[uid].depends_on, "nodes", ())  # a seed has none
+        todo.extend(p for p in parents if p in nodes)
+    return sorted(
+        nodes[uid].name for uid in seen if uid in relation_of and relation_of[uid] not in existing
+    )
 
 
 def runs_unit_tests(args: Sequence[str]) -> bool:

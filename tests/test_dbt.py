@@ -197,3 +197,20 @@ def test_a_colour_build_without_unit_tests_skips_the_empty_pass_and_leaves_plain
     plain = dbt._invoke(company, ["build", "--select", "base_events__viewing_events"])
     assert plain.success, plain.error
     assert {n.resource_type for n in plain.nodes} >= {"unit_test", "model"}
+
+
+def test_creating_a_missing_incremental_model_leaves_the_existing_relations_alone(company):
+    """`loopline ingest` on a warehouse whose plain schemas exist (published views, or a
+    plain build's tables) and where one incremental model is new: only that one is created
+    empty; its parents keep their rows (an empty build of them would have emptied them)."""
+    from loopline.dbt import ensure_incremental_relations
+    from tests.conftest import query
+
+    parent = "select count(*) from staging.base_oltp__users"
+    users = query(company, parent)[0][0]
+    assert users > 0
+    query(company, "drop table staging.base_events__viewing_events")
+    ensure_incremental_relations(company)
+    assert query(company, "select count(*) from staging.base_events__viewing_events") == [(0,)]
+    assert query(company, parent) == [(users,)]
+    assert query(company, "select count(*) from staging.stg_oltp__plans")[0][0] > 0
