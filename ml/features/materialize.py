@@ -10,9 +10,10 @@ are newer-wins per (feature set, version, entity), so a rerun with no new rows w
 colour, so after publication `P` of colour `C` the mart's days before the first day `C`'s
 builds wrote since its previous publication `P_C` (kept per publication in
 `monitoring.publication_days`) are the rows `C` held at `P_C`. When the store materialised
-`P_C` (its mark for the feature set and `C` names `P_C`, or `P` itself on a rerun), it already
-holds a vector at least as new as each of those rows, so reading the days from there on writes
-exactly what reading every day would. Anything else (no publication, a mart built in place, a
+`P_C` (its mark for the feature set and `C` names `P_C`), it already holds a vector at least
+as new as each of those rows, so reading the days from there on writes exactly what reading
+every day would. When its mark names `P` itself (a rerun: `loopline build --select ...`, a
+refresh after a no-op), it holds every row `P` serves, and nothing is read. Anything else (no publication, a mart built in place, a
 new or emptied store, a store that missed `P_C`) reads every day, and every materialisation
 leaves its mark.
 """
@@ -147,6 +148,11 @@ def days_to_read(
     mark = store.mark(mark_name(feature_set, publication.colour))
     if mark is None or mark not in (publication.previous_of_colour, publication.publication_id):
         return EVERY_DAY
+    if mark == publication.publication_id:
+        # a rerun: the mark is set once every version was written, so the store holds a
+        # vector at least as new as each row this publication serves (and it serves the same
+        # rows until the next one: builds never write the live colour)
+        return Days(read=False)
     schema, name = feature_set.relation.split(".", 1)
     has_days = con.execute(
         "select count(*) from information_schema.columns "
