@@ -109,8 +109,9 @@ def test_an_error_message_is_cut_to_its_informative_line():
     )
 
 
-def test_the_empty_pre_pass_runs_only_while_relations_are_missing(company, monkeypatch):
-    """Once the incremental relations exist, a build runs dbt once (parse aside)."""
+@pytest.fixture
+def invocations(monkeypatch) -> list[list[str]]:
+    """The arguments of every dbt invocation `loopline.dbt` makes in the test, in order."""
     import loopline.dbt as dbt
 
     calls: list[list[str]] = []
@@ -121,6 +122,12 @@ def test_the_empty_pre_pass_runs_only_while_relations_are_missing(company, monke
         return real(settings, args, **kwargs)
 
     monkeypatch.setattr(dbt, "_invoke", spy)
+    return calls
+
+
+def test_the_empty_pre_pass_runs_only_while_relations_are_missing(company, invocations):
+    """Once the incremental relations exist, a build runs dbt once (parse aside)."""
+    calls = invocations
     run_dbt(company, ["build", "--select", "stg_oltp__plans"])
     assert [c[0] for c in calls] == ["parse", "build"]
     assert "--empty" not in calls[1]
@@ -157,7 +164,7 @@ def test_unit_tests_run_unless_the_arguments_leave_them_out():
 
 
 def test_a_colour_build_without_unit_tests_skips_the_empty_pass_and_leaves_plain_stand_ins(
-    company, monkeypatch
+    company, invocations
 ):
     """The audited colour build runs no unit test, so nothing needs its relations to exist
     first; it leaves an empty plain stand-in of each incremental model it built, so a plain
@@ -167,14 +174,7 @@ def test_a_colour_build_without_unit_tests_skips_the_empty_pass_and_leaves_plain
 
     relation = "staging.base_events__viewing_events"
     query(company, f"drop table {relation}")
-    calls: list[list[str]] = []
-    real = dbt._invoke
-
-    def spy(settings, args, **kwargs):
-        calls.append(list(args))
-        return real(settings, args, **kwargs)
-
-    monkeypatch.setattr(dbt, "_invoke", spy)
+    calls = invocations
     only = ["--select", "+base_events__viewing_events"]
     only += ["--exclude-resource-type", "unit_test", "--exclude-resource-type", "test"]
     built = run_dbt(company, ["build", *only], colour="blue")
