@@ -161,9 +161,7 @@ def run_dbt(
         if runs_unit_tests(args):
             incremental = ensure_incremental_relations(settings, manifest, colour)
         else:
-            incremental = incremental_relations(
-                settings, manifest if manifest is not None else parse(settings, colour)
-            )
+            incremental = incremental_relations(settings, manifest, colour)
     shows = bool(args) and args[0] in RUNS_NODES and "--empty" not in args
     bar = f"dbt {args[0]}" if shows else None
     result = _invoke(settings, args, manifest=manifest, bar=bar, colour=colour, callbacks=callbacks)
@@ -239,9 +237,11 @@ def parse(settings: Settings, colour: str | None = None) -> Any:
     return result.manifest
 
 
-def incremental_relations(settings: Settings, manifest: Any = None) -> list[str]:
-    """`schema.table` of every incremental model, from the parsed project."""
-    manifest = manifest if manifest is not None else parse(settings)
+def incremental_relations(
+    settings: Settings, manifest: Any = None, colour: str | None = None
+) -> list[str]:
+    """`schema.table` of every incremental model, from the parsed project (of `colour`)."""
+    manifest = manifest if manifest is not None else parse(settings, colour)
     return sorted(
         f"{node.schema}.{node.alias}"
         for node in manifest.nodes.values()
@@ -260,19 +260,12 @@ def ensure_incremental_relations(
     a relation that exists (a published view, say) is never replaced by an empty one.
     """
     manifest = manifest if manifest is not None else parse(settings, colour)
-    wanted: set[tuple[str, str]] = set()
-    for name in incremental_relations(settings, manifest):
-        schema, alias = name.split(".", 1)
-        wanted.add((schema, alias))
+    wanted = {_schema_and_name(name) for name in incremental_relations(settings, manifest)}
     existing: set[tuple[str, str]] = set()
     if settings.resolved_warehouse_path.exists():
         # read-write: dbt-duckdb keeps its in-process instance open (see open_warehouse)
         with writing(settings) as con:
-            existing = set(
-                con.execute(
-                    "select table_schema, table_name from information_schema.tables"
-                ).fetchall()
-            )
+            existing = _relations(con)
     missing = sorted(f"{schema}.{alias}" for schema, alias in wanted - existing)
     if missing:
         # seeds and snapshots upstream of them must exist too, hence `build` without tests
@@ -333,14 +326,16 @@ def plain_stand_ins(settings: Settings, relations: Sequence[str], colour: str) -
     did not create (it failed first) is left for a later build (or `loopline ingest`).
     """
     suffix = f"__{colour}"
-    coloured = [tuple(r.split(".", 1)) for r in relations if r.split(".", 1)[0].endswith(suffix)]
+    coloured = [
+        (schema, table)
+        for schema, table in map(_schema_and_name, relations)
+        if schema.endswith(suffix)
+    ]
     if not coloured or not settings.resolved_warehouse_path.exists():
         return []
     created: list[str] = []
     with writing(settings) as con:  # re-entrant: a build holds the writer lock already
-        existing = set(
-            con.execute("select table_schema, table_name from information_schema.tables").fetchall()
-        )
+        existing = _relations(con)
         for schema, table in coloured:
             plain = schema.removesuffix(suffix)
             if (plain, table) in existing or (schema, table) not in existing:
@@ -351,6 +346,18 @@ def plain_stand_ins(settings: Settings, relations: Sequence[str], colour: str) -
             )
             created.append(f"{plain}.{table}")
     return created
+
+
+def _schema_and_name(relation: str) -> tuple[str, str]:
+    """`("staging", "t")` of `"staging.t"`."""
+    schema, name = relation.split(".", 1)
+    return schema, name
+
+
+def _relations(con: Any) -> set[tuple[str, str]]:
+    """(schema, name) of every table and view in the warehouse."""
+    rows = con.execute("select table_schema, table_name from information_schema.tables")
+    return {(schema, name) for schema, name in rows.fetchall()}
 
 
 def _close_dbt_duckdb() -> None:

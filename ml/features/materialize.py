@@ -13,9 +13,9 @@ builds wrote since its previous publication `P_C` (kept per publication in
 `P_C` (its mark for the feature set and `C` names `P_C`), it already holds a vector at least
 as new as each of those rows, so reading the days from there on writes exactly what reading
 every day would. When its mark names `P` itself (a rerun: `loopline build --select ...`, a
-refresh after a no-op), it holds every row `P` serves, and nothing is read. Anything else (no publication, a mart built in place, a
-new or emptied store, a store that missed `P_C`) reads every day, and every materialisation
-leaves its mark.
+refresh after a no-op), it holds every row `P` serves, and nothing is read. Anything else
+(no publication, a mart built in place, a new or emptied store, a store that missed `P_C`)
+reads every day, and every materialisation leaves its mark.
 """
 
 from __future__ import annotations
