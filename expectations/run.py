@@ -51,6 +51,12 @@ DATASOURCE = "warehouse"
 # where a feature mart's unsettled days (or a load-time model's unsettled lines) are judged,
 # as a view, while its suite runs
 WINDOWS_SCHEMA = "loopline_audit"
+# the validation runs the Data Docs index lists, newest first: GX reads every result it lists
+# back from the store on each build, so an unbounded index makes each audit slower than the
+# last (an hourly build would read thousands of results within weeks). Older results stay
+# in the store (gx/validations/), their pages on the site, and every row in
+# monitoring.validation_results.
+DATA_DOCS_INDEX_RESULTS = 500
 # a dbt test's `where` placeholder: the load watermark of a model's unpublished lines
 # (macros/loads_unsettled.sql, filled for dbt by macros/tests_rebuilt_days.sql)
 _UNSETTLED_LOADS = re.compile(r"__unsettled_loads__\((\w+)\)")
@@ -665,7 +671,10 @@ def _context(settings: Settings) -> Any:
                 "class_name": "TupleFilesystemStoreBackend",
                 "base_directory": str(root / "data_docs"),
             },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_index_builder": {
+                "class_name": "DefaultSiteIndexBuilder",
+                "validation_results_limit": DATA_DOCS_INDEX_RESULTS,
+            },
         }
     }
     context = gx.get_context(mode="ephemeral", project_config=config)

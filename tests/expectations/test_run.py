@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from expectations.results import TABLE
-from expectations.run import ValidationError, validate
+from expectations.run import ValidationError, validate, validate_frame
+from loopline.settings import Settings
 from tests.conftest import query
 from tests.expectations.conftest import execute, stage
 
@@ -229,3 +231,44 @@ def test_cli_validate_exits_0_when_clean_and_1_on_a_critical_failure(warehouse, 
         assert unknown.exit_code == 2 and "unknown asset" in unknown.output
     finally:
         get_settings.cache_clear()
+
+
+def test_the_data_docs_index_lists_and_reads_only_the_newest_results(tmp_path, monkeypatch):
+    """GX reads back every result its index lists on each build: the index is capped, so an
+    audit does not slow down as the history grows, and the history itself is kept."""
+    import great_expectations as gx
+    from great_expectations.data_context.data_context.abstract_data_context import (
+        AbstractDataContext,
+    )
+
+    from expectations import run as run_mod
+
+    monkeypatch.setattr(run_mod, "DATA_DOCS_INDEX_RESULTS", 2)
+    reads: list[str] = []
+    real_get = AbstractDataContext.get_validation_result
+
+    def counting_get(self, *args, **kwargs):
+        reads.append(str(kwargs.get("run_id")))
+        return real_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractDataContext, "get_validation_result", counting_get)
+    settings = Settings(data_dir=tmp_path / "data")
+    frame = pd.DataFrame({"x": [1, 2, 3]})
+    runs = [f"docs-run-{n}" for n in range(5)]
+    for run_id in runs:
+        reads.clear()
+        report = validate_frame(
+            settings,
+            "frames.x",
+            frame,
+            [gx.expectations.ExpectColumnValuesToNotBeNull(column="x")],
+            relation="frames.x",
+            record=False,
+            run_id=run_id,
+        )
+        assert len(reads) <= 2  # never the whole history
+    index = report.data_docs.read_text()
+    assert all(run_id in index for run_id in runs[-2:])
+    assert not any(run_id in index for run_id in runs[:-2])
+    stored = list((tmp_path / "data" / "gx" / "validations").rglob("*.json"))
+    assert len(stored) == len(runs)  # every result is kept in the store
