@@ -51,12 +51,13 @@ DATASOURCE = "warehouse"
 # where a feature mart's unsettled days (or a load-time model's unsettled lines) are judged,
 # as a view, while its suite runs
 WINDOWS_SCHEMA = "loopline_audit"
-# the validation runs the Data Docs index lists, newest first: GX reads every result it lists
-# back from the store on each build, so an unbounded index makes each audit slower than the
-# last (an hourly build would read thousands of results within weeks). Older results stay
-# in the store (gx/validations/), their pages on the site, and every row in
-# monitoring.validation_results.
-DATA_DOCS_INDEX_RESULTS = 500
+# the stored validation results GX's store keeps (the newest; about seven audits of every
+# suite): each Data Docs build lists the store's keys five times, parsing every key's run
+# time, and reads back every result its index lists, so an unbounded store made each audit
+# slower than the last (5,000 results, about a week of hourly builds, cost 6 s a build).
+# Older results are moved to gx/archive/validations/ (the same layout: nothing is lost),
+# and every row of every run stays in monitoring.validation_results.
+DATA_DOCS_RESULTS = 300
 # a dbt test's `where` placeholder: the load watermark of a model's unpublished lines
 # (macros/loads_unsettled.sql, filled for dbt by macros/tests_rebuilt_days.sql)
 _UNSETTLED_LOADS = re.compile(r"__unsettled_loads__\((\w+)\)")
@@ -226,6 +227,7 @@ def validate(
                 # the views of unsettled days, a crashed run's too
                 con.execute(f'drop schema if exists "{WINDOWS_SCHEMA}" cascade')
             if data_docs and keys:
+                archive_old_results(settings)
                 context.build_data_docs(resource_identifiers=keys)
                 report.data_docs = data_docs_index(settings)
             if record:
@@ -272,6 +274,7 @@ def validate_frame(
     report.suites.append(result)
     report.rows.extend(rows)
     if data_docs:
+        archive_old_results(settings)
         context.build_data_docs(resource_identifiers=[key])
         report.data_docs = data_docs_index(settings)
     if record:
@@ -642,8 +645,8 @@ def _quiet_gx() -> None:
 
 def _context(settings: Settings) -> Any:
     """A GX context whose suites live in memory (they are code) and whose results and Data
-    Docs live under ``<data_dir>/gx``: validations/ (JSON, the history the index lists) and
-    data_docs/ (the HTML site)."""
+    Docs live under ``<data_dir>/gx``: validations/ (JSON, the newest results: older ones
+    are archived, `archive_old_results`) and data_docs/ (the HTML site)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -671,15 +674,40 @@ def _context(settings: Settings) -> Any:
                 "class_name": "TupleFilesystemStoreBackend",
                 "base_directory": str(root / "data_docs"),
             },
-            "site_index_builder": {
-                "class_name": "DefaultSiteIndexBuilder",
-                "validation_results_limit": DATA_DOCS_INDEX_RESULTS,
-            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         }
     }
     context = gx.get_context(mode="ephemeral", project_config=config)
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return context
+
+
+def archive_old_results(settings: Settings, keep: int | None = None) -> int:
+    """Move the stored results beyond the newest `keep` (`DATA_DOCS_RESULTS`) from GX's
+    store to ``gx/archive/validations/``, same paths; return how many moved.
+
+    A result's path is ``<suite>/<run name>/<run time>/<batch>.json`` and the run time
+    (``20261127T235902.045146Z``) sorts as text. GX drops an archived result's page from
+    the site on its next build; its JSON stays in the archive.
+    """
+    keep = DATA_DOCS_RESULTS if keep is None else keep
+    store = gx_root(settings) / "validations"
+    if not store.exists():
+        return 0
+    stored = sorted(store.rglob("*.json"), key=lambda p: (p.parent.name, str(p)), reverse=True)
+    archive = gx_root(settings) / "archive" / "validations"
+    for path in stored[keep:]:
+        target = archive / path.relative_to(store)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        for folder in path.parents:  # the key's folders, once empty
+            if folder == store or any(folder.iterdir()):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # another run stored a result there meanwhile
+                break
+    return max(len(stored) - keep, 0)
 
 
 def _datasource(context: Any, warehouse: Path) -> Any:

@@ -233,9 +233,10 @@ def test_cli_validate_exits_0_when_clean_and_1_on_a_critical_failure(warehouse, 
         get_settings.cache_clear()
 
 
-def test_the_data_docs_index_lists_and_reads_only_the_newest_results(tmp_path, monkeypatch):
-    """GX reads back every result its index lists on each build: the index is capped, so an
-    audit does not slow down as the history grows, and the history itself is kept."""
+def test_data_docs_keep_the_newest_results_and_archive_the_rest(tmp_path, monkeypatch):
+    """GX lists every stored key and reads back every result its index lists on each build:
+    the store keeps the newest results only, so an audit does not slow down as the history
+    grows, and the older results move to the archive, none lost."""
     import great_expectations as gx
     from great_expectations.data_context.data_context.abstract_data_context import (
         AbstractDataContext,
@@ -243,7 +244,7 @@ def test_the_data_docs_index_lists_and_reads_only_the_newest_results(tmp_path, m
 
     from expectations import run as run_mod
 
-    monkeypatch.setattr(run_mod, "DATA_DOCS_INDEX_RESULTS", 2)
+    monkeypatch.setattr(run_mod, "DATA_DOCS_RESULTS", 2)
     reads: list[str] = []
     real_get = AbstractDataContext.get_validation_result
 
@@ -270,5 +271,7 @@ def test_the_data_docs_index_lists_and_reads_only_the_newest_results(tmp_path, m
     index = report.data_docs.read_text()
     assert all(run_id in index for run_id in runs[-2:])
     assert not any(run_id in index for run_id in runs[:-2])
-    stored = list((tmp_path / "data" / "gx" / "validations").rglob("*.json"))
-    assert len(stored) == len(runs)  # every result is kept in the store
+    gx_dir = tmp_path / "data" / "gx"
+    stored = {p.parts[-3] for p in (gx_dir / "validations").rglob("*.json")}
+    archived = {p.parts[-3] for p in (gx_dir / "archive" / "validations").rglob("*.json")}
+    assert stored == set(runs[-2:]) and archived == set(runs[:-2])  # nothing lost
