@@ -227,8 +227,7 @@ def validate(
                 # the views of unsettled days, a crashed run's too
                 con.execute(f'drop schema if exists "{WINDOWS_SCHEMA}" cascade')
             if data_docs and keys:
-                archive_old_results(settings)
-                context.build_data_docs(resource_identifiers=keys)
+                _build_data_docs(settings, context, keys)
                 report.data_docs = data_docs_index(settings)
             if record:
                 report.recorded = append(con, report.rows)
@@ -274,8 +273,7 @@ def validate_frame(
     report.suites.append(result)
     report.rows.extend(rows)
     if data_docs:
-        archive_old_results(settings)
-        context.build_data_docs(resource_identifiers=[key])
+        _build_data_docs(settings, context, [key])
         report.data_docs = data_docs_index(settings)
     if record:
         with warehouse_mod.writing(settings) as con:
@@ -682,6 +680,17 @@ def _context(settings: Settings) -> Any:
     return context
 
 
+def _build_data_docs(settings: Settings, context: Any, keys: list[Any]) -> None:
+    """Archive the oldest results, then build the site's pages for `keys` and its index, one
+    process at a time: two at once (the line's audit beside a monitor run, say) would move
+    and delete the same files."""
+    from loopline.locks import exclusive_file
+
+    with exclusive_file(gx_root(settings) / ".data_docs.lock", "the Data Docs site"):
+        archive_old_results(settings)
+        context.build_data_docs(resource_identifiers=keys)
+
+
 def archive_old_results(settings: Settings, keep: int | None = None) -> int:
     """Move the stored results beyond the newest `keep` (`DATA_DOCS_RESULTS`) from GX's
     store to ``gx/archive/validations/``, same paths; return how many moved.
@@ -699,7 +708,10 @@ def archive_old_results(settings: Settings, keep: int | None = None) -> int:
     for path in stored[keep:]:
         target = archive / path.relative_to(store)
         target.parent.mkdir(parents=True, exist_ok=True)
-        path.replace(target)
+        try:
+            path.replace(target)
+        except FileNotFoundError:  # archived by another process meanwhile
+            continue
         for folder in path.parents:  # the key's folders, once empty
             if folder == store or any(folder.iterdir()):
                 break

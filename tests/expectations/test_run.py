@@ -275,3 +275,42 @@ def test_data_docs_keep_the_newest_results_and_archive_the_rest(tmp_path, monkey
     stored = {p.parts[-3] for p in (gx_dir / "validations").rglob("*.json")}
     archived = {p.parts[-3] for p in (gx_dir / "archive" / "validations").rglob("*.json")}
     assert stored == set(runs[-2:]) and archived == set(runs[:-2])  # nothing lost
+
+
+def test_a_data_docs_build_waits_for_another_process_building_the_site(tmp_path):
+    """Archiving moves and GX's clean-up deletes files of the shared site: a second process
+    (the line's audit beside a monitor run) builds after the first, never at the same time."""
+    import subprocess
+    import sys
+
+    import great_expectations as gx
+
+    settings = Settings(data_dir=tmp_path / "data")
+    lock = tmp_path / "data" / "gx" / ".data_docs.lock"
+    released = tmp_path / "released"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from loopline.locks import exclusive_file\n"
+            f"with exclusive_file(Path({str(lock)!r}), 'the Data Docs site'):\n"
+            "    print('held', flush=True); time.sleep(3)\n"
+            f"    Path({str(released)!r}).write_text('done')\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        report = validate_frame(
+            settings,
+            "frames.x",
+            pd.DataFrame({"x": [1, 2, 3]}),
+            [gx.expectations.ExpectColumnValuesToNotBeNull(column="x")],
+            relation="frames.x",
+            record=False,
+        )
+        assert released.exists()  # it built the site only once the other process was done
+        assert report.data_docs is not None and report.data_docs.exists()
+    finally:
+        holder.wait(timeout=60)
