@@ -691,21 +691,20 @@ def _build_data_docs(settings: Settings, context: Any, keys: list[Any]) -> None:
         context.build_data_docs(resource_identifiers=keys)
 
 
-def archive_old_results(settings: Settings, keep: int | None = None) -> int:
-    """Move the stored results beyond the newest `keep` (`DATA_DOCS_RESULTS`) from GX's
-    store to ``gx/archive/validations/``, same paths; return how many moved.
+def archive_old_results(settings: Settings) -> None:
+    """Move the stored results beyond the newest `DATA_DOCS_RESULTS` from GX's store to
+    ``gx/archive/validations/``, same paths.
 
     A result's path is ``<suite>/<run name>/<run time>/<batch>.json`` and the run time
     (``20261127T235902.045146Z``) sorts as text. GX drops an archived result's page from
     the site on its next build; its JSON stays in the archive.
     """
-    keep = DATA_DOCS_RESULTS if keep is None else keep
     store = gx_root(settings) / "validations"
     if not store.exists():
-        return 0
+        return
     stored = sorted(store.rglob("*.json"), key=lambda p: (p.parent.name, str(p)), reverse=True)
     archive = gx_root(settings) / "archive" / "validations"
-    for path in stored[keep:]:
+    for path in stored[DATA_DOCS_RESULTS:]:
         target = archive / path.relative_to(store)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -719,7 +718,6 @@ def archive_old_results(settings: Settings, keep: int | None = None) -> int:
                 folder.rmdir()
             except OSError:  # another run stored a result there meanwhile
                 break
-    return max(len(stored) - keep, 0)
 
 
 def _datasource(context: Any, warehouse: Path) -> Any:

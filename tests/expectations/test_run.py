@@ -233,11 +233,25 @@ def test_cli_validate_exits_0_when_clean_and_1_on_a_critical_failure(warehouse, 
         get_settings.cache_clear()
 
 
+def _validate_a_frame(settings: Settings, run_id: str | None = None):
+    """One small suite on a data frame, with Data Docs: what the store and site tests need."""
+    import great_expectations as gx
+
+    return validate_frame(
+        settings,
+        "frames.x",
+        pd.DataFrame({"x": [1, 2, 3]}),
+        [gx.expectations.ExpectColumnValuesToNotBeNull(column="x")],
+        relation="frames.x",
+        record=False,
+        run_id=run_id,
+    )
+
+
 def test_data_docs_keep_the_newest_results_and_archive_the_rest(tmp_path, monkeypatch):
     """GX lists every stored key and reads back every result its index lists on each build:
     the store keeps the newest results only, so an audit does not slow down as the history
     grows, and the older results move to the archive, none lost."""
-    import great_expectations as gx
     from great_expectations.data_context.data_context.abstract_data_context import (
         AbstractDataContext,
     )
@@ -254,19 +268,10 @@ def test_data_docs_keep_the_newest_results_and_archive_the_rest(tmp_path, monkey
 
     monkeypatch.setattr(AbstractDataContext, "get_validation_result", counting_get)
     settings = Settings(data_dir=tmp_path / "data")
-    frame = pd.DataFrame({"x": [1, 2, 3]})
     runs = [f"docs-run-{n}" for n in range(5)]
     for run_id in runs:
         reads.clear()
-        report = validate_frame(
-            settings,
-            "frames.x",
-            frame,
-            [gx.expectations.ExpectColumnValuesToNotBeNull(column="x")],
-            relation="frames.x",
-            record=False,
-            run_id=run_id,
-        )
+        report = _validate_a_frame(settings, run_id)
         assert len(reads) <= 2  # never the whole history
     index = report.data_docs.read_text()
     assert all(run_id in index for run_id in runs[-2:])
@@ -282,8 +287,6 @@ def test_a_data_docs_build_waits_for_another_process_building_the_site(tmp_path)
     (the line's audit beside a monitor run) builds after the first, never at the same time."""
     import subprocess
     import sys
-
-    import great_expectations as gx
 
     settings = Settings(data_dir=tmp_path / "data")
     lock = tmp_path / "data" / "gx" / ".data_docs.lock"
@@ -302,14 +305,7 @@ def test_a_data_docs_build_waits_for_another_process_building_the_site(tmp_path)
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        report = validate_frame(
-            settings,
-            "frames.x",
-            pd.DataFrame({"x": [1, 2, 3]}),
-            [gx.expectations.ExpectColumnValuesToNotBeNull(column="x")],
-            relation="frames.x",
-            record=False,
-        )
+        report = _validate_a_frame(settings)
         assert released.exists()  # it built the site only once the other process was done
         assert report.data_docs is not None and report.data_docs.exists()
     finally:
